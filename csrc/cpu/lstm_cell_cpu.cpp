@@ -1,0 +1,90 @@
+// CPU fused LSTM cell (pointwise part) and its backward.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "sparse_kernels/checks.h"
+#include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/lstm_math.h"
+
+namespace sparse_kernels::cpu {
+
+namespace {
+void check_cell_shapes(const at::Tensor& gates, const at::Tensor& c_prev) {
+  SK_CHECK_DIM(gates, 2);
+  SK_CHECK_DIM(c_prev, 2);
+  SK_CHECK_FLOAT(gates);
+  SK_CHECK_SAME_DTYPE(gates, c_prev);
+  TORCH_CHECK(gates.size(0) == c_prev.size(0) &&
+                  gates.size(1) == 4 * c_prev.size(1),
+              "gates must have shape (N, 4*H) for c_prev of shape (N, H), got ",
+              gates.sizes(), " and ", c_prev.sizes());
+}
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& gates_,
+                                             const at::Tensor& c_prev_) {
+  check_cell_shapes(gates_, c_prev_);
+  const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
+  const int64_t n_rows = c_prev.size(0), hidden = c_prev.size(1);
+  at::Tensor h = at::empty_like(c_prev), c = at::empty_like(c_prev);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_cell_cpu", [&] {
+    const scalar_t* g = gates.data_ptr<scalar_t>();
+    const scalar_t* cp = c_prev.data_ptr<scalar_t>();
+    scalar_t* h_out = h.data_ptr<scalar_t>();
+    scalar_t* c_out = c.data_ptr<scalar_t>();
+    at::parallel_for(0, n_rows * hidden, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        const int64_t n = e / hidden, j = e % hidden;
+        const scalar_t* g_n = g + n * 4 * hidden;
+        lstm_unit_forward(g_n[j], g_n[hidden + j], g_n[2 * hidden + j],
+                          g_n[3 * hidden + j], cp[e], h_out + e, c_out + e);
+      }
+    });
+  });
+  return {h, c};
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
+    const at::Tensor& grad_h_, const at::Tensor& grad_c_,
+    const at::Tensor& gates_, const at::Tensor& c_prev_, const at::Tensor& c_) {
+  check_cell_shapes(gates_, c_prev_);
+  for (const at::Tensor* t : {&grad_h_, &grad_c_, &c_}) {
+    TORCH_CHECK(t->sizes() == c_prev_.sizes() &&
+                    t->scalar_type() == c_prev_.scalar_type(),
+                "grad_h, grad_c and c must match c_prev in shape and dtype");
+  }
+  const at::Tensor grad_h = grad_h_.contiguous(), grad_c = grad_c_.contiguous();
+  const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
+  const at::Tensor c = c_.contiguous();
+  const int64_t n_rows = c_prev.size(0), hidden = c_prev.size(1);
+  at::Tensor grad_gates = at::empty_like(gates);
+  at::Tensor grad_c_prev = at::empty_like(c_prev);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_cell_backward_cpu", [&] {
+    const scalar_t* g = gates.data_ptr<scalar_t>();
+    const scalar_t* cp = c_prev.data_ptr<scalar_t>();
+    const scalar_t* cc = c.data_ptr<scalar_t>();
+    const scalar_t* dh = grad_h.data_ptr<scalar_t>();
+    const scalar_t* dc = grad_c.data_ptr<scalar_t>();
+    scalar_t* dg = grad_gates.data_ptr<scalar_t>();
+    scalar_t* dcp = grad_c_prev.data_ptr<scalar_t>();
+    at::parallel_for(0, n_rows * hidden, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        const int64_t n = e / hidden, j = e % hidden;
+        const scalar_t* g_n = g + n * 4 * hidden;
+        scalar_t* dg_n = dg + n * 4 * hidden;
+        lstm_unit_backward(g_n[j], g_n[hidden + j], g_n[2 * hidden + j],
+                           g_n[3 * hidden + j], cp[e], cc[e], dh[e], dc[e],
+                           dg_n + j, dg_n + hidden + j, dg_n + 2 * hidden + j,
+                           dg_n + 3 * hidden + j, dcp + e);
+      }
+    });
+  });
+  return {grad_gates, grad_c_prev};
+}
+
+}  // namespace sparse_kernels::cpu
+
+TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
+  m.impl("lstm_cell", &sparse_kernels::cpu::lstm_cell);
+  m.impl("lstm_cell_backward", &sparse_kernels::cpu::lstm_cell_backward);
+}

@@ -1,0 +1,49 @@
+// Torch-free CUDA launchers: raw device pointers and a stream. Glued to torch
+// in ops_cuda.cpp. Keeping torch headers out of the .cu files keeps each one a
+// few seconds to compile and lets the kernels be built without torch.
+//
+// Index conventions are those of csrc/include/sparse_kernels/cpu_kernels.h.
+// Every launcher returns the launch's cudaError_t.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace sparse_kernels::cuda {
+
+// y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null).
+template <typename T>
+cudaError_t sparse_linear(const T* x, const T* values, const int32_t* row_ptr,
+                          const int32_t* col_idx, const T* bias, T* y,
+                          int64_t n_rows, int64_t in_features,
+                          int64_t out_features, cudaStream_t stream);
+
+// grad_x (n_rows, in) = grad_y (n_rows, out) @ W through the CSC view.
+template <typename T>
+cudaError_t sparse_linear_input_grad(const T* grad_y, const T* values,
+                                     const int32_t* col_ptr,
+                                     const int32_t* row_idx,
+                                     const int32_t* csr2csc, T* grad_x,
+                                     int64_t n_rows, int64_t in_features,
+                                     int64_t out_features, cudaStream_t stream);
+
+// grad_values (nnz) = SDDMM of grad_y and x at the stored nonzeros.
+template <typename T>
+cudaError_t sparse_linear_value_grad(const T* grad_y, const T* x,
+                                     const int32_t* row_ptr,
+                                     const int32_t* col_idx, T* grad_values,
+                                     int64_t n_rows, int64_t in_features,
+                                     int64_t out_features, int64_t nnz,
+                                     cudaStream_t stream);
+
+template <typename T>
+cudaError_t lstm_cell(const T* gates, const T* c_prev, T* h, T* c,
+                      int64_t n_rows, int64_t hidden, cudaStream_t stream);
+
+template <typename T>
+cudaError_t lstm_cell_backward(const T* grad_h, const T* grad_c, const T* gates,
+                               const T* c_prev, const T* c, T* grad_gates,
+                               T* grad_c_prev, int64_t n_rows, int64_t hidden,
+                               cudaStream_t stream);
+
+}  // namespace sparse_kernels::cuda

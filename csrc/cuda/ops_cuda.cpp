@@ -1,0 +1,164 @@
+// Binds the torch-free CUDA launchers (kernels.h) to the op schemas for the
+// CUDA dispatch key: argument checks, output allocation, device guard, stream.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "kernels.h"
+#include "sparse_kernels/checks.h"
+
+namespace sparse_kernels::cuda {
+namespace {
+
+void check_launch(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, what, " kernel launch failed: ", cudaGetErrorString(err));
+}
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// CUDA kernels exist for float32 and float64.
+#define SK_DISPATCH_CUDA_FLOAT(dtype, name, ...)                               \
+  [&] {                                                                        \
+    if ((dtype) == at::kFloat) {                                               \
+      using scalar_t = float;                                                  \
+      __VA_ARGS__();                                                           \
+    } else if ((dtype) == at::kDouble) {                                       \
+      using scalar_t = double;                                                 \
+      __VA_ARGS__();                                                           \
+    } else {                                                                   \
+      TORCH_CHECK(false, name, ": CUDA supports float32 and float64, got ", dtype); \
+    }                                                                          \
+  }()
+
+at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values,
+                              const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const std::optional<at::Tensor>& bias) {
+  SK_CHECK_DIM(input_, 2);
+  SK_CHECK_SAME_DTYPE(input_, values);
+  SK_CHECK_INDEX(row_ptr);
+  SK_CHECK_INDEX(col_idx);
+  TORCH_CHECK(values.dim() == 1 && values.is_contiguous() && values.numel() == col_idx.numel(),
+              "values must be contiguous 1-D with one entry per col_idx entry");
+  const c10::cuda::CUDAGuard guard(input_.device());
+  const at::Tensor input = input_.contiguous();
+  const int64_t out_features = row_ptr.numel() - 1;
+  const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
+  at::Tensor out = at::empty({input.size(0), out_features}, input.options());
+  SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear", [&] {
+    check_launch(sparse_linear<scalar_t>(
+                     input.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                     row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
+                     bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr,
+                     out.data_ptr<scalar_t>(), input.size(0), input.size(1), out_features,
+                     current_stream()),
+                 "sparse_linear");
+  });
+  return out;
+}
+
+at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
+                                         const at::Tensor& values, const at::Tensor& col_ptr,
+                                         const at::Tensor& row_idx,
+                                         const at::Tensor& csr2csc) {
+  SK_CHECK_DIM(grad_output_, 2);
+  SK_CHECK_SAME_DTYPE(grad_output_, values);
+  SK_CHECK_INDEX(col_ptr);
+  SK_CHECK_INDEX(row_idx);
+  SK_CHECK_INDEX(csr2csc);
+  const c10::cuda::CUDAGuard guard(grad_output_.device());
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const int64_t in_features = col_ptr.numel() - 1;
+  at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
+  SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "sparse_linear_input_grad", [&] {
+    check_launch(sparse_linear_input_grad<scalar_t>(
+                     grad_output.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                     col_ptr.data_ptr<int32_t>(), row_idx.data_ptr<int32_t>(),
+                     csr2csc.data_ptr<int32_t>(), grad_input.data_ptr<scalar_t>(),
+                     grad_output.size(0), in_features, grad_output.size(1),
+                     current_stream()),
+                 "sparse_linear_input_grad");
+  });
+  return grad_input;
+}
+
+at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
+                                         const at::Tensor& input_, const at::Tensor& row_ptr,
+                                         const at::Tensor& col_idx) {
+  SK_CHECK_DIM(grad_output_, 2);
+  SK_CHECK_DIM(input_, 2);
+  SK_CHECK_SAME_DTYPE(grad_output_, input_);
+  SK_CHECK_INDEX(row_ptr);
+  SK_CHECK_INDEX(col_idx);
+  TORCH_CHECK(grad_output_.size(0) == input_.size(0) &&
+                  grad_output_.size(1) == row_ptr.numel() - 1,
+              "grad_output must have shape (input.size(0), out_features)");
+  const c10::cuda::CUDAGuard guard(input_.device());
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const at::Tensor input = input_.contiguous();
+  at::Tensor grad_values = at::empty({col_idx.numel()}, input.options());
+  SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear_value_grad", [&] {
+    check_launch(sparse_linear_value_grad<scalar_t>(
+                     grad_output.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
+                     row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
+                     grad_values.data_ptr<scalar_t>(), input.size(0), input.size(1),
+                     grad_output.size(1), col_idx.numel(), current_stream()),
+                 "sparse_linear_value_grad");
+  });
+  return grad_values;
+}
+
+void check_cell(const at::Tensor& gates, const at::Tensor& c_prev) {
+  SK_CHECK_DIM(gates, 2);
+  SK_CHECK_DIM(c_prev, 2);
+  SK_CHECK_SAME_DTYPE(gates, c_prev);
+  TORCH_CHECK(gates.size(0) == c_prev.size(0) && gates.size(1) == 4 * c_prev.size(1),
+              "gates must have shape (N, 4*H) for c_prev of shape (N, H)");
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell_cuda(const at::Tensor& gates_,
+                                                  const at::Tensor& c_prev_) {
+  check_cell(gates_, c_prev_);
+  const c10::cuda::CUDAGuard guard(gates_.device());
+  const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
+  at::Tensor h = at::empty_like(c_prev), c = at::empty_like(c_prev);
+  SK_DISPATCH_CUDA_FLOAT(gates.scalar_type(), "lstm_cell", [&] {
+    check_launch(lstm_cell<scalar_t>(gates.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
+                                     h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+                                     c_prev.size(0), c_prev.size(1), current_stream()),
+                 "lstm_cell");
+  });
+  return {h, c};
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(
+    const at::Tensor& grad_h_, const at::Tensor& grad_c_, const at::Tensor& gates_,
+    const at::Tensor& c_prev_, const at::Tensor& c_) {
+  check_cell(gates_, c_prev_);
+  const c10::cuda::CUDAGuard guard(gates_.device());
+  const at::Tensor grad_h = grad_h_.contiguous(), grad_c = grad_c_.contiguous();
+  const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
+  const at::Tensor c = c_.contiguous();
+  at::Tensor grad_gates = at::empty_like(gates), grad_c_prev = at::empty_like(c_prev);
+  SK_DISPATCH_CUDA_FLOAT(gates.scalar_type(), "lstm_cell_backward", [&] {
+    check_launch(lstm_cell_backward<scalar_t>(
+                     grad_h.data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
+                     gates.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
+                     c.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
+                     grad_c_prev.data_ptr<scalar_t>(), c_prev.size(0), c_prev.size(1),
+                     current_stream()),
+                 "lstm_cell_backward");
+  });
+  return {grad_gates, grad_c_prev};
+}
+
+}  // namespace
+}  // namespace sparse_kernels::cuda
+
+TORCH_LIBRARY_IMPL(sparse_kernels, CUDA, m) {
+  m.impl("sparse_linear", &sparse_kernels::cuda::sparse_linear_cuda);
+  m.impl("sparse_linear_input_grad", &sparse_kernels::cuda::sparse_linear_input_grad_cuda);
+  m.impl("sparse_linear_value_grad", &sparse_kernels::cuda::sparse_linear_value_grad_cuda);
+  m.impl("lstm_cell", &sparse_kernels::cuda::lstm_cell_cuda);
+  m.impl("lstm_cell_backward", &sparse_kernels::cuda::lstm_cell_backward_cuda);
+}

@@ -1,0 +1,49 @@
+// The CPU kernels, callable directly from C++ (the ctest suite does) and
+// registered as the CPU implementations of the ops declared in csrc/ops.cpp.
+//
+// Sparse weights are CSR with int32 indices: W has shape (out, in),
+// row_ptr (out + 1), col_idx (nnz), values (nnz). The transposed (CSC) view is
+// col_ptr (in + 1), row_idx (nnz) and csr2csc (nnz): values[csr2csc[p]] is the
+// p-th nonzero in column-major order.
+//
+// The kernels check shapes and dtypes (cheap) but not the CSR structure
+// (sorted, in range, no duplicates): that is validated once when a weight is
+// built (sparse_kernels/storage.py), never in the hot path.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <optional>
+#include <tuple>
+
+namespace sparse_kernels::cpu {
+
+// y = input @ W^T + bias; input (N, in) -> (N, out).
+at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
+                         const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                         const std::optional<at::Tensor>& bias);
+
+// grad_input = grad_output @ W, through the CSC view: (N, out) -> (N, in).
+at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output,
+                                    const at::Tensor& values,
+                                    const at::Tensor& col_ptr,
+                                    const at::Tensor& row_idx,
+                                    const at::Tensor& csr2csc);
+
+// Value gradient at the stored nonzeros only (SDDMM):
+// grad_values[k] = sum_n grad_output[n, row(k)] * input[n, col_idx[k]].
+at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output,
+                                    const at::Tensor& input,
+                                    const at::Tensor& row_ptr,
+                                    const at::Tensor& col_idx);
+
+// Fused LSTM cell pointwise part: gates (N, 4H) pre-activations [i|f|g|o],
+// c_prev (N, H) -> (h, c).
+std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& gates,
+                                             const at::Tensor& c_prev);
+
+// -> (grad_gates (N, 4H), grad_c_prev (N, H)).
+std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
+    const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& gates,
+    const at::Tensor& c_prev, const at::Tensor& c);
+
+}  // namespace sparse_kernels::cpu

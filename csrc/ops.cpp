@@ -1,0 +1,33 @@
+// The one list of op schemas. Backends register implementations with
+// TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*.cpp; autograd and fake
+// (meta) kernels are registered from Python in sparse_kernels/ops.py.
+#include <torch/library.h>
+
+#include <string>
+
+#include "sparse_kernels/build_info.h"
+
+TORCH_LIBRARY(sparse_kernels, m) {
+  // y = input @ W^T + bias for CSR W (out x in). The CSC view (col_ptr,
+  // row_idx, csr2csc) is passed in so that the backward can use the cached
+  // transposed index without hidden state; the forward does not read it.
+  m.def(
+      "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, "
+      "Tensor col_idx, Tensor col_ptr, Tensor row_idx, Tensor csr2csc, "
+      "Tensor? bias) -> Tensor");
+  // grad_input = grad_output @ W via the CSC view.
+  m.def(
+      "sparse_linear_input_grad(Tensor grad_output, Tensor values, "
+      "Tensor col_ptr, Tensor row_idx, Tensor csr2csc) -> Tensor");
+  // SDDMM: gradient of the stored values only.
+  m.def(
+      "sparse_linear_value_grad(Tensor grad_output, Tensor input, "
+      "Tensor row_ptr, Tensor col_idx) -> Tensor");
+  // Fused LSTM cell pointwise part: gates [i|f|g|o] (N, 4H), c_prev -> (h, c).
+  m.def("lstm_cell(Tensor gates, Tensor c_prev) -> (Tensor, Tensor)");
+  m.def(
+      "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor gates, "
+      "Tensor c_prev, Tensor c) -> (Tensor, Tensor)");
+  // What this binary was compiled with (JSON).
+  m.def("build_info() -> str", [] { return std::string(sparse_kernels::build_info_json()); });
+}

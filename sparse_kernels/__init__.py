@@ -1,0 +1,15 @@
+"""sparse_kernels: truly sparse recurrent networks for PyTorch.
+
+Weights are stored as their nonzeros only (CSR), and every op computes with
+the nonzeros only, in training and inference.
+"""
+
+from ._extension import build_info, load_extension
+
+load_extension()
+
+from . import ops, reference  # noqa: E402  (ops need the extension loaded)
+from .storage import CSRWeight, validate_csr  # noqa: E402
+
+__all__ = ["CSRWeight", "build_info", "ops", "reference", "validate_csr"]
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""The CSR format as index tensors: validation, transposition, random
+topologies. Pure tensor functions on any device, used by the op wrappers
+(sparse_kernels.ops) and the storage (sparse_kernels.storage).
+
+Conventions (shared with the C++ kernels): a sparse (rows x cols) matrix is
+``row_ptr`` (rows + 1, int32), ``col_idx`` (nnz, int32, strictly increasing
+within a row) and ``values`` (nnz). Its transposed index is ``col_ptr``
+(cols + 1), ``row_idx`` (nnz) and ``csr2csc`` (nnz): ``values[csr2csc]`` are
+the values in column-major order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+INDEX_DTYPE = torch.int32
+_INT32_MAX = 2**31 - 1
+
+
+class CSCIndex(NamedTuple):
+    col_ptr: torch.Tensor
+    row_idx: torch.Tensor
+    csr2csc: torch.Tensor
+
+
+def _check_index_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != INDEX_DTYPE:
+        raise TypeError(f"{name} must have dtype torch.int32, got {t.dtype}")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+
+
+def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, shape, values=None) -> None:
+    """Check a CSR structure once (O(nnz)); raise TypeError/ValueError naming
+    the argument. The kernels never re-check it."""
+    rows, cols = (int(s) for s in shape)
+    if rows < 0 or cols < 0:
+        raise ValueError(f"shape must be non-negative, got {(rows, cols)}")
+    _check_index_tensor("row_ptr", row_ptr)
+    _check_index_tensor("col_idx", col_idx)
+    if row_ptr.device != col_idx.device:
+        raise ValueError(f"row_ptr and col_idx must be on one device, got {row_ptr.device} and {col_idx.device}")
+    nnz = col_idx.numel()
+    if row_ptr.numel() != rows + 1:
+        raise ValueError(f"row_ptr must have rows + 1 = {rows + 1} entries, got {row_ptr.numel()}")
+    if nnz > _INT32_MAX:
+        raise ValueError(f"nnz = {nnz} does not fit int32 indices")
+    if int(row_ptr[0]) != 0:
+        raise ValueError(f"row_ptr must start at 0, got {int(row_ptr[0])}")
+    if int(row_ptr[-1]) != nnz:
+        raise ValueError(f"row_ptr must end at nnz = len(col_idx) = {nnz}, got {int(row_ptr[-1])}")
+    row_lengths = row_ptr.diff()
+    if bool((row_lengths < 0).any()):
+        raise ValueError("row_ptr must be non-decreasing")
+    if nnz:
+        if int(col_idx.min()) < 0 or int(col_idx.max()) >= cols:
+            raise ValueError(f"col_idx must be in [0, {cols}), got values in [{int(col_idx.min())}, {int(col_idx.max())}]")
+        if bool((row_lengths > cols).any()):
+            raise ValueError("a row of row_ptr holds more entries than there are columns")
+        # Within a row, columns strictly increase: a non-increase is only
+        # allowed where a new row starts.
+        non_increasing = col_idx[1:] <= col_idx[:-1]
+        row_starts = torch.zeros(nnz, dtype=torch.bool, device=col_idx.device)
+        starts = row_ptr[:-1][row_lengths > 0].long()
+        row_starts[starts] = True
+        if bool((non_increasing & ~row_starts[1:]).any()):
+            raise ValueError("col_idx must be strictly increasing within each row (sorted, no duplicates)")
+    if values is not None:
+        if not isinstance(values, torch.Tensor):
+            raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
+        if not values.is_floating_point():
+            raise TypeError(f"values must be a floating-point tensor, got {values.dtype}")
+        if values.dim() != 1 or values.numel() != nnz:
+            raise ValueError(f"values must be 1-D with nnz = {nnz} entries, got shape {tuple(values.shape)}")
+        if values.device != col_idx.device:
+            raise ValueError(f"values must be on {col_idx.device}, got {values.device}")
+
+
+def row_indices(row_ptr: torch.Tensor) -> torch.Tensor:
+    """The row of every stored nonzero (int64, length nnz)."""
+    rows = row_ptr.numel() - 1
+    lengths = row_ptr.diff().long()
+    nnz = int(row_ptr[-1]) if rows >= 0 else 0
+    return torch.repeat_interleave(torch.arange(rows, device=row_ptr.device), lengths, output_size=nnz)
+
+
+def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> CSCIndex:
+    """The transposed (CSC) index of a CSR structure."""
+    # A stable sort by column keeps the row order inside each column, because
+    # CSR lists the nonzeros row by row.
+    csr2csc = torch.argsort(col_idx, stable=True)
+    counts = torch.bincount(col_idx.long(), minlength=cols)
+    col_ptr = torch.zeros(cols + 1, dtype=INDEX_DTYPE, device=col_idx.device)
+    col_ptr[1:] = torch.cumsum(counts, 0)
+    row_idx = row_indices(row_ptr)[csr2csc]
+    return CSCIndex(col_ptr, row_idx.to(INDEX_DTYPE), csr2csc.to(INDEX_DTYPE))
+
+
+def from_coordinates(rows_of: torch.Tensor, cols_of: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR from unique (row, col) coordinates in any order.
+    Returns (row_ptr, col_idx, order) where order sorts the input entries."""
+    n_rows, n_cols = shape
+    order = torch.argsort(rows_of.long() * n_cols + cols_of.long())
+    counts = torch.bincount(rows_of.long(), minlength=n_rows)
+    row_ptr = torch.zeros(n_rows + 1, dtype=INDEX_DTYPE, device=rows_of.device)
+    row_ptr[1:] = torch.cumsum(counts, 0)
+    return row_ptr, cols_of[order].to(INDEX_DTYPE).contiguous(), order
+
+
+def exact_nnz(shape, density: float) -> int:
+    rows, cols = shape
+    if not (0.0 <= density <= 1.0) or math.isnan(density):
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    return int(round(density * rows * cols))
+
+
+def erdos_renyi_density(rows: int, cols: int, epsilon: float) -> float:
+    """Density of an Erdős–Rényi layer (Mocanu et al.; Liu et al. eq. 2):
+    p = epsilon * (rows + cols) / (rows * cols), capped at 1."""
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon}")
+    return min(1.0, epsilon * (rows + cols) / (rows * cols))
+
+
+def _random_subsets(n_sets: int, universe: int, k: int, generator, device) -> torch.Tensor:
+    """(n_sets, k) int64: each row a uniformly random k-subset of range(universe),
+    in random order. Memory stays O(n_sets * k) when k is small against universe."""
+    if k == 0 or n_sets == 0:
+        return torch.empty(n_sets, k, dtype=torch.long, device=device)
+    if k * 4 >= universe or universe <= 4096:
+        chunk = max(1, (1 << 22) // universe)
+        parts = []
+        for start in range(0, n_sets, chunk):
+            keys = torch.rand(min(chunk, n_sets - start), universe, generator=generator, device=device)
+            parts.append(keys.topk(k, dim=1).indices)
+        return torch.cat(parts)
+    # Oversample with replacement, drop repeats, keep a random k of the rest:
+    # the distinct draws are exchangeable, so the k kept are a uniform subset.
+    draws = 2 * k + 16
+    cand = torch.randint(universe, (n_sets, draws), generator=generator, device=device).sort(dim=1).values
+    repeat = torch.zeros_like(cand, dtype=torch.bool)
+    repeat[:, 1:] = cand[:, 1:] == cand[:, :-1]
+    keys = torch.rand(n_sets, draws, generator=generator, device=device).masked_fill(repeat, -1.0)
+    result = cand.gather(1, keys.topk(k, dim=1).indices)
+    short = (~repeat).sum(1) < k  # too few distinct draws: very rare, redo densely
+    if bool(short.any()):
+        idx = short.nonzero().flatten()
+        keys = torch.rand(idx.numel(), universe, generator=generator, device=device)
+        result[idx] = keys.topk(k, dim=1).indices
+    return result
+
+
+def random_csr(shape, density: float, *, init: str = "uniform", generator=None, device=None):
+    """A random CSR structure with exactly round(density * rows * cols) nonzeros.
+
+    init="uniform": every row gets the same number of nonzeros (the remainder
+    spread over randomly chosen rows), columns uniform at random.
+    init="erdos_renyi": the nonzeros are a uniform random subset of all
+    positions (row lengths vary), an Erdős–Rényi graph G(n, M).
+    Returns (row_ptr, col_idx).
+    """
+    rows, cols = (int(s) for s in shape)
+    nnz = exact_nnz((rows, cols), density)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if init == "uniform":
+        base, extra = divmod(nnz, rows) if rows else (0, 0)
+        k_max = base + (1 if extra else 0)
+        picks = _random_subsets(rows, cols, k_max, generator, device)
+        lengths = torch.full((rows,), base, dtype=torch.long, device=device)
+        if extra:
+            lucky = torch.randperm(rows, generator=generator, device=device)[:extra]
+            lengths[lucky] += 1
+        keep = torch.arange(k_max, device=device).unsqueeze(0) < lengths.unsqueeze(1)
+        # Subsets come in random order, so their first `length` are uniform too.
+        cols_sorted = picks.masked_fill(~keep, cols).sort(dim=1).values
+        col_idx = cols_sorted[keep.sort(dim=1, descending=True).values]
+        row_ptr = torch.zeros(rows + 1, dtype=torch.long, device=device)
+        row_ptr[1:] = torch.cumsum(lengths, 0)
+        return row_ptr.to(INDEX_DTYPE), col_idx.to(INDEX_DTYPE).contiguous()
+    if init == "erdos_renyi":
+        flat = _random_subsets(1, rows * cols, nnz, generator, device).flatten().sort().values
+        r, c = flat // cols, flat % cols
+        row_ptr, col_idx, _ = from_coordinates(r, c, (rows, cols))
+        return row_ptr, col_idx
+    raise ValueError(f"init must be 'uniform' or 'erdos_renyi', got {init!r}")

@@ -1,0 +1,215 @@
+"""Python face of the compiled ops (torch.ops.sparse_kernels.*): input checks
+that raise clear errors before any kernel runs, autograd formulas, and fake
+kernels so that torch.compile can trace through.
+
+The schemas live in csrc/ops.cpp; CPU kernels in csrc/cpu/, CUDA kernels in
+csrc/cuda/.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .csr import CSCIndex, INDEX_DTYPE, csr_transpose, validate_csr
+
+_ops = torch.ops.sparse_kernels
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+# --------------------------------------------------------------------------
+# Input checks (Python, before the kernel)
+
+def _check_float(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+
+
+def _check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+
+
+def _check_index_like(name: str, t, ref: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != INDEX_DTYPE:
+        raise TypeError(f"{name} must have dtype torch.int32, got {t.dtype}")
+    if t.dim() != 1 or not t.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous 1-D tensor, got shape {tuple(t.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the device of the values ({ref.device}), got {t.device}")
+
+
+def _check_values(values) -> None:
+    _check_float("values", values)
+    if values.dim() != 1 or not values.is_contiguous():
+        raise ValueError(f"values must be a contiguous 1-D tensor, got shape {tuple(values.shape)}")
+
+
+def _check_csc(csc: CSCIndex, values: torch.Tensor, in_features: int) -> None:
+    for name, t in zip(CSCIndex._fields, csc):
+        _check_index_like(name, t, values)
+    if csc.col_ptr.numel() != in_features + 1:
+        raise ValueError(f"col_ptr must have in_features + 1 = {in_features + 1} entries, got {csc.col_ptr.numel()}")
+    if csc.row_idx.numel() != values.numel() or csc.csr2csc.numel() != values.numel():
+        raise ValueError("row_idx and csr2csc must have one entry per stored value")
+
+
+# --------------------------------------------------------------------------
+# Public functions
+
+def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
+                  col_idx: torch.Tensor, bias: torch.Tensor | None = None, *,
+                  csc: CSCIndex | None = None, validate: bool = True) -> torch.Tensor:
+    """y = input @ W^T + bias for a CSR matrix W of shape (out, in).
+
+    input: (*, in); returns (*, out). ``csc`` is W's transposed index (see
+    sparse_kernels.csr); it is computed when not given. ``validate`` checks the
+    CSR structure (O(nnz)); CSRWeight validates once and passes False.
+    Differentiable in input, values and bias.
+    """
+    _check_float("input", input)
+    _check_values(values)
+    _check_same("values", values, "input", input)
+    _check_index_like("row_ptr", row_ptr, values)
+    _check_index_like("col_idx", col_idx, values)
+    if input.dim() < 1:
+        raise ValueError("input must have at least one dimension (*, in_features)")
+    in_features = input.shape[-1]
+    out_features = row_ptr.numel() - 1
+    if validate:
+        validate_csr(row_ptr, col_idx, (out_features, in_features), values)
+    if bias is not None:
+        _check_float("bias", bias)
+        _check_same("bias", bias, "input", input)
+        if bias.shape != (out_features,):
+            raise ValueError(f"bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    if csc is None:
+        csc = csr_transpose(row_ptr, col_idx, in_features)
+    else:
+        _check_csc(csc, values, in_features)
+        if validate:
+            expected = csr_transpose(row_ptr, col_idx, in_features)
+            if not all(torch.equal(a, b) for a, b in zip(csc, expected)):
+                raise ValueError("csc is not the transposed index of (row_ptr, col_idx)")
+    flat = input.reshape(-1, in_features)
+    out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *csc, bias)
+    return out.reshape(*input.shape[:-1], out_features)
+
+
+def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, csc: CSCIndex) -> torch.Tensor:
+    """grad_output (N, out) @ W -> (N, in), through W's transposed index."""
+    _check_float("grad_output", grad_output)
+    _check_values(values)
+    _check_same("values", values, "grad_output", grad_output)
+    if grad_output.dim() != 2:
+        raise ValueError(f"grad_output must be 2-D (N, out_features), got shape {tuple(grad_output.shape)}")
+    in_features = csc.col_ptr.numel() - 1 if isinstance(csc.col_ptr, torch.Tensor) else 0
+    _check_csc(csc, values, in_features)
+    return _ops.sparse_linear_input_grad(grad_output, values, *csc)
+
+
+def sparse_linear_value_grad(grad_output: torch.Tensor, input: torch.Tensor,
+                             row_ptr: torch.Tensor, col_idx: torch.Tensor) -> torch.Tensor:
+    """SDDMM: (grad_output^T @ input) at the stored nonzeros only -> (nnz,)."""
+    _check_float("grad_output", grad_output)
+    _check_float("input", input)
+    _check_same("input", input, "grad_output", grad_output)
+    _check_index_like("row_ptr", row_ptr, input)
+    _check_index_like("col_idx", col_idx, input)
+    if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
+        raise ValueError(
+            f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
+            f"{tuple(grad_output.shape)} and {tuple(input.shape)}")
+    if grad_output.shape[1] != row_ptr.numel() - 1:
+        raise ValueError(f"grad_output must have out_features = {row_ptr.numel() - 1} columns, got {grad_output.shape[1]}")
+    return _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
+
+
+def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused LSTM pointwise cell: pre-activations gates (N, 4H) in nn.LSTM's
+    order [i | f | g | o] and c_prev (N, H) -> (h, c). Differentiable."""
+    _check_float("gates", gates)
+    _check_float("c_prev", c_prev)
+    _check_same("c_prev", c_prev, "gates", gates)
+    if gates.dim() != 2 or c_prev.dim() != 2:
+        raise ValueError(f"gates and c_prev must be 2-D, got {tuple(gates.shape)} and {tuple(c_prev.shape)}")
+    if gates.shape[0] != c_prev.shape[0] or gates.shape[1] != 4 * c_prev.shape[1]:
+        raise ValueError(
+            f"gates must have shape (N, 4*H) = ({c_prev.shape[0]}, {4 * c_prev.shape[1]}) for c_prev "
+            f"of shape {tuple(c_prev.shape)}, got {tuple(gates.shape)}")
+    return _ops.lstm_cell(gates, c_prev)
+
+
+# --------------------------------------------------------------------------
+# Fake kernels: output shapes only, for torch.compile / meta tensors.
+
+@torch.library.register_fake("sparse_kernels::sparse_linear")
+def _(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias):
+    return input.new_empty((input.shape[0], row_ptr.shape[0] - 1))
+
+
+@torch.library.register_fake("sparse_kernels::sparse_linear_input_grad")
+def _(grad_output, values, col_ptr, row_idx, csr2csc):
+    return grad_output.new_empty((grad_output.shape[0], col_ptr.shape[0] - 1))
+
+
+@torch.library.register_fake("sparse_kernels::sparse_linear_value_grad")
+def _(grad_output, input, row_ptr, col_idx):
+    return input.new_empty((col_idx.shape[0],))
+
+
+@torch.library.register_fake("sparse_kernels::lstm_cell")
+def _(gates, c_prev):
+    return torch.empty_like(c_prev), torch.empty_like(c_prev)
+
+
+@torch.library.register_fake("sparse_kernels::lstm_cell_backward")
+def _(grad_h, grad_c, gates, c_prev, c):
+    return torch.empty_like(gates), torch.empty_like(c_prev)
+
+
+# --------------------------------------------------------------------------
+# Autograd
+
+def _sparse_linear_setup_context(ctx, inputs, output):
+    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias = inputs
+    ctx.save_for_backward(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc)
+    ctx.has_bias = bias is not None
+
+
+def _sparse_linear_backward(ctx, grad_output):
+    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc = ctx.saved_tensors
+    grad_input = grad_values = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _ops.sparse_linear_input_grad(grad_output, values, col_ptr, row_idx, csr2csc)
+    if ctx.needs_input_grad[1]:
+        grad_values = _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
+    if ctx.has_bias and ctx.needs_input_grad[7]:
+        grad_bias = grad_output.sum(0)
+    return grad_input, grad_values, None, None, None, None, None, grad_bias
+
+
+torch.library.register_autograd(
+    "sparse_kernels::sparse_linear", _sparse_linear_backward, setup_context=_sparse_linear_setup_context)
+
+
+def _lstm_cell_setup_context(ctx, inputs, output):
+    gates, c_prev = inputs
+    ctx.save_for_backward(gates, c_prev, output[1])
+
+
+def _lstm_cell_backward(ctx, grad_h, grad_c):
+    gates, c_prev, c = ctx.saved_tensors
+    # An output that did not reach the loss has no gradient.
+    grad_h = torch.zeros_like(c) if grad_h is None else grad_h
+    grad_c = torch.zeros_like(c) if grad_c is None else grad_c
+    return _ops.lstm_cell_backward(grad_h, grad_c, gates, c_prev, c)
+
+
+torch.library.register_autograd(
+    "sparse_kernels::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup_context)
