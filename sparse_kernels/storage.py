@@ -11,6 +11,7 @@ A CSRWeight is an nn.Module holding
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -160,7 +161,11 @@ class CSRWeight(nn.Module):
         return m
 
     def to_torch_sparse(self) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.row_ptr, self.col_idx, self.values.detach(), self.shape)
+        # The pattern was validated when it was set; torch's "beta" notice is noise here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(self.row_ptr, self.col_idx, self.values.detach(), self.shape,
+                                           check_invariants=False)
 
     # ------------------------------------------------------------------ state dict
     def get_extra_state(self):
@@ -170,13 +175,20 @@ class CSRWeight(nn.Module):
         if not isinstance(state, dict) or state.get("format") != "csr":
             raise ValueError(f"not a CSRWeight state: {state!r}")
         if list(state.get("shape", [])) != [self.out_features, self.in_features]:
-            raise ValueError(f"state_dict holds a CSR weight of shape {state.get('shape')}, "
-                             f"this one has shape {[self.out_features, self.in_features]}")
+            raise ValueError(self._shape_mismatch(state))
+
+    def _shape_mismatch(self, state) -> str:
+        return (f"state_dict holds a CSR weight of shape {state.get('shape')}, "
+                f"this one has shape {[self.out_features, self.in_features]}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         # A saved weight may hold a different number of nonzeros: validate the
         # incoming pattern, then resize our tensors so the in-place copy fits.
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, dict) and list(extra.get("shape", [])) != list(self.shape):
+            error_msgs.append(f"{prefix}: {self._shape_mismatch(extra)}")
+            return
         keys = {name: prefix + name for name in ("values", "row_ptr", "col_idx")}
         if all(k in state_dict for k in keys.values()):
             values, row_ptr, col_idx = (state_dict[keys[n]] for n in ("values", "row_ptr", "col_idx"))

@@ -1,0 +1,39 @@
+"""Shared test helpers: devices, random CSR problems, tolerances."""
+
+import pytest
+import torch
+
+import sparse_kernels  # noqa: F401  (loads the ops)
+from sparse_kernels import csr
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Parametrise over every device; CUDA cases exist only where a GPU does.
+device_params = pytest.mark.parametrize("device", DEVICES)
+
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-9)}
+
+
+def random_problem(n, out_f, in_f, density, *, dtype=torch.float64, device="cpu", seed=0,
+                   init="uniform", requires_grad=False, bias=True):
+    """Fresh random inputs (never zeros) for sparse_linear."""
+    g = torch.Generator().manual_seed(seed)
+    row_ptr, col_idx = csr.random_csr((out_f, in_f), density, init=init, generator=g)
+    values = torch.randn(col_idx.numel(), generator=g, dtype=dtype)
+    x = torch.randn(n, in_f, generator=g, dtype=dtype)
+    b = torch.randn(out_f, generator=g, dtype=dtype) if bias else None
+    move = lambda t: None if t is None else t.to(device).requires_grad_(requires_grad and t.is_floating_point())
+    return dict(x=move(x), values=move(values), row_ptr=row_ptr.to(device), col_idx=col_idx.to(device),
+                bias=move(b), shape=(out_f, in_f))
+
+
+# (N, out_features, in_features, density): partial shapes, empty rows (low
+# density), nnz = 0, one column, N = 0, a full matrix.
+PROBLEM_SHAPES = [
+    (5, 7, 6, 0.4),
+    (1, 16, 33, 0.1),
+    (3, 9, 1, 0.5),      # one column
+    (4, 6, 5, 0.0),      # nnz = 0
+    (0, 8, 4, 0.5),      # N = 0
+    (2, 5, 4, 1.0),      # full
+    (6, 40, 3, 0.05),    # many empty rows
+]

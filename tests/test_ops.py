@@ -1,0 +1,220 @@
+"""The ops against their plain-PyTorch references, gradcheck, opcheck, edge
+cases and bad input."""
+
+import pytest
+import torch
+
+from sparse_kernels import csr, ops, reference
+from conftest import PROBLEM_SHAPES, TOL, device_params, random_problem
+
+_ops = torch.ops.sparse_kernels
+
+
+def _csc(p):
+    return csr.csr_transpose(p["row_ptr"], p["col_idx"], p["shape"][1])
+
+
+# ----------------------------------------------------------------------------- sparse_linear
+@device_params
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", PROBLEM_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_linear_matches_reference(device, dtype, shape, bias):
+    n, out_f, in_f, density = shape
+    p = random_problem(n, out_f, in_f, density, dtype=dtype, device=device, requires_grad=True, bias=bias)
+    y = ops.sparse_linear(p["x"], p["values"], p["row_ptr"], p["col_idx"], p["bias"])
+    leaves = [t for t in (p["x"], p["values"], p["bias"]) if t is not None]
+    ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    rx, rv = ref_leaves[0], ref_leaves[1]
+    rb = ref_leaves[2] if bias else None
+    y_ref = reference.sparse_linear(rx, rv, p["row_ptr"], p["col_idx"], p["shape"], rb)
+    torch.testing.assert_close(y, y_ref, **TOL[dtype])
+    grad_out = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, grad_out, allow_unused=True)
+    ref_grads = torch.autograd.grad(y_ref, ref_leaves, grad_out, allow_unused=True)
+    for got, want in zip(grads, ref_grads):
+        if want is None:  # nnz = 0 or N = 0 with nothing reaching a leaf
+            want = torch.zeros_like(got)
+        torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("shape", PROBLEM_SHAPES)
+def test_sparse_linear_gradcheck(shape):
+    n, out_f, in_f, density = shape
+    p = random_problem(n, out_f, in_f, density, requires_grad=True, seed=1)
+    fn = lambda x, v, b: ops.sparse_linear(x, v, p["row_ptr"], p["col_idx"], b)
+    assert torch.autograd.gradcheck(fn, (p["x"], p["values"], p["bias"]))
+
+
+def test_sparse_equals_dense_masked_computation():
+    """At 90% sparsity the sparse layer is exactly the dense layer with a mask."""
+    g = torch.Generator().manual_seed(3)
+    dense = torch.randn(64, 48, generator=g, dtype=torch.float64)
+    mask = torch.rand(64, 48, generator=g) < 0.1
+    w = torch.masked_fill(dense, ~mask, 0.0)
+    rows, cols = mask.nonzero(as_tuple=True)
+    row_ptr = torch.zeros(65, dtype=torch.int32)
+    row_ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=64), 0)
+    values = dense[rows, cols].clone().requires_grad_()
+    x = torch.randn(10, 48, generator=g, dtype=torch.float64, requires_grad=True)
+    y = ops.sparse_linear(x, values, row_ptr, cols.to(torch.int32))
+    w_leaf = w.clone().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    y_dense = x2 @ w_leaf.T
+    torch.testing.assert_close(y, y_dense, **TOL[torch.float64])
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    y_dense.backward(gy)
+    torch.testing.assert_close(x.grad, x2.grad, **TOL[torch.float64])
+    # The masked dense weight gradient, read at the mask, is the value gradient.
+    torch.testing.assert_close(values.grad, w_leaf.grad[rows, cols], **TOL[torch.float64])
+
+
+def test_sparse_linear_leading_dims_and_noncontiguous_input():
+    p = random_problem(12, 10, 8, 0.3, seed=4)
+    x = p["x"].reshape(3, 4, 8)
+    y = ops.sparse_linear(x, p["values"], p["row_ptr"], p["col_idx"], p["bias"])
+    assert y.shape == (3, 4, 10)
+    y_ref = reference.sparse_linear(p["x"], p["values"], p["row_ptr"], p["col_idx"], p["shape"], p["bias"])
+    torch.testing.assert_close(y.reshape(12, 10), y_ref)
+    xt = torch.randn(8, 12, dtype=torch.float64).T  # non-contiguous view
+    assert not xt.is_contiguous()
+    torch.testing.assert_close(
+        ops.sparse_linear(xt, p["values"], p["row_ptr"], p["col_idx"]),
+        reference.sparse_linear(xt, p["values"], p["row_ptr"], p["col_idx"], p["shape"]))
+
+
+# ----------------------------------------------------------------------------- backward ops
+@device_params
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", PROBLEM_SHAPES)
+def test_input_grad_and_value_grad_match_reference(device, dtype, shape):
+    n, out_f, in_f, density = shape
+    p = random_problem(n, out_f, in_f, density, dtype=dtype, device=device, seed=5)
+    grad_out = torch.randn(n, out_f, dtype=dtype, device=device)
+    got = ops.sparse_linear_input_grad(grad_out, p["values"], _csc(p))
+    want = reference.sparse_linear_input_grad(grad_out, p["values"], p["row_ptr"], p["col_idx"], p["shape"])
+    torch.testing.assert_close(got, want, **TOL[dtype])
+    got = ops.sparse_linear_value_grad(grad_out, p["x"], p["row_ptr"], p["col_idx"])
+    want = reference.sparse_linear_value_grad(grad_out, p["x"], p["row_ptr"], p["col_idx"])
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+# ----------------------------------------------------------------------------- lstm_cell
+@device_params
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,hidden", [(4, 3), (1, 1), (0, 5), (7, 17)])
+def test_lstm_cell_matches_reference(device, dtype, n, hidden):
+    g = torch.Generator().manual_seed(6)
+    gates = (2 * torch.randn(n, 4 * hidden, generator=g, dtype=dtype)).to(device).requires_grad_()
+    c_prev = torch.randn(n, hidden, generator=g, dtype=dtype).to(device).requires_grad_()
+    h, c = ops.lstm_cell(gates, c_prev)
+    rg, rc = gates.detach().clone().requires_grad_(), c_prev.detach().clone().requires_grad_()
+    h_ref, c_ref = reference.lstm_cell(rg, rc)
+    torch.testing.assert_close(h, h_ref, **TOL[dtype])
+    torch.testing.assert_close(c, c_ref, **TOL[dtype])
+    gh, gc = torch.randn_like(h), torch.randn_like(c)
+    got = torch.autograd.grad((h, c), (gates, c_prev), (gh, gc))
+    want = torch.autograd.grad((h_ref, c_ref), (rg, rc), (gh, gc))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+def test_lstm_cell_gradcheck_including_unused_outputs():
+    g = torch.Generator().manual_seed(7)
+    gates = torch.randn(3, 20, generator=g, dtype=torch.float64, requires_grad=True)
+    c_prev = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ops.lstm_cell, (gates, c_prev))
+    # Only h reaches the loss (grad_c is None in the backward), then only c.
+    assert torch.autograd.gradcheck(lambda a, b: ops.lstm_cell(a, b)[0], (gates, c_prev))
+    assert torch.autograd.gradcheck(lambda a, b: ops.lstm_cell(a, b)[1], (gates, c_prev))
+
+
+# ----------------------------------------------------------------------------- opcheck
+def _opcheck_cases():
+    for i, (n, out_f, in_f, density) in enumerate(PROBLEM_SHAPES):
+        for dtype in (torch.float32, torch.float64):
+            p = random_problem(n, out_f, in_f, density, dtype=dtype, seed=10 + i, requires_grad=True)
+            csc = _csc(p)
+            grad_out = torch.randn(n, out_f, dtype=dtype)
+            yield "sparse_linear", (p["x"], p["values"], p["row_ptr"], p["col_idx"], *csc, p["bias"])
+            yield "sparse_linear", (p["x"], p["values"], p["row_ptr"], p["col_idx"], *csc, None)
+            yield "sparse_linear_input_grad", (grad_out, p["values"].detach(), *csc)
+            yield "sparse_linear_value_grad", (grad_out, p["x"].detach(), p["row_ptr"], p["col_idx"])
+    for n, hidden in [(3, 4), (0, 2), (1, 1)]:
+        gates = torch.randn(n, 4 * hidden, dtype=torch.float64, requires_grad=True)
+        c_prev = torch.randn(n, hidden, dtype=torch.float64, requires_grad=True)
+        yield "lstm_cell", (gates, c_prev)
+        c = torch.randn(n, hidden, dtype=torch.float64)
+        yield "lstm_cell_backward", (torch.randn_like(c), torch.randn_like(c), gates.detach(), c_prev.detach(), c)
+
+
+@pytest.mark.parametrize("case", list(_opcheck_cases()), ids=lambda c: c[0])
+def test_opcheck(case):
+    name, args = case
+    torch.library.opcheck(getattr(_ops, name).default, args)
+
+
+# ----------------------------------------------------------------------------- bad input
+def _good():
+    return random_problem(3, 6, 5, 0.5, dtype=torch.float32, seed=8)
+
+
+@pytest.mark.parametrize("mutate,error,match", [
+    (lambda p: p.update(x=p["x"].double()), TypeError, "values must have the dtype of input"),
+    (lambda p: p.update(x=p["x"].int()), TypeError, "input must be float32 or float64"),
+    (lambda p: p.update(x=p["x"][:, :4]), ValueError, "col_idx must be in"),
+    (lambda p: p.update(values=p["values"][:-1]), ValueError, "values must be 1-D with nnz"),
+    (lambda p: p.update(values=p["values"].reshape(1, -1)), ValueError, "values must be a contiguous 1-D"),
+    (lambda p: p.update(row_ptr=p["row_ptr"].long()), TypeError, "row_ptr must have dtype torch.int32"),
+    (lambda p: p.update(col_idx=p["col_idx"].long()), TypeError, "col_idx must have dtype torch.int32"),
+    (lambda p: p.update(col_idx=p["col_idx"].flip(0).contiguous()), ValueError, "col_idx"),
+    (lambda p: p.update(row_ptr=p["row_ptr"][:-1].contiguous()), ValueError, "row_ptr must end at nnz"),
+    (lambda p: p.update(col_idx=torch.stack([p["col_idx"], p["col_idx"]], 1)[:, 0]), ValueError, "col_idx must be a contiguous"),
+    (lambda p: p.update(bias=p["bias"][:-1]), ValueError, "bias must have shape"),
+    (lambda p: p.update(bias=p["bias"].double()), TypeError, "bias must have the dtype"),
+    (lambda p: p.update(x=[[1.0]]), TypeError, "input must be a torch.Tensor"),
+    (lambda p: p.update(x=p["x"].to("meta")), ValueError, "values must be on the device of input"),
+])
+def test_sparse_linear_bad_input(mutate, error, match):
+    p = _good()
+    mutate(p)
+    with pytest.raises(error, match=match):
+        ops.sparse_linear(p["x"], p["values"], p["row_ptr"], p["col_idx"], p["bias"])
+
+
+def test_sparse_linear_rejects_wrong_transposed_index():
+    p = _good()
+    bad = csr.CSCIndex(*(t.flip(0).contiguous() for t in _csc(p)))
+    with pytest.raises(ValueError, match="csc is not the transposed index"):
+        ops.sparse_linear(p["x"], p["values"], p["row_ptr"], p["col_idx"], csc=bad)
+
+
+def test_backward_ops_and_cell_bad_input():
+    p = _good()
+    with pytest.raises(ValueError, match="grad_output must be 2-D"):
+        ops.sparse_linear_input_grad(torch.randn(6), p["values"], _csc(p))
+    with pytest.raises(TypeError, match="csr2csc must have dtype torch.int32"):
+        col_ptr, row_idx, csr2csc = _csc(p)
+        ops.sparse_linear_input_grad(torch.randn(3, 6), p["values"], csr.CSCIndex(col_ptr, row_idx, csr2csc.long()))
+    with pytest.raises(ValueError, match="must be 2-D with equal N"):
+        ops.sparse_linear_value_grad(torch.randn(4, 6), p["x"], p["row_ptr"], p["col_idx"])
+    with pytest.raises(ValueError, match="out_features = 6 columns"):
+        ops.sparse_linear_value_grad(torch.randn(3, 7), p["x"], p["row_ptr"], p["col_idx"])
+    with pytest.raises(ValueError, match=r"gates must have shape \(N, 4\*H\)"):
+        ops.lstm_cell(torch.randn(2, 7), torch.randn(2, 2))
+    with pytest.raises(TypeError, match="c_prev must have the dtype of gates"):
+        ops.lstm_cell(torch.randn(2, 8), torch.randn(2, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="gates must be float32 or float64"):
+        ops.lstm_cell(torch.ones(2, 8, dtype=torch.int64), torch.randn(2, 2))
+
+
+def test_raw_op_checks_shapes_in_cpp():
+    """Calling torch.ops directly skips the Python checks; the kernels still
+    refuse inconsistent shapes instead of reading out of bounds."""
+    p = _good()
+    csc = _csc(p)
+    with pytest.raises(RuntimeError, match="values must be contiguous 1-D"):
+        _ops.sparse_linear(p["x"], p["values"][:-1], p["row_ptr"], p["col_idx"], *csc, None)
+    with pytest.raises(RuntimeError, match="row_ptr must be a contiguous 1-D int32"):
+        _ops.sparse_linear(p["x"], p["values"], p["row_ptr"].long(), p["col_idx"], *csc, None)
