@@ -28,6 +28,23 @@ TORCH_LIBRARY(sparse_kernels, m) {
   m.def(
       "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor gates, "
       "Tensor c_prev, Tensor c) -> (Tensor, Tensor)");
+  // A whole LSTM layer over all timesteps (the time loop runs in C++).
+  // input_gates = x W_ih^T + biases for every step (one sparse product done
+  // by the caller); returns (output, h_n, c_n, gates, cells), the last two
+  // saved for the backward. batch_sizes: int64 CPU (T,), non-increasing.
+  m.def(
+      "lstm_layer(Tensor input_gates, Tensor h0, Tensor c0, Tensor hh_values, "
+      "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, "
+      "Tensor hh_csr2csc, Tensor batch_sizes, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // BPTT through lstm_layer; the value gradient of W_hh is one SDDMM over
+  // all T*B rows. -> (grad_input_gates, grad_h0, grad_c0, grad_hh_values).
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, "
+      "Tensor gates, Tensor output, Tensor cells, Tensor h0, Tensor c0, "
+      "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
+      "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   // What this binary was compiled with (JSON).
   m.def("build_info() -> str", [] { return std::string(sparse_kernels::build_info_json()); });
 }

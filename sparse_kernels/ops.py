@@ -213,3 +213,82 @@ def _lstm_cell_backward(ctx, grad_h, grad_c):
 
 torch.library.register_autograd(
     "sparse_kernels::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup_context)
+
+
+# --------------------------------------------------------------------------
+# Whole-sequence LSTM layer
+
+def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh_values: torch.Tensor,
+               hh_row_ptr: torch.Tensor, hh_col_idx: torch.Tensor, hh_csc: CSCIndex,
+               batch_sizes: torch.Tensor | None = None, reverse: bool = False):
+    """One LSTM layer over a whole sequence, the time loop in C++.
+
+    input_gates (T, B, 4H): the input projection x W_ih^T + b_ih + b_hh of
+    every step, computed beforehand as one sparse product. h0, c0 (B, H).
+    W_hh is CSR (4H x H) with its transposed index ``hh_csc``. batch_sizes
+    (T,) int64 (PackedSequence's; None = all B) marks which rows are active at
+    each step. Returns (output (T, B, H), h_n, c_n); differentiable in
+    input_gates, h0, c0 and hh_values. The structure is assumed validated
+    (CSRWeight does it once).
+    """
+    _check_float("input_gates", input_gates)
+    for name, t in (("h0", h0), ("c0", c0), ("hh_values", hh_values)):
+        _check_float(name, t)
+        _check_same(name, t, "input_gates", input_gates)
+    if input_gates.dim() != 3 or h0.dim() != 2 or c0.dim() != 2:
+        raise ValueError("input_gates must be (T, B, 4H) and h0, c0 (B, H)")
+    steps, batch, width = input_gates.shape
+    hidden = c0.shape[1]
+    if width != 4 * hidden or h0.shape != (batch, hidden) or c0.shape != (batch, hidden):
+        raise ValueError(f"expected input_gates (T, {batch}, {4 * hidden}) and h0, c0 ({batch}, {hidden}), got "
+                         f"{tuple(input_gates.shape)}, {tuple(h0.shape)}, {tuple(c0.shape)}")
+    _check_index_like("hh_row_ptr", hh_row_ptr, hh_values)
+    _check_index_like("hh_col_idx", hh_col_idx, hh_values)
+    if hh_row_ptr.numel() != 4 * hidden + 1:
+        raise ValueError(f"W_hh must have 4*hidden = {4 * hidden} rows, got {hh_row_ptr.numel() - 1}")
+    _check_csc(hh_csc, hh_values, hidden)
+    if batch_sizes is None:
+        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
+    elif batch_sizes.dtype != torch.int64 or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu":
+        raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
+    output, h_n, c_n, _, _ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
+                                             *hh_csc, batch_sizes, bool(reverse))
+    return output, h_n, c_n
+
+
+@torch.library.register_fake("sparse_kernels::lstm_layer")
+def _(input_gates, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse):
+    steps, batch, _ = input_gates.shape
+    hidden = c0.shape[1]
+    return (input_gates.new_empty((steps, batch, hidden)), torch.empty_like(h0), torch.empty_like(c0),
+            torch.empty_like(input_gates), input_gates.new_empty((steps, batch, hidden)))
+
+
+@torch.library.register_fake("sparse_kernels::lstm_layer_backward")
+def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, h0, c0, values, row_ptr, col_idx,
+      col_ptr, row_idx, csr2csc, batch_sizes, reverse):
+    return torch.empty_like(gates), torch.empty_like(h0), torch.empty_like(c0), torch.empty_like(values)
+
+
+def _lstm_layer_setup_context(ctx, inputs, output):
+    (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse) = inputs
+    out, _, _, gates, cells = output
+    ctx.mark_non_differentiable(gates, cells)  # saved activations, not results
+    ctx.save_for_backward(gates, out, cells, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx,
+                          csr2csc, batch_sizes)
+    ctx.reverse = reverse
+
+
+def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
+    gates, out, cells, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes = ctx.saved_tensors
+    grad_output = torch.zeros_like(out) if grad_output is None else grad_output
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    grad_gates, grad_h0, grad_c0, grad_values = _ops.lstm_layer_backward(
+        grad_output, grad_h_n, grad_c_n, gates, out, cells, h0, c0, values, row_ptr, col_idx,
+        col_ptr, row_idx, csr2csc, batch_sizes, ctx.reverse)
+    return grad_gates, grad_h0, grad_c0, grad_values, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "sparse_kernels::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup_context)

@@ -86,13 +86,15 @@ class CSRWeight(nn.Module):
 
     @classmethod
     def random(cls, out_features: int, in_features: int, density: float, *, init: str = "uniform",
-               generator: torch.Generator | None = None, dtype=None, device=None) -> "CSRWeight":
+               generator: torch.Generator | None = None, dtype=None, device=None,
+               bound: float | None = None) -> "CSRWeight":
         """A random topology with exactly round(density * out * in) nonzeros
         (``init``: "uniform" per row or "erdos_renyi"; see sparse_kernels.csr),
-        values uniform in +-1/sqrt(in_features) like nn.Linear."""
+        values uniform in +-bound (default 1/sqrt(in_features), like nn.Linear)."""
         row_ptr, col_idx = csr_format.random_csr((out_features, in_features), density, init=init,
                                                  generator=generator, device=device)
-        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        if bound is None:
+            bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
         values = torch.empty(col_idx.numel(), dtype=dtype, device=device)
         values.uniform_(-bound, bound, generator=generator)
         return cls(values, row_ptr, col_idx, (out_features, in_features), validate=False)
@@ -146,6 +148,9 @@ class CSRWeight(nn.Module):
 
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(input, torch.Tensor) and (input.dim() == 0 or input.shape[-1] != self.in_features):
+            raise ValueError(f"input must have in_features = {self.in_features} as its last dimension, "
+                             f"got shape {tuple(input.shape)}")
         return ops.sparse_linear(input, self.values, self.row_ptr, self.col_idx, bias,
                                  csc=self.transposed_index(), validate=False)
 

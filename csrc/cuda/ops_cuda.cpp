@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "kernels.h"
+#include "sparse_kernels/lstm_layer_loop.h"
 #include "sparse_kernels/checks.h"
 
 namespace sparse_kernels::cuda {
@@ -152,6 +153,56 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(
   return {grad_gates, grad_c_prev};
 }
 
+// The shared whole-sequence loop (lstm_layer_loop.h) over the CUDA kernels:
+// the plain per-step path; a persistent kernel keeping W_hh on chip can
+// replace it where the weights fit.
+struct CudaKernels {
+  static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
+                                  const at::Tensor& ci, const std::optional<at::Tensor>& b) {
+    return sparse_linear_cuda(x, v, rp, ci, at::Tensor(), at::Tensor(), at::Tensor(), b);
+  }
+  static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
+                                             const at::Tensor& cp, const at::Tensor& ri,
+                                             const at::Tensor& perm) {
+    return sparse_linear_input_grad_cuda(gy, v, cp, ri, perm);
+  }
+  static at::Tensor sparse_linear_value_grad(const at::Tensor& gy, const at::Tensor& x,
+                                             const at::Tensor& rp, const at::Tensor& ci) {
+    return sparse_linear_value_grad_cuda(gy, x, rp, ci);
+  }
+  static std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& g, const at::Tensor& c) {
+    return lstm_cell_cuda(g, c);
+  }
+  static std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
+      const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& g, const at::Tensor& cp,
+      const at::Tensor& c) {
+    return lstm_cell_backward_cuda(dh, dc, g, cp, c);
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
+    const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor& batch_sizes,
+    bool reverse) {
+  const c10::cuda::CUDAGuard guard(input_gates.device());
+  return layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx,
+                                        batch_sizes, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+    const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
+    const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& col_ptr,
+    const at::Tensor& row_idx, const at::Tensor& csr2csc, const at::Tensor& batch_sizes,
+    bool reverse) {
+  const c10::cuda::CUDAGuard guard(gates.device());
+  return layer::lstm_layer_backward<CudaKernels>(grad_output, grad_h_n, grad_c_n, gates, output,
+                                                 cells, h0, c0, values, row_ptr, col_idx, col_ptr,
+                                                 row_idx, csr2csc, batch_sizes, reverse);
+}
+
 }  // namespace
 }  // namespace sparse_kernels::cuda
 
@@ -161,4 +212,6 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CUDA, m) {
   m.impl("sparse_linear_value_grad", &sparse_kernels::cuda::sparse_linear_value_grad_cuda);
   m.impl("lstm_cell", &sparse_kernels::cuda::lstm_cell_cuda);
   m.impl("lstm_cell_backward", &sparse_kernels::cuda::lstm_cell_backward_cuda);
+  m.impl("lstm_layer", &sparse_kernels::cuda::lstm_layer_cuda);
+  m.impl("lstm_layer_backward", &sparse_kernels::cuda::lstm_layer_backward_cuda);
 }

@@ -1,0 +1,57 @@
+"""Pieces shared by the sparse modules: the sparse options and how a weight
+is made from them, and magnitude masks for from_dense."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..csr import exact_nnz
+from ..storage import CSRWeight
+
+INITS = ("uniform", "erdos_renyi")
+
+
+def resolve_density(density: float | None, sparsity: float | None) -> float:
+    """Exactly one of density / sparsity (= 1 - density); default density 0.1."""
+    if density is not None and sparsity is not None:
+        raise ValueError("give either density= or sparsity=, not both")
+    if sparsity is not None:
+        density = 1.0 - float(sparsity)
+    density = 0.1 if density is None else float(density)
+    if not 0.0 <= density <= 1.0 or math.isnan(density):
+        raise ValueError(f"density must be in [0, 1] (sparsity in [0, 1]), got density={density}")
+    return density
+
+
+def check_init(init: str) -> str:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return init
+
+
+def make_weight(out_features: int, in_features: int, density: float, *, init: str, bound: float,
+                generator=None, dtype=None, device=None) -> CSRWeight:
+    """A random sparse weight, values uniform in [-bound, bound] (the dense
+    module's own initialisation, applied to the stored entries only)."""
+    return CSRWeight.random(out_features, in_features, density, init=init, generator=generator,
+                            dtype=dtype or torch.get_default_dtype(), device=device, bound=bound)
+
+
+def magnitude_mask(dense: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep the round(density * numel) entries of largest magnitude (ties broken
+    by position, so the count is exact)."""
+    k = exact_nnz(tuple(dense.shape), density)
+    mask = torch.zeros(dense.numel(), dtype=torch.bool, device=dense.device)
+    if k:
+        mask[dense.detach().abs().flatten().topk(k).indices] = True
+    return mask.reshape(dense.shape)
+
+
+def weight_from_dense(dense: torch.Tensor, density: float | None, mask: torch.Tensor | None) -> CSRWeight:
+    """from_dense for one matrix: a given mask wins, else magnitude at density,
+    else (neither) every entry is kept."""
+    if mask is None:
+        mask = magnitude_mask(dense, 1.0 if density is None else density)
+    return CSRWeight.from_dense(dense.detach(), mask)
