@@ -1,0 +1,8 @@
+"""Drop-in sparse modules: same constructors, forward and state_dict names
+as their torch.nn counterparts, weights stored as CSR nonzeros only."""
+
+from .linear import SparseLinear
+from .lstm import SparseLSTM
+from .lstm_cell import SparseLSTMCell
+
+__all__ = ["SparseLSTM", "SparseLSTMCell", "SparseLinear"]
