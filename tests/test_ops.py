@@ -218,3 +218,79 @@ def test_raw_op_checks_shapes_in_cpp():
         _ops.sparse_linear(p["x"], p["values"][:-1], p["row_ptr"], p["col_idx"], *csc, None)
     with pytest.raises(RuntimeError, match="row_ptr must be a contiguous 1-D int32"):
         _ops.sparse_linear(p["x"], p["values"], p["row_ptr"].long(), p["col_idx"], *csc, None)
+
+
+# ----------------------------------------------------------------------------- lstm_layer
+LAYER_CASES = [  # (T, B, H, density, batch_sizes)
+    (5, 4, 3, 0.5, None),
+    (5, 4, 3, 0.5, [4, 4, 3, 2, 1]),  # PackedSequence-style variable lengths
+    (1, 3, 4, 0.3, None),             # sequence length 1
+    (4, 1, 5, 0.2, None),             # batch 1
+    (3, 0, 2, 0.5, None),             # batch 0
+    (4, 2, 3, 0.0, None),             # nnz = 0
+    (6, 3, 1, 1.0, [3, 2, 2, 1, 1, 1]),  # one hidden unit, full W_hh
+]
+
+
+def _layer_problem(steps, batch, hidden, density, sizes, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    row_ptr, col_idx = csr.random_csr((4 * hidden, hidden), density, generator=g)
+    values = torch.randn(col_idx.numel(), generator=g, dtype=dtype)
+    gates = torch.randn(steps, batch, 4 * hidden, generator=g, dtype=dtype)
+    h0, c0 = (torch.randn(batch, hidden, generator=g, dtype=dtype) for _ in range(2))
+    csc = csr.csr_transpose(row_ptr, col_idx, hidden)
+    sizes = None if sizes is None else torch.tensor(sizes, dtype=torch.int64)
+    return [t.requires_grad_() for t in (gates, h0, c0, values)], row_ptr, col_idx, csc, sizes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_lstm_layer_matches_per_step_reference(case, reverse, dtype):
+    leaves, row_ptr, col_idx, csc, sizes = _layer_problem(*case, dtype=dtype)
+    got = ops.lstm_layer(*leaves[:3], leaves[3], row_ptr, col_idx, csc, sizes, reverse)
+    ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    want = reference.lstm_layer(*ref_leaves, row_ptr, col_idx, sizes, reverse)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    grads_out = [torch.randn_like(t) for t in got]
+    g_got = torch.autograd.grad(got, leaves, grads_out, allow_unused=True)
+    g_want = torch.autograd.grad(want, ref_leaves, grads_out, allow_unused=True)
+    for a, b, leaf in zip(g_got, g_want, leaves):
+        b = torch.zeros_like(leaf) if b is None else b
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", [LAYER_CASES[1], LAYER_CASES[2], LAYER_CASES[6]])
+def test_lstm_layer_gradcheck(case, reverse):
+    leaves, row_ptr, col_idx, csc, sizes = _layer_problem(*case, seed=1)
+    fn = lambda g, h, c, v: ops.lstm_layer(g, h, c, v, row_ptr, col_idx, csc, sizes, reverse)
+    assert torch.autograd.gradcheck(fn, tuple(leaves))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", LAYER_CASES, ids=str)
+def test_lstm_layer_opcheck(case, reverse):
+    leaves, row_ptr, col_idx, csc, sizes = _layer_problem(*case, seed=2)
+    steps, batch = case[0], case[1]
+    sizes = torch.full((steps,), batch, dtype=torch.int64) if sizes is None else sizes
+    args = (*leaves[:3], leaves[3], row_ptr, col_idx, *csc, sizes, reverse)
+    torch.library.opcheck(_ops.lstm_layer.default, args)
+    out, h_n, c_n, gates, cells = _ops.lstm_layer(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+    back_args = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), gates, out, cells,
+                 leaves[1].detach(), leaves[2].detach(), leaves[3].detach(), row_ptr, col_idx, *csc, sizes, reverse)
+    torch.library.opcheck(_ops.lstm_layer_backward.default, back_args)
+
+
+def test_lstm_layer_bad_input():
+    leaves, row_ptr, col_idx, csc, _ = _layer_problem(4, 2, 3, 0.5, None)
+    gates, h0, c0, values = leaves
+    with pytest.raises(ValueError, match="expected input_gates"):
+        ops.lstm_layer(gates, h0[:1], c0, values, row_ptr, col_idx, csc)
+    with pytest.raises(ValueError, match="batch_sizes must be an int64 CPU tensor"):
+        ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, torch.tensor([2, 2, 1]))
+    with pytest.raises(TypeError, match="h0 must have the dtype of input_gates"):
+        ops.lstm_layer(gates, h0.float(), c0, values, row_ptr, col_idx, csc)
+    with pytest.raises(RuntimeError, match="batch_sizes must be non-increasing"):
+        _ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, *csc, torch.tensor([1, 2, 2, 1]), False)
