@@ -45,6 +45,31 @@ TORCH_LIBRARY(sparse_kernels, m) {
       "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
       "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // A whole GRU layer (gates r|z|n as nn.GRU). input_gates = x W_ih^T + b_ih
+  // for every step; b_hh stays inside the step because r multiplies W_hn h +
+  // b_hn. -> (output, h_n, hidden_gates); hidden_gates is saved for the backward.
+  m.def(
+      "gru_layer(Tensor input_gates, Tensor h0, Tensor hh_values, Tensor hh_row_ptr, "
+      "Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, Tensor hh_csr2csc, "
+      "Tensor? hh_bias, Tensor batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor)");
+  // -> (grad_input_gates, grad_hidden_gates, grad_h0, grad_hh_values)
+  m.def(
+      "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input_gates, "
+      "Tensor hidden_gates, Tensor output, Tensor h0, Tensor hh_values, Tensor hh_row_ptr, "
+      "Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, Tensor hh_csr2csc, "
+      "Tensor batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor, Tensor)");
+  // A whole Elman RNN layer, tanh or relu. input_gates = x W_ih^T + b_ih + b_hh.
+  // -> (output, h_n)
+  m.def(
+      "rnn_layer(Tensor input_gates, Tensor h0, Tensor hh_values, Tensor hh_row_ptr, "
+      "Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, Tensor hh_csr2csc, "
+      "Tensor batch_sizes, bool reverse, bool relu) -> (Tensor, Tensor)");
+  // -> (grad_input_gates, grad_h0, grad_hh_values)
+  m.def(
+      "rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor h0, "
+      "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
+      "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, bool relu) "
+      "-> (Tensor, Tensor, Tensor)");
   // What this binary was compiled with (JSON).
   m.def("build_info() -> str", [] { return std::string(sparse_kernels::build_info_json()); });
 }

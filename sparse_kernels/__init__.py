@@ -10,8 +10,8 @@ load_extension()
 
 from . import ops, reference  # noqa: E402  (ops need the extension loaded)
 from .storage import CSRWeight, validate_csr  # noqa: E402
-from .nn import SparseLinear, SparseLSTM, SparseLSTMCell  # noqa: E402
+from .nn import SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRNN  # noqa: E402
 
-__all__ = ["CSRWeight", "SparseLSTM", "SparseLSTMCell", "SparseLinear", "build_info", "ops", "reference",
+__all__ = ["CSRWeight", "SparseGRU", "SparseLSTM", "SparseRNN", "SparseLSTMCell", "SparseLinear", "build_info", "ops", "reference",
            "validate_csr"]
 __version__ = "0.1.0"

@@ -292,3 +292,131 @@ def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _gra
 
 torch.library.register_autograd(
     "sparse_kernels::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup_context)
+
+
+# --------------------------------------------------------------------------
+# Whole-sequence GRU and Elman RNN layers (same machinery as lstm_layer)
+
+def _check_layer_common(name: str, input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
+                        batch_sizes, gate_count: int):
+    _check_float("input_gates", input_gates)
+    for arg, t in (("h0", h0), ("hh_values", hh_values)):
+        _check_float(arg, t)
+        _check_same(arg, t, "input_gates", input_gates)
+    if input_gates.dim() != 3 or h0.dim() != 2:
+        raise ValueError(f"{name}: input_gates must be (T, B, {gate_count}H) and h0 (B, H)")
+    steps, batch, width = input_gates.shape
+    hidden = h0.shape[1]
+    if width != gate_count * hidden or h0.shape[0] != batch:
+        raise ValueError(f"{name}: expected input_gates (T, {batch}, {gate_count * hidden}) and h0 "
+                         f"({batch}, {hidden}), got {tuple(input_gates.shape)} and {tuple(h0.shape)}")
+    _check_index_like("hh_row_ptr", hh_row_ptr, hh_values)
+    _check_index_like("hh_col_idx", hh_col_idx, hh_values)
+    if hh_row_ptr.numel() != gate_count * hidden + 1:
+        raise ValueError(f"{name}: W_hh must have {gate_count}*hidden = {gate_count * hidden} rows, "
+                         f"got {hh_row_ptr.numel() - 1}")
+    _check_csc(hh_csc, hh_values, hidden)
+    if batch_sizes is None:
+        return torch.full((steps,), batch, dtype=torch.int64)
+    if batch_sizes.dtype != torch.int64 or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu":
+        raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
+    return batch_sizes
+
+
+def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCIndex, hh_bias=None,
+              batch_sizes=None, reverse: bool = False):
+    """One GRU layer over a whole sequence, the time loop in C++ (see lstm_layer).
+    input_gates (T, B, 3H) = x W_ih^T + b_ih; W_hh CSR (3H x H) with optional
+    dense b_hh. Returns (output (T, B, H), h_n (B, H))."""
+    batch_sizes = _check_layer_common("gru_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
+                                      hh_csc, batch_sizes, 3)
+    if hh_bias is not None:
+        _check_float("hh_bias", hh_bias)
+        _check_same("hh_bias", hh_bias, "input_gates", input_gates)
+        if hh_bias.shape != (input_gates.shape[2],):
+            raise ValueError(f"hh_bias must have shape ({input_gates.shape[2]},), got {tuple(hh_bias.shape)}")
+    output, h_n, _ = _ops.gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc, hh_bias,
+                                    batch_sizes, bool(reverse))
+    return output, h_n
+
+
+def rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCIndex, batch_sizes=None,
+              reverse: bool = False, nonlinearity: str = "tanh"):
+    """One Elman RNN layer (tanh or relu) over a whole sequence, the time loop
+    in C++. input_gates (T, B, H) = x W_ih^T + b_ih + b_hh. Returns (output, h_n)."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    batch_sizes = _check_layer_common("rnn_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
+                                      hh_csc, batch_sizes, 1)
+    return _ops.rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc, batch_sizes,
+                          bool(reverse), nonlinearity == "relu")
+
+
+@torch.library.register_fake("sparse_kernels::gru_layer")
+def _(input_gates, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, hh_bias, batch_sizes, reverse):
+    steps, batch, _ = input_gates.shape
+    return (input_gates.new_empty((steps, batch, h0.shape[1])), torch.empty_like(h0),
+            torch.empty_like(input_gates))
+
+
+@torch.library.register_fake("sparse_kernels::gru_layer_backward")
+def _(grad_output, grad_h_n, input_gates, hidden_gates, output, h0, values, row_ptr, col_idx, col_ptr,
+      row_idx, csr2csc, batch_sizes, reverse):
+    return (torch.empty_like(input_gates), torch.empty_like(hidden_gates), torch.empty_like(h0),
+            torch.empty_like(values))
+
+
+def _gru_layer_setup_context(ctx, inputs, output):
+    input_gates, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, hh_bias, batch_sizes, reverse = inputs
+    out, _, hidden_gates = output
+    ctx.mark_non_differentiable(hidden_gates)
+    ctx.save_for_backward(input_gates, hidden_gates, out, h0, values, row_ptr, col_idx, col_ptr, row_idx,
+                          csr2csc, batch_sizes)
+    ctx.reverse, ctx.has_bias = reverse, hh_bias is not None
+
+
+def _gru_layer_backward(ctx, grad_output, grad_h_n, _grad_hidden_gates):
+    (input_gates, hidden_gates, out, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc,
+     batch_sizes) = ctx.saved_tensors
+    grad_output = torch.zeros_like(out) if grad_output is None else grad_output
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_ig, grad_hg, grad_h0, grad_values = _ops.gru_layer_backward(
+        grad_output, grad_h_n, input_gates, hidden_gates, out, h0, values, row_ptr, col_idx, col_ptr,
+        row_idx, csr2csc, batch_sizes, ctx.reverse)
+    grad_bias = grad_hg.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[8] else None
+    return grad_ig, grad_h0, grad_values, None, None, None, None, None, grad_bias, None, None
+
+
+torch.library.register_autograd("sparse_kernels::gru_layer", _gru_layer_backward,
+                                setup_context=_gru_layer_setup_context)
+
+
+@torch.library.register_fake("sparse_kernels::rnn_layer")
+def _(input_gates, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, relu):
+    return torch.empty_like(input_gates), torch.empty_like(h0)
+
+
+@torch.library.register_fake("sparse_kernels::rnn_layer_backward")
+def _(grad_output, grad_h_n, output, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc,
+      batch_sizes, reverse, relu):
+    return torch.empty_like(output), torch.empty_like(h0), torch.empty_like(values)
+
+
+def _rnn_layer_setup_context(ctx, inputs, output):
+    _, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, relu = inputs
+    ctx.save_for_backward(output[0], h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes)
+    ctx.reverse, ctx.relu = reverse, relu
+
+
+def _rnn_layer_backward(ctx, grad_output, grad_h_n):
+    out, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes = ctx.saved_tensors
+    grad_output = torch.zeros_like(out) if grad_output is None else grad_output
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_ig, grad_h0, grad_values = _ops.rnn_layer_backward(
+        grad_output, grad_h_n, out, h0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes,
+        ctx.reverse, ctx.relu)
+    return grad_ig, grad_h0, grad_values, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("sparse_kernels::rnn_layer", _rnn_layer_backward,
+                                setup_context=_rnn_layer_setup_context)

@@ -50,3 +50,43 @@ def lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, batch_siz
         c = torch.cat([c_new, c[b:]])
         outputs[t] = torch.cat([h_new, h_new.new_zeros(batch - b, hidden)])
     return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h, c
+
+
+def _recurrent_reference(input_gates, h0, batch_sizes, reverse, step):
+    """Shared per-step loop of the GRU/RNN oracles: step(t, b, h_active) -> h_new."""
+    steps, batch, _ = input_gates.shape
+    hidden = h0.shape[1]
+    sizes = [batch] * steps if batch_sizes is None else [int(b) for b in batch_sizes]
+    h = h0
+    outputs = [None] * steps
+    for t in (reversed(range(steps)) if reverse else range(steps)):
+        b = sizes[t]
+        h_new = step(t, b, h[:b])
+        h = torch.cat([h_new, h[b:]])
+        outputs[t] = torch.cat([h_new, h_new.new_zeros(batch - b, hidden)])
+    return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h
+
+
+def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_bias=None, batch_sizes=None,
+              reverse=False):
+    hidden = h0.shape[1]
+    w_hh = csr_to_dense(hh_values, hh_row_ptr, hh_col_idx, (3 * hidden, hidden))
+
+    def step(t, b, h):
+        hg = h @ w_hh.T + (0 if hh_bias is None else hh_bias)
+        ig_r, ig_z, ig_n = input_gates[t, :b].chunk(3, dim=1)
+        hg_r, hg_z, hg_n = hg.chunk(3, dim=1)
+        r, z = torch.sigmoid(ig_r + hg_r), torch.sigmoid(ig_z + hg_z)
+        n = torch.tanh(ig_n + r * hg_n)
+        return (1 - z) * n + z * h
+
+    return _recurrent_reference(input_gates, h0, batch_sizes, reverse, step)
+
+
+def rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, batch_sizes=None, reverse=False,
+              nonlinearity="tanh"):
+    hidden = h0.shape[1]
+    w_hh = csr_to_dense(hh_values, hh_row_ptr, hh_col_idx, (hidden, hidden))
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    return _recurrent_reference(input_gates, h0, batch_sizes, reverse,
+                                lambda t, b, h: act(input_gates[t, :b] + h @ w_hh.T))

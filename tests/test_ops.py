@@ -294,3 +294,96 @@ def test_lstm_layer_bad_input():
         ops.lstm_layer(gates, h0.float(), c0, values, row_ptr, col_idx, csc)
     with pytest.raises(RuntimeError, match="batch_sizes must be non-increasing"):
         _ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, *csc, torch.tensor([1, 2, 2, 1]), False)
+
+
+# ----------------------------------------------------------------------------- gru_layer, rnn_layer
+def _recurrent_problem(kind, steps, batch, hidden, density, sizes, dtype=torch.float64, seed=0):
+    gates = {"gru": 3, "rnn": 1}[kind]
+    g = torch.Generator().manual_seed(seed)
+    row_ptr, col_idx = csr.random_csr((gates * hidden, hidden), density, generator=g)
+    values = torch.randn(col_idx.numel(), generator=g, dtype=dtype)
+    ig = torch.randn(steps, batch, gates * hidden, generator=g, dtype=dtype)
+    h0 = torch.randn(batch, hidden, generator=g, dtype=dtype)
+    bias = torch.randn(gates * hidden, generator=g, dtype=dtype)
+    csc = csr.csr_transpose(row_ptr, col_idx, hidden)
+    sizes = None if sizes is None else torch.tensor(sizes, dtype=torch.int64)
+    return [t.requires_grad_() for t in (ig, h0, values, bias)], row_ptr, col_idx, csc, sizes
+
+
+def _run_recurrent(kind, leaves, row_ptr, col_idx, csc, sizes, reverse, variant, use_ref=False):
+    ig, h0, values, bias = leaves
+    if kind == "gru":
+        if use_ref:
+            return reference.gru_layer(ig, h0, values, row_ptr, col_idx, bias if variant else None, sizes, reverse)
+        return ops.gru_layer(ig, h0, values, row_ptr, col_idx, csc, bias if variant else None, sizes, reverse)
+    act = "relu" if variant else "tanh"
+    if use_ref:
+        return reference.rnn_layer(ig, h0, values, row_ptr, col_idx, sizes, reverse, act)
+    return ops.rnn_layer(ig, h0, values, row_ptr, col_idx, csc, sizes, reverse, act)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+@pytest.mark.parametrize("variant", [False, True], ids=["plain", "bias-or-relu"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", LAYER_CASES, ids=str)
+def test_gru_rnn_layers_match_per_step_reference(kind, variant, reverse, case):
+    leaves, row_ptr, col_idx, csc, sizes = _recurrent_problem(kind, *case)
+    got = _run_recurrent(kind, leaves, row_ptr, col_idx, csc, sizes, reverse, variant)
+    ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    want = _run_recurrent(kind, ref_leaves, row_ptr, col_idx, csc, sizes, reverse, variant, use_ref=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+    cot = [torch.randn_like(t) for t in got]
+    g_got = torch.autograd.grad(got, leaves, cot, allow_unused=True)
+    g_want = torch.autograd.grad(want, ref_leaves, cot, allow_unused=True)
+    for a, b, leaf in zip(g_got, g_want, leaves):
+        a = torch.zeros_like(leaf) if a is None else a
+        b = torch.zeros_like(leaf) if b is None else b
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_rnn_layers_gradcheck(kind, reverse):
+    leaves, row_ptr, col_idx, csc, sizes = _recurrent_problem(kind, 4, 3, 2, 0.6, [3, 2, 2, 1], seed=3)
+    fn = lambda *ls: _run_recurrent(kind, ls, row_ptr, col_idx, csc, sizes, reverse, True)
+    assert torch.autograd.gradcheck(fn, tuple(leaves))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", LAYER_CASES, ids=str)
+def test_gru_rnn_layers_opcheck(case, reverse):
+    steps, batch = case[0], case[1]
+    for kind in ("gru", "rnn"):
+        leaves, row_ptr, col_idx, csc, sizes = _recurrent_problem(kind, *case, seed=4)
+        sizes = torch.full((steps,), batch, dtype=torch.int64) if sizes is None else sizes
+        ig, h0, values, bias = leaves
+        if kind == "gru":
+            args = (ig, h0, values, row_ptr, col_idx, *csc, bias, sizes, reverse)
+            torch.library.opcheck(_ops.gru_layer.default, args)
+            out, h_n, hg = _ops.gru_layer(ig.detach(), h0.detach(), values.detach(), row_ptr, col_idx, *csc,
+                                          bias.detach(), sizes, reverse)
+            torch.library.opcheck(_ops.gru_layer_backward.default,
+                                  (torch.randn_like(out), torch.randn_like(h_n), ig.detach(), hg, out, h0.detach(),
+                                   values.detach(), row_ptr, col_idx, *csc, sizes, reverse))
+        else:
+            for relu in (False, True):
+                args = (ig, h0, values, row_ptr, col_idx, *csc, sizes, reverse, relu)
+                torch.library.opcheck(_ops.rnn_layer.default, args)
+                out, h_n = _ops.rnn_layer(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+                torch.library.opcheck(_ops.rnn_layer_backward.default,
+                                      (torch.randn_like(out), torch.randn_like(h_n), out, h0.detach(),
+                                       values.detach(), row_ptr, col_idx, *csc, sizes, reverse, relu))
+
+
+def test_gru_rnn_layers_bad_input():
+    leaves, row_ptr, col_idx, csc, _ = _recurrent_problem("gru", 3, 2, 2, 0.5, None)
+    ig, h0, values, bias = leaves
+    with pytest.raises(ValueError, match="gru_layer: expected input_gates"):
+        ops.gru_layer(ig, h0[:1], values, row_ptr, col_idx, csc)
+    with pytest.raises(ValueError, match="hh_bias must have shape"):
+        ops.gru_layer(ig, h0, values, row_ptr, col_idx, csc, bias[:-1])
+    with pytest.raises(ValueError, match="W_hh must have 1\\*hidden"):
+        ops.rnn_layer(ig[..., :2], h0, values, row_ptr, col_idx, csc)
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
+        ops.rnn_layer(ig, h0, values, row_ptr, col_idx, csc, nonlinearity="gelu")

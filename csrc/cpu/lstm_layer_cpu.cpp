@@ -7,31 +7,6 @@
 
 namespace sparse_kernels::cpu {
 
-namespace {
-struct CpuKernels {
-  static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
-                                  const at::Tensor& ci, const std::optional<at::Tensor>& b) {
-    return cpu::sparse_linear(x, v, rp, ci, b);
-  }
-  static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
-                                             const at::Tensor& cp, const at::Tensor& ri,
-                                             const at::Tensor& perm) {
-    return cpu::sparse_linear_input_grad(gy, v, cp, ri, perm);
-  }
-  static at::Tensor sparse_linear_value_grad(const at::Tensor& gy, const at::Tensor& x,
-                                             const at::Tensor& rp, const at::Tensor& ci) {
-    return cpu::sparse_linear_value_grad(gy, x, rp, ci);
-  }
-  static std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& g, const at::Tensor& c) {
-    return cpu::lstm_cell(g, c);
-  }
-  static std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
-      const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& g, const at::Tensor& cp,
-      const at::Tensor& c) {
-    return cpu::lstm_cell_backward(dh, dc, g, cp, c);
-  }
-};
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,

@@ -46,4 +46,22 @@ cudaError_t lstm_cell_backward(const T* grad_h, const T* grad_c, const T* gates,
                                T* grad_c_prev, int64_t n_rows, int64_t hidden,
                                cudaStream_t stream);
 
+// GRU cell: ig, hg (n_rows, 3H) (input and hidden parts), h_prev (n_rows, H).
+template <typename T>
+cudaError_t gru_cell(const T* ig, const T* hg, const T* h_prev, T* h, int64_t n_rows,
+                     int64_t hidden, cudaStream_t stream);
+
+template <typename T>
+cudaError_t gru_cell_backward(const T* grad_h, const T* ig, const T* hg, const T* h_prev, T* d_ig,
+                              T* d_hg, T* dh_prev, int64_t n_rows, int64_t hidden,
+                              cudaStream_t stream);
+
+// Elman cell over n elements: h = tanh(pre) or relu(pre).
+template <typename T>
+cudaError_t rnn_cell(const T* pre, T* h, int64_t n, bool relu, cudaStream_t stream);
+
+template <typename T>
+cudaError_t rnn_cell_backward(const T* grad_h, const T* h, T* grad_pre, int64_t n, bool relu,
+                              cudaStream_t stream);
+
 }  // namespace sparse_kernels::cuda

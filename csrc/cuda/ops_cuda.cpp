@@ -5,7 +5,9 @@
 #include <torch/library.h>
 
 #include "kernels.h"
+#include "sparse_kernels/gru_layer_loop.h"
 #include "sparse_kernels/lstm_layer_loop.h"
+#include "sparse_kernels/rnn_layer_loop.h"
 #include "sparse_kernels/checks.h"
 
 namespace sparse_kernels::cuda {
@@ -153,7 +155,62 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(
   return {grad_gates, grad_c_prev};
 }
 
-// The shared whole-sequence loop (lstm_layer_loop.h) over the CUDA kernels:
+at::Tensor gru_cell_cuda(const at::Tensor& ig_, const at::Tensor& hg_, const at::Tensor& h_prev_) {
+  const at::Tensor ig = ig_.contiguous(), hg = hg_.contiguous(), h_prev = h_prev_.contiguous();
+  TORCH_CHECK(ig.sizes() == hg.sizes() && ig.size(1) == 3 * h_prev.size(1),
+              "GRU cell: ig and hg must be (N, 3*H) for h_prev (N, H)");
+  at::Tensor h = at::empty_like(h_prev);
+  SK_DISPATCH_CUDA_FLOAT(ig.scalar_type(), "gru_cell", [&] {
+    check_launch(gru_cell<scalar_t>(ig.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(),
+                                    h_prev.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                    h_prev.size(0), h_prev.size(1), current_stream()),
+                 "gru_cell");
+  });
+  return h;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward_cuda(const at::Tensor& grad_h_,
+                                                                      const at::Tensor& ig_,
+                                                                      const at::Tensor& hg_,
+                                                                      const at::Tensor& h_prev_) {
+  const at::Tensor grad_h = grad_h_.contiguous(), ig = ig_.contiguous(), hg = hg_.contiguous();
+  const at::Tensor h_prev = h_prev_.contiguous();
+  at::Tensor d_ig = at::empty_like(ig), d_hg = at::empty_like(hg), dh_prev = at::empty_like(h_prev);
+  SK_DISPATCH_CUDA_FLOAT(ig.scalar_type(), "gru_cell_backward", [&] {
+    check_launch(gru_cell_backward<scalar_t>(
+                     grad_h.data_ptr<scalar_t>(), ig.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(),
+                     h_prev.data_ptr<scalar_t>(), d_ig.data_ptr<scalar_t>(),
+                     d_hg.data_ptr<scalar_t>(), dh_prev.data_ptr<scalar_t>(), h_prev.size(0),
+                     h_prev.size(1), current_stream()),
+                 "gru_cell_backward");
+  });
+  return {d_ig, d_hg, dh_prev};
+}
+
+at::Tensor rnn_cell_cuda(const at::Tensor& pre_, bool relu) {
+  const at::Tensor pre = pre_.contiguous();
+  at::Tensor h = at::empty_like(pre);
+  SK_DISPATCH_CUDA_FLOAT(pre.scalar_type(), "rnn_cell", [&] {
+    check_launch(rnn_cell<scalar_t>(pre.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), pre.numel(),
+                                    relu, current_stream()),
+                 "rnn_cell");
+  });
+  return h;
+}
+
+at::Tensor rnn_cell_backward_cuda(const at::Tensor& grad_h_, const at::Tensor& h_, bool relu) {
+  const at::Tensor grad_h = grad_h_.contiguous(), h = h_.contiguous();
+  at::Tensor grad_pre = at::empty_like(h);
+  SK_DISPATCH_CUDA_FLOAT(h.scalar_type(), "rnn_cell_backward", [&] {
+    check_launch(rnn_cell_backward<scalar_t>(grad_h.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                             grad_pre.data_ptr<scalar_t>(), h.numel(), relu,
+                                             current_stream()),
+                 "rnn_cell_backward");
+  });
+  return grad_pre;
+}
+
+// The shared whole-sequence loops (lstm/gru/rnn_layer_loop.h) over the CUDA kernels:
 // the plain per-step path; a persistent kernel keeping W_hh on chip can
 // replace it where the weights fit.
 struct CudaKernels {
@@ -177,6 +234,17 @@ struct CudaKernels {
       const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& g, const at::Tensor& cp,
       const at::Tensor& c) {
     return lstm_cell_backward_cuda(dh, dc, g, cp, c);
+  }
+  static at::Tensor gru_cell(const at::Tensor& ig, const at::Tensor& hg, const at::Tensor& h) {
+    return gru_cell_cuda(ig, hg, h);
+  }
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward(
+      const at::Tensor& dh, const at::Tensor& ig, const at::Tensor& hg, const at::Tensor& h) {
+    return gru_cell_backward_cuda(dh, ig, hg, h);
+  }
+  static at::Tensor rnn_cell(const at::Tensor& pre, bool relu) { return rnn_cell_cuda(pre, relu); }
+  static at::Tensor rnn_cell_backward(const at::Tensor& dh, const at::Tensor& h, bool relu) {
+    return rnn_cell_backward_cuda(dh, h, relu);
   }
 };
 
@@ -203,6 +271,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_c
                                                  row_idx, csr2csc, batch_sizes, reverse);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
+    const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& values,
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor&, const at::Tensor&,
+    const at::Tensor&, const std::optional<at::Tensor>& hh_bias, const at::Tensor& batch_sizes,
+    bool reverse) {
+  const c10::cuda::CUDAGuard guard(input_gates.device());
+  return layer::gru_layer<CudaKernels>(input_gates, h0, values, row_ptr, col_idx, hh_bias,
+                                       batch_sizes, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input_gates,
+    const at::Tensor& hidden_gates, const at::Tensor& output, const at::Tensor& h0,
+    const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
+    const at::Tensor& batch_sizes, bool reverse) {
+  const c10::cuda::CUDAGuard guard(input_gates.device());
+  return layer::gru_layer_backward<CudaKernels>(grad_output, grad_h_n, input_gates, hidden_gates,
+                                                output, h0, values, row_ptr, col_idx, col_ptr,
+                                                row_idx, csr2csc, batch_sizes, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> rnn_layer_cuda(const at::Tensor& input_gates, const at::Tensor& h0,
+                                                  const at::Tensor& values, const at::Tensor& row_ptr,
+                                                  const at::Tensor& col_idx, const at::Tensor&,
+                                                  const at::Tensor&, const at::Tensor&,
+                                                  const at::Tensor& batch_sizes, bool reverse,
+                                                  bool relu) {
+  const c10::cuda::CUDAGuard guard(input_gates.device());
+  return layer::rnn_layer<CudaKernels>(input_gates, h0, values, row_ptr, col_idx, batch_sizes,
+                                       reverse, relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output,
+    const at::Tensor& h0, const at::Tensor& values, const at::Tensor& row_ptr,
+    const at::Tensor& col_idx, const at::Tensor& col_ptr, const at::Tensor& row_idx,
+    const at::Tensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
+  const c10::cuda::CUDAGuard guard(output.device());
+  return layer::rnn_layer_backward<CudaKernels>(grad_output, grad_h_n, output, h0, values, row_ptr,
+                                                col_idx, col_ptr, row_idx, csr2csc, batch_sizes,
+                                                reverse, relu);
+}
+
 }  // namespace
 }  // namespace sparse_kernels::cuda
 
@@ -214,4 +326,8 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CUDA, m) {
   m.impl("lstm_cell_backward", &sparse_kernels::cuda::lstm_cell_backward_cuda);
   m.impl("lstm_layer", &sparse_kernels::cuda::lstm_layer_cuda);
   m.impl("lstm_layer_backward", &sparse_kernels::cuda::lstm_layer_backward_cuda);
+  m.impl("gru_layer", &sparse_kernels::cuda::gru_layer_cuda);
+  m.impl("gru_layer_backward", &sparse_kernels::cuda::gru_layer_backward_cuda);
+  m.impl("rnn_layer", &sparse_kernels::cuda::rnn_layer_cuda);
+  m.impl("rnn_layer_backward", &sparse_kernels::cuda::rnn_layer_backward_cuda);
 }

@@ -1,8 +1,10 @@
 """Drop-in sparse modules: same constructors, forward and state_dict names
 as their torch.nn counterparts, weights stored as CSR nonzeros only."""
 
+from .gru import SparseGRU
 from .linear import SparseLinear
 from .lstm import SparseLSTM
 from .lstm_cell import SparseLSTMCell
+from .rnn import SparseRNN
 
-__all__ = ["SparseLSTM", "SparseLSTMCell", "SparseLinear"]
+__all__ = ["SparseGRU", "SparseLSTM", "SparseLSTMCell", "SparseLinear", "SparseRNN"]

@@ -65,4 +65,54 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward(
     const at::Tensor& row_idx, const at::Tensor& csr2csc, const at::Tensor& batch_sizes,
     bool reverse);
 
+// Fused GRU cell (pointwise): input part ig (N, 3H) = x W_ih^T + b_ih, hidden
+// part hg (N, 3H) = W_hh h + b_hh, h_prev (N, H) -> h (N, H).
+at::Tensor gru_cell(const at::Tensor& ig, const at::Tensor& hg, const at::Tensor& h_prev);
+// -> (grad_ig, grad_hg, the gradient reaching h_prev directly through z * h_prev).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward(const at::Tensor& grad_h,
+                                                                 const at::Tensor& ig,
+                                                                 const at::Tensor& hg,
+                                                                 const at::Tensor& h_prev);
+
+// Elman cell: pre-activation (N, H) -> tanh or relu; backward from the output h.
+at::Tensor rnn_cell(const at::Tensor& pre, bool relu);
+at::Tensor rnn_cell_backward(const at::Tensor& grad_h, const at::Tensor& h, bool relu);
+
+// The CPU kernels as the Kernels parameter of the shared layer loops
+// (lstm_layer_loop.h, gru_layer_loop.h, rnn_layer_loop.h).
+struct CpuKernels {
+  static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
+                                  const at::Tensor& ci, const std::optional<at::Tensor>& b) {
+    return cpu::sparse_linear(x, v, rp, ci, b);
+  }
+  static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
+                                             const at::Tensor& cp, const at::Tensor& ri,
+                                             const at::Tensor& perm) {
+    return cpu::sparse_linear_input_grad(gy, v, cp, ri, perm);
+  }
+  static at::Tensor sparse_linear_value_grad(const at::Tensor& gy, const at::Tensor& x,
+                                             const at::Tensor& rp, const at::Tensor& ci) {
+    return cpu::sparse_linear_value_grad(gy, x, rp, ci);
+  }
+  static std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& g, const at::Tensor& c) {
+    return cpu::lstm_cell(g, c);
+  }
+  static std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
+      const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& g, const at::Tensor& cp,
+      const at::Tensor& c) {
+    return cpu::lstm_cell_backward(dh, dc, g, cp, c);
+  }
+  static at::Tensor gru_cell(const at::Tensor& ig, const at::Tensor& hg, const at::Tensor& h) {
+    return cpu::gru_cell(ig, hg, h);
+  }
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward(
+      const at::Tensor& dh, const at::Tensor& ig, const at::Tensor& hg, const at::Tensor& h) {
+    return cpu::gru_cell_backward(dh, ig, hg, h);
+  }
+  static at::Tensor rnn_cell(const at::Tensor& pre, bool relu) { return cpu::rnn_cell(pre, relu); }
+  static at::Tensor rnn_cell_backward(const at::Tensor& dh, const at::Tensor& h, bool relu) {
+    return cpu::rnn_cell_backward(dh, h, relu);
+  }
+};
+
 }  // namespace sparse_kernels::cpu

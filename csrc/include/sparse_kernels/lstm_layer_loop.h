@@ -7,11 +7,7 @@
 // runs BPTT step by step and computes W_hh's value gradient once for the
 // whole sequence (one SDDMM over T*B rows).
 //
-// Variable lengths (PackedSequence) come as batch_sizes (T,), non-increasing,
-// on the CPU: at step t only rows [0, batch_sizes[t]) are active; the state
-// of the other rows is left untouched. With reverse=true the steps run from
-// T-1 down to 0, so a row starts from h0/c0 at its own last element, as
-// nn.LSTM does.
+// Variable lengths and direction: see layer_common.h.
 //
 // Kernels must provide static sparse_linear, sparse_linear_input_grad,
 // sparse_linear_value_grad, lstm_cell and lstm_cell_backward with the
@@ -20,11 +16,11 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <optional>
 #include <tuple>
 
 #include "sparse_kernels/checks.h"
+#include "sparse_kernels/layer_common.h"
 
 namespace sparse_kernels::layer {
 
@@ -55,23 +51,9 @@ inline LayerShapes check_layer_args(const at::Tensor& input_gates, const at::Ten
               "h0 and c0 must have shape (batch, hidden) = (", batch, ", ", hidden, ")");
   TORCH_CHECK(row_ptr.numel() == 4 * hidden + 1, "W_hh must have 4*hidden rows");
   TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
-  TORCH_CHECK(batch_sizes.scalar_type() == at::kLong && batch_sizes.dim() == 1 &&
-                  batch_sizes.numel() == steps && batch_sizes.device().is_cpu(),
-              "batch_sizes must be a 1-D int64 CPU tensor with one entry per step");
-  const int64_t* bs = batch_sizes.data_ptr<int64_t>();
-  for (int64_t t = 0; t < steps; ++t) {
-    TORCH_CHECK(bs[t] >= 0 && bs[t] <= batch && (t == 0 || bs[t] <= bs[t - 1]),
-                "batch_sizes must be non-increasing and within [0, batch]");
-  }
+  check_batch_sizes(batch_sizes, steps, batch);
   return {steps, batch, hidden};
 }
-
-// The step processed just before step t (or -1 at the start of the sequence).
-inline int64_t previous_step(int64_t t, int64_t steps, bool reverse) {
-  const int64_t p = reverse ? t + 1 : t - 1;
-  return (p >= 0 && p < steps) ? p : -1;
-}
-
 
 template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
@@ -130,17 +112,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward(
     const int64_t t = reverse ? steps - 1 - s : s;
     const int64_t b = bs[t];
     if (b == 0) continue;
-    const int64_t p = previous_step(t, steps, reverse);
-    // Rows active now were active at the previous step too, except (reverse
-    // direction) those whose sequence starts here: they start from h0/c0.
-    const int64_t carried = p >= 0 ? std::min(b, bs[p]) : 0;
-    at::Tensor c_prev = c0.narrow(0, 0, b).clone();
-    at::Tensor h_prev = h_prev_all[t].narrow(0, 0, b);
-    h_prev.copy_(h0.narrow(0, 0, b));
-    if (carried > 0) {
-      c_prev.narrow(0, 0, carried).copy_(cells[p].narrow(0, 0, carried));
-      h_prev.narrow(0, 0, carried).copy_(output[p].narrow(0, 0, carried));
-    }
+    const at::Tensor c_prev = start_state(cells, c0, t, b, bs, steps, reverse);
+    h_prev_all[t].narrow(0, 0, b).copy_(start_state(output, h0, t, b, bs, steps, reverse));
     at::Tensor dh_active = dh.narrow(0, 0, b), dc_active = dc.narrow(0, 0, b);
     dh_active.add_(grad_output[t].narrow(0, 0, b));
     auto [dgates, dc_prev] = Kernels::lstm_cell_backward(dh_active, dc_active, gates[t].narrow(0, 0, b),
