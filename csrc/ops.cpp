@@ -30,21 +30,28 @@ TORCH_LIBRARY(sparse_kernels, m) {
       "Tensor c_prev, Tensor c) -> (Tensor, Tensor)");
   // A whole LSTM layer over all timesteps (the time loop runs in C++).
   // input_gates = x W_ih^T + biases for every step (one sparse product done
-  // by the caller); returns (output, h_n, c_n, gates, cells), the last two
-  // saved for the backward. batch_sizes: int64 CPU (T,), non-increasing.
+  // by the caller). With proj_size > 0, W_hr (proj x hidden) gives
+  // h = W_hr (o * tanh(c)). Returns (output, h_n, c_n, gates, cells,
+  // hidden_full); the last three are saved for the backward (hidden_full is
+  // empty without a projection). batch_sizes: int64 CPU (T,), non-increasing.
   m.def(
       "lstm_layer(Tensor input_gates, Tensor h0, Tensor c0, Tensor hh_values, "
       "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, "
-      "Tensor hh_csr2csc, Tensor batch_sizes, bool reverse) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // BPTT through lstm_layer; the value gradient of W_hh is one SDDMM over
-  // all T*B rows. -> (grad_input_gates, grad_h0, grad_c0, grad_hh_values).
+      "Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, Tensor? hr_values=None, "
+      "Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, Tensor? hr_col_ptr=None, "
+      "Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // BPTT through lstm_layer; each weight's value gradient is one SDDMM over
+  // all T*B rows. -> (grad_input_gates, grad_h0, grad_c0, grad_hh_values,
+  // grad_hr_values (empty without a projection)).
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, "
-      "Tensor gates, Tensor output, Tensor cells, Tensor h0, Tensor c0, "
+      "Tensor gates, Tensor output, Tensor cells, Tensor hidden_full, Tensor h0, Tensor c0, "
       "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
-      "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, "
+      "Tensor? hr_values=None, Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, "
+      "Tensor? hr_col_ptr=None, Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // A whole GRU layer (gates r|z|n as nn.GRU). input_gates = x W_ih^T + b_ih
   // for every step; b_hh stays inside the step because r multiplies W_hn h +
   // b_hn. -> (output, h_n, hidden_gates); hidden_gates is saved for the backward.

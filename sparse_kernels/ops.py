@@ -220,74 +220,99 @@ torch.library.register_autograd(
 
 def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh_values: torch.Tensor,
                hh_row_ptr: torch.Tensor, hh_col_idx: torch.Tensor, hh_csc: CSCIndex,
-               batch_sizes: torch.Tensor | None = None, reverse: bool = False):
+               batch_sizes: torch.Tensor | None = None, reverse: bool = False, projection=None):
     """One LSTM layer over a whole sequence, the time loop in C++.
 
     input_gates (T, B, 4H): the input projection x W_ih^T + b_ih + b_hh of
-    every step, computed beforehand as one sparse product. h0, c0 (B, H).
-    W_hh is CSR (4H x H) with its transposed index ``hh_csc``. batch_sizes
-    (T,) int64 (PackedSequence's; None = all B) marks which rows are active at
-    each step. Returns (output (T, B, H), h_n, c_n); differentiable in
-    input_gates, h0, c0 and hh_values. The structure is assumed validated
-    (CSRWeight does it once).
+    every step, computed beforehand as one sparse product. c0 (B, H); h0 (B, P)
+    with P = proj_size or H. W_hh is CSR (4H x P) with its transposed index
+    ``hh_csc``. ``projection`` = (values, row_ptr, col_idx, csc) of W_hr
+    (P x H) for proj_size > 0, else None. batch_sizes (T,) int64
+    (PackedSequence's; None = all B) marks which rows are active at each step.
+    Returns (output (T, B, P), h_n, c_n); differentiable in input_gates, h0,
+    c0, hh_values and the projection's values. The structures are assumed
+    validated (CSRWeight does it once).
     """
     _check_float("input_gates", input_gates)
     for name, t in (("h0", h0), ("c0", c0), ("hh_values", hh_values)):
         _check_float(name, t)
         _check_same(name, t, "input_gates", input_gates)
     if input_gates.dim() != 3 or h0.dim() != 2 or c0.dim() != 2:
-        raise ValueError("input_gates must be (T, B, 4H) and h0, c0 (B, H)")
+        raise ValueError("input_gates must be (T, B, 4H) and h0, c0 (B, *)")
     steps, batch, width = input_gates.shape
     hidden = c0.shape[1]
-    if width != 4 * hidden or h0.shape != (batch, hidden) or c0.shape != (batch, hidden):
-        raise ValueError(f"expected input_gates (T, {batch}, {4 * hidden}) and h0, c0 ({batch}, {hidden}), got "
-                         f"{tuple(input_gates.shape)}, {tuple(h0.shape)}, {tuple(c0.shape)}")
+    state = hidden
+    hr_args = ()
+    if projection is not None:
+        hr_values, hr_row_ptr, hr_col_idx, hr_csc = projection
+        _check_float("projection values", hr_values)
+        _check_same("projection values", hr_values, "input_gates", input_gates)
+        _check_index_like("projection row_ptr", hr_row_ptr, hr_values)
+        _check_index_like("projection col_idx", hr_col_idx, hr_values)
+        _check_csc(hr_csc, hr_values, hidden)
+        state = hr_row_ptr.numel() - 1
+        hr_args = (hr_values, hr_row_ptr, hr_col_idx, *hr_csc)
+    if width != 4 * hidden or h0.shape != (batch, state) or c0.shape != (batch, hidden):
+        raise ValueError(f"expected input_gates (T, {batch}, {4 * hidden}), h0 ({batch}, {state}) and c0 "
+                         f"({batch}, {hidden}), got {tuple(input_gates.shape)}, {tuple(h0.shape)}, "
+                         f"{tuple(c0.shape)}")
     _check_index_like("hh_row_ptr", hh_row_ptr, hh_values)
     _check_index_like("hh_col_idx", hh_col_idx, hh_values)
     if hh_row_ptr.numel() != 4 * hidden + 1:
         raise ValueError(f"W_hh must have 4*hidden = {4 * hidden} rows, got {hh_row_ptr.numel() - 1}")
-    _check_csc(hh_csc, hh_values, hidden)
+    _check_csc(hh_csc, hh_values, state)
     if batch_sizes is None:
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
     elif batch_sizes.dtype != torch.int64 or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu":
         raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
-    output, h_n, c_n, _, _ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
-                                             *hh_csc, batch_sizes, bool(reverse))
+    output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc,
+                                           batch_sizes, bool(reverse), *hr_args)
     return output, h_n, c_n
 
 
 @torch.library.register_fake("sparse_kernels::lstm_layer")
-def _(input_gates, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse):
+def _(input_gates, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse,
+      hr_values=None, hr_row_ptr=None, hr_col_idx=None, hr_col_ptr=None, hr_row_idx=None, hr_csr2csc=None):
     steps, batch, _ = input_gates.shape
-    hidden = c0.shape[1]
-    return (input_gates.new_empty((steps, batch, hidden)), torch.empty_like(h0), torch.empty_like(c0),
-            torch.empty_like(input_gates), input_gates.new_empty((steps, batch, hidden)))
+    hidden, state = c0.shape[1], h0.shape[1]
+    hidden_full = (input_gates.new_empty((steps, batch, hidden)) if hr_values is not None
+                   else input_gates.new_empty((0,)))
+    return (input_gates.new_empty((steps, batch, state)), torch.empty_like(h0), torch.empty_like(c0),
+            torch.empty_like(input_gates), input_gates.new_empty((steps, batch, hidden)), hidden_full)
 
 
 @torch.library.register_fake("sparse_kernels::lstm_layer_backward")
-def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, h0, c0, values, row_ptr, col_idx,
-      col_ptr, row_idx, csr2csc, batch_sizes, reverse):
-    return torch.empty_like(gates), torch.empty_like(h0), torch.empty_like(c0), torch.empty_like(values)
+def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0, values, row_ptr, col_idx,
+      col_ptr, row_idx, csr2csc, batch_sizes, reverse, hr_values=None, hr_row_ptr=None, hr_col_idx=None,
+      hr_col_ptr=None, hr_row_idx=None, hr_csr2csc=None):
+    grad_hr = torch.empty_like(hr_values) if hr_values is not None else values.new_empty((0,))
+    return (torch.empty_like(gates), torch.empty_like(h0), torch.empty_like(c0), torch.empty_like(values),
+            grad_hr)
 
 
 def _lstm_layer_setup_context(ctx, inputs, output):
-    (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse) = inputs
-    out, _, _, gates, cells = output
-    ctx.mark_non_differentiable(gates, cells)  # saved activations, not results
-    ctx.save_for_backward(gates, out, cells, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx,
-                          csr2csc, batch_sizes)
+    (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, *hr) = inputs
+    out, _, _, gates, cells, hidden_full = output
+    ctx.mark_non_differentiable(gates, cells, hidden_full)  # saved activations, not results
+    ctx.projected = len(hr) > 0 and hr[0] is not None
+    hr = tuple(hr) if ctx.projected else ()
+    ctx.save_for_backward(gates, out, cells, hidden_full, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx,
+                          csr2csc, batch_sizes, *hr)
     ctx.reverse = reverse
 
 
-def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
-    gates, out, cells, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes = ctx.saved_tensors
+def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, *_saved_grads):
+    gates, out, cells, hidden_full, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, \
+        batch_sizes, *hr = ctx.saved_tensors
     grad_output = torch.zeros_like(out) if grad_output is None else grad_output
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-    grad_gates, grad_h0, grad_c0, grad_values = _ops.lstm_layer_backward(
-        grad_output, grad_h_n, grad_c_n, gates, out, cells, h0, c0, values, row_ptr, col_idx,
-        col_ptr, row_idx, csr2csc, batch_sizes, ctx.reverse)
-    return grad_gates, grad_h0, grad_c0, grad_values, None, None, None, None, None, None, None
+    grad_gates, grad_h0, grad_c0, grad_values, grad_hr = _ops.lstm_layer_backward(
+        grad_output, grad_h_n, grad_c_n, gates, out, cells, hidden_full, h0, c0, values, row_ptr, col_idx,
+        col_ptr, row_idx, csr2csc, batch_sizes, ctx.reverse, *hr)
+    grad_hr = grad_hr if ctx.projected else None
+    return (grad_gates, grad_h0, grad_c0, grad_values, None, None, None, None, None, None, None,
+            grad_hr, None, None, None, None, None)
 
 
 torch.library.register_autograd(

@@ -35,21 +35,26 @@ def lstm_cell(gates, c_prev):
     return h, c
 
 
-def lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, batch_sizes=None, reverse=False):
-    """Per-step Python loop over dense ops: the oracle for ops.lstm_layer."""
+def lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, batch_sizes=None, reverse=False,
+               projection=None):
+    """Per-step Python loop over dense ops: the oracle for ops.lstm_layer.
+    projection: (values, row_ptr, col_idx) of W_hr, or None."""
     steps, batch, _ = input_gates.shape
-    hidden = c0.shape[1]
-    w_hh = csr_to_dense(hh_values, hh_row_ptr, hh_col_idx, (4 * hidden, hidden))
+    hidden, state = c0.shape[1], h0.shape[1]
+    w_hh = csr_to_dense(hh_values, hh_row_ptr, hh_col_idx, (4 * hidden, state))
+    w_hr = None if projection is None else csr_to_dense(*projection, (state, hidden))
     sizes = [batch] * steps if batch_sizes is None else [int(b) for b in batch_sizes]
     h, c = h0, c0
     outputs = [None] * steps
     for t in (reversed(range(steps)) if reverse else range(steps)):
         b = sizes[t]
         h_new, c_new = lstm_cell(input_gates[t, :b] + h[:b] @ w_hh.T, c[:b])
+        if w_hr is not None:
+            h_new = h_new @ w_hr.T
         h = torch.cat([h_new, h[b:]])
         c = torch.cat([c_new, c[b:]])
-        outputs[t] = torch.cat([h_new, h_new.new_zeros(batch - b, hidden)])
-    return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h, c
+        outputs[t] = torch.cat([h_new, h_new.new_zeros(batch - b, state)])
+    return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, state), h, c
 
 
 def _recurrent_reference(input_gates, h0, batch_sizes, reverse, step):

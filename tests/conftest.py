@@ -1,5 +1,13 @@
 """Shared test helpers: devices, random CSR problems, tolerances."""
 
+import os
+import tempfile
+
+# torch.compile's on-disk cache does not notice a changed custom-op schema and
+# can replay a graph compiled against an older build: give every test run a
+# fresh cache. (Set before torch is imported.)
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="sparse-kernels-inductor-"))
+
 import pytest
 import torch
 

@@ -232,59 +232,92 @@ LAYER_CASES = [  # (T, B, H, density, batch_sizes)
 ]
 
 
-def _layer_problem(steps, batch, hidden, density, sizes, dtype=torch.float64, seed=0):
+def _layer_problem(steps, batch, hidden, density, sizes, dtype=torch.float64, seed=0, proj=0):
+    """Random inputs of lstm_layer; proj > 0 adds a sparse W_hr (proj x hidden).
+    Returns (leaves, row_ptr, col_idx, csc, sizes, projection); leaves end with
+    W_hr's values when projected."""
     g = torch.Generator().manual_seed(seed)
-    row_ptr, col_idx = csr.random_csr((4 * hidden, hidden), density, generator=g)
+    state = proj or hidden
+    row_ptr, col_idx = csr.random_csr((4 * hidden, state), density, generator=g)
     values = torch.randn(col_idx.numel(), generator=g, dtype=dtype)
     gates = torch.randn(steps, batch, 4 * hidden, generator=g, dtype=dtype)
-    h0, c0 = (torch.randn(batch, hidden, generator=g, dtype=dtype) for _ in range(2))
-    csc = csr.csr_transpose(row_ptr, col_idx, hidden)
+    h0 = torch.randn(batch, state, generator=g, dtype=dtype)
+    c0 = torch.randn(batch, hidden, generator=g, dtype=dtype)
+    csc = csr.csr_transpose(row_ptr, col_idx, state)
     sizes = None if sizes is None else torch.tensor(sizes, dtype=torch.int64)
-    return [t.requires_grad_() for t in (gates, h0, c0, values)], row_ptr, col_idx, csc, sizes
+    leaves = [t.requires_grad_() for t in (gates, h0, c0, values)]
+    projection = None
+    if proj:
+        hr_row_ptr, hr_col_idx = csr.random_csr((proj, hidden), 0.7, generator=g)
+        hr_values = torch.randn(hr_col_idx.numel(), generator=g, dtype=dtype).requires_grad_()
+        leaves.append(hr_values)
+        projection = (hr_row_ptr, hr_col_idx, csr.csr_transpose(hr_row_ptr, hr_col_idx, hidden))
+    return leaves, row_ptr, col_idx, csc, sizes, projection
+
+
+def _lstm_layer_call(leaves, row_ptr, col_idx, csc, sizes, projection, reverse, use_ref=False):
+    gates, h0, c0, values = leaves[:4]
+    if use_ref:
+        proj = None if projection is None else (leaves[4], *projection[:2])
+        return reference.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, sizes, reverse, proj)
+    proj = None if projection is None else (leaves[4], *projection)
+    return ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, sizes, reverse, proj)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj", [0, 2], ids=["no-proj", "proj"])
 @pytest.mark.parametrize("case", LAYER_CASES)
-def test_lstm_layer_matches_per_step_reference(case, reverse, dtype):
-    leaves, row_ptr, col_idx, csc, sizes = _layer_problem(*case, dtype=dtype)
-    got = ops.lstm_layer(*leaves[:3], leaves[3], row_ptr, col_idx, csc, sizes, reverse)
+def test_lstm_layer_matches_per_step_reference(case, proj, reverse, dtype):
+    if proj and case[2] <= proj:
+        proj = case[2] - 1
+    problem = _layer_problem(*case, dtype=dtype, proj=proj)
+    leaves = problem[0]
+    got = _lstm_layer_call(*problem, reverse)
     ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
-    want = reference.lstm_layer(*ref_leaves, row_ptr, col_idx, sizes, reverse)
+    want = _lstm_layer_call(ref_leaves, *problem[1:], reverse, use_ref=True)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **TOL[dtype])
     grads_out = [torch.randn_like(t) for t in got]
     g_got = torch.autograd.grad(got, leaves, grads_out, allow_unused=True)
     g_want = torch.autograd.grad(want, ref_leaves, grads_out, allow_unused=True)
     for a, b, leaf in zip(g_got, g_want, leaves):
+        a = torch.zeros_like(leaf) if a is None else a
         b = torch.zeros_like(leaf) if b is None else b
         torch.testing.assert_close(a, b, **TOL[dtype])
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj", [0, 2], ids=["no-proj", "proj"])
 @pytest.mark.parametrize("case", [LAYER_CASES[1], LAYER_CASES[2], LAYER_CASES[6]])
-def test_lstm_layer_gradcheck(case, reverse):
-    leaves, row_ptr, col_idx, csc, sizes = _layer_problem(*case, seed=1)
-    fn = lambda g, h, c, v: ops.lstm_layer(g, h, c, v, row_ptr, col_idx, csc, sizes, reverse)
-    assert torch.autograd.gradcheck(fn, tuple(leaves))
+def test_lstm_layer_gradcheck(case, proj, reverse):
+    proj = min(proj, case[2] - 1)
+    problem = _layer_problem(*case, seed=1, proj=proj)
+    fn = lambda *ls: _lstm_layer_call(list(ls), *problem[1:], reverse)
+    assert torch.autograd.gradcheck(fn, tuple(problem[0]))
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj", [0, 2], ids=["no-proj", "proj"])
 @pytest.mark.parametrize("case", LAYER_CASES, ids=str)
-def test_lstm_layer_opcheck(case, reverse):
-    leaves, row_ptr, col_idx, csc, sizes = _layer_problem(*case, seed=2)
+def test_lstm_layer_opcheck(case, proj, reverse):
+    proj = min(proj, case[2] - 1)
+    leaves, row_ptr, col_idx, csc, sizes, projection = _layer_problem(*case, seed=2, proj=proj)
     steps, batch = case[0], case[1]
     sizes = torch.full((steps,), batch, dtype=torch.int64) if sizes is None else sizes
-    args = (*leaves[:3], leaves[3], row_ptr, col_idx, *csc, sizes, reverse)
+    hr = () if projection is None else (leaves[4], projection[0], projection[1], *projection[2])
+    args = (*leaves[:4], row_ptr, col_idx, *csc, sizes, reverse, *hr)
     torch.library.opcheck(_ops.lstm_layer.default, args)
-    out, h_n, c_n, gates, cells = _ops.lstm_layer(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    out, h_n, c_n, gates, cells, hidden_full = _ops.lstm_layer(*detached)
+    hr = tuple(detached[11:])
     back_args = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), gates, out, cells,
-                 leaves[1].detach(), leaves[2].detach(), leaves[3].detach(), row_ptr, col_idx, *csc, sizes, reverse)
+                 hidden_full, *detached[1:4], row_ptr, col_idx, *csc, sizes, reverse, *hr)
     torch.library.opcheck(_ops.lstm_layer_backward.default, back_args)
 
 
 def test_lstm_layer_bad_input():
-    leaves, row_ptr, col_idx, csc, _ = _layer_problem(4, 2, 3, 0.5, None)
+    leaves, row_ptr, col_idx, csc, _, _ = _layer_problem(4, 2, 3, 0.5, None)
     gates, h0, c0, values = leaves
     with pytest.raises(ValueError, match="expected input_gates"):
         ops.lstm_layer(gates, h0[:1], c0, values, row_ptr, col_idx, csc)

@@ -248,27 +248,33 @@ struct CudaKernels {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
+using layer::OptTensor;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor& batch_sizes,
-    bool reverse) {
+    bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
+    const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
-  return layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx,
-                                        batch_sizes, reverse);
+  return layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes,
+                                        reverse, hr_values, hr_row_ptr, hr_col_idx);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
     const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
-    const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& col_ptr,
-    const at::Tensor& row_idx, const at::Tensor& csr2csc, const at::Tensor& batch_sizes,
-    bool reverse) {
+    const at::Tensor& hidden_full, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
+    const at::Tensor& batch_sizes, bool reverse, const OptTensor& hr_values,
+    const OptTensor& hr_row_ptr, const OptTensor& hr_col_idx, const OptTensor& hr_col_ptr,
+    const OptTensor& hr_row_idx, const OptTensor& hr_csr2csc) {
   const c10::cuda::CUDAGuard guard(gates.device());
-  return layer::lstm_layer_backward<CudaKernels>(grad_output, grad_h_n, grad_c_n, gates, output,
-                                                 cells, h0, c0, values, row_ptr, col_idx, col_ptr,
-                                                 row_idx, csr2csc, batch_sizes, reverse);
+  return layer::lstm_layer_backward<CudaKernels>(
+      grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0, values, row_ptr,
+      col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, hr_values, hr_row_ptr, hr_col_idx,
+      hr_col_ptr, hr_row_idx, hr_csr2csc);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(

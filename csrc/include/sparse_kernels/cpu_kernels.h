@@ -46,25 +46,6 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& gates,
     const at::Tensor& c_prev, const at::Tensor& c);
 
-// Whole-sequence LSTM layer (see csrc/cpu/lstm_layer_cpu.cpp):
-// input_gates (T, B, 4H) = x W_ih^T + biases; h0, c0 (B, H); W_hh CSR
-// (4H x H); batch_sizes (T,) int64 on the CPU, non-increasing.
-// -> (output (T, B, H), h_n, c_n, gates (T, B, 4H) pre-activations,
-//     cells (T, B, H)); the last two are saved for the backward.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
-    const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor& batch_sizes, bool reverse);
-
-// -> (grad_input_gates (T, B, 4H), grad_h0, grad_c0, grad_values (nnz)).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward(
-    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
-    const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
-    const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& col_ptr,
-    const at::Tensor& row_idx, const at::Tensor& csr2csc, const at::Tensor& batch_sizes,
-    bool reverse);
-
 // Fused GRU cell (pointwise): input part ig (N, 3H) = x W_ih^T + b_ih, hidden
 // part hg (N, 3H) = W_hh h + b_hh, h_prev (N, H) -> h (N, H).
 at::Tensor gru_cell(const at::Tensor& ig, const at::Tensor& hg, const at::Tensor& h_prev);
