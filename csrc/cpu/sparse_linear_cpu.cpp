@@ -1,9 +1,9 @@
 // CPU forward of sparse_linear: y = input @ W^T + bias, W in CSR.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_spmm.h"
 
 namespace sparse_kernels::cpu {
 
@@ -29,32 +29,24 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
   }
   const at::Tensor input = input_.contiguous();
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({n_rows, out_features}, input.options());
-  if (n_rows == 0 || out_features == 0) return out;
+  if (n_rows == 0 || out_features == 0) return at::empty({n_rows, out_features}, input.options());
 
+  // Batch on the SIMD lanes: work on x^T (in, N) and y^T (out, N).
+  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
+  at::Tensor out_t = at::empty({out_features, n_rows}, input.options());
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_linear_cpu", [&] {
-    const scalar_t* x = input.data_ptr<scalar_t>();
-    const scalar_t* v = values.data_ptr<scalar_t>();
     const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
-    scalar_t* y = out.data_ptr<scalar_t>();
-    // Threads own disjoint output rows of W (columns of y): no write races.
-    at::parallel_for(0, out_features, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int32_t k0 = rp[r], k1 = rp[r + 1];
-        const scalar_t b_r = b ? b[r] : scalar_t(0);
-        for (int64_t n = 0; n < n_rows; ++n) {
-          const scalar_t* x_n = x + n * in_features;
-          scalar_t acc = b_r;
-          for (int32_t k = k0; k < k1; ++k) acc += v[k] * x_n[ci[k]];
-          y[n * out_features + r] = acc;
-        }
-      }
+    // Threads own disjoint, nnz-balanced row ranges of W: no write races.
+    parallel_over_rows(rp, out_features, [&](int64_t r0, int64_t r1) {
+      spmm_rows_dispatch(rp, ci, values.data_ptr<scalar_t>(), nullptr, input_t.data_ptr<scalar_t>(),
+                         b, out_t.data_ptr<scalar_t>(), n_rows, r0, r1);
     });
   });
-  return out;
+  return n_rows == 1 ? out_t.view({1, out_features}) : out_t.t().contiguous();
 }
+
 
 }  // namespace sparse_kernels::cpu
 

@@ -1,11 +1,11 @@
 // CPU input gradient of sparse_linear: grad_input = grad_output @ W, read
 // through the cached CSC view so each thread owns whole columns of W (whole
 // entries of grad_input): no atomics.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_spmm.h"
 
 namespace sparse_kernels::cpu {
 
@@ -29,30 +29,25 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output_,
   const int64_t out_features = grad_output_.size(1);
   const int64_t in_features = col_ptr.numel() - 1;
   const at::Tensor grad_output = grad_output_.contiguous();
-  at::Tensor grad_input = at::empty({n_rows, in_features}, grad_output.options());
-  if (n_rows == 0 || in_features == 0) return grad_input;
-
+  if (n_rows == 0 || in_features == 0) return at::empty({n_rows, in_features}, grad_output.options());
+  // Batch on the SIMD lanes: grad_x^T (in, N) row c = sum over column c of W
+  // of value * grad_y^T row; the CSC view makes each output row one thread's.
+  const at::Tensor grad_t =
+      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
+  at::Tensor grad_input_t = at::empty({in_features, n_rows}, grad_output.options());
   const int32_t* cp = col_ptr.data_ptr<int32_t>();
   const int32_t* ri = row_idx.data_ptr<int32_t>();
   const int32_t* perm = csr2csc.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "sparse_linear_input_grad_cpu", [&] {
-    const scalar_t* gy = grad_output.data_ptr<scalar_t>();
-    const scalar_t* v = values.data_ptr<scalar_t>();
-    scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    at::parallel_for(0, in_features, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        const int32_t p0 = cp[c], p1 = cp[c + 1];
-        for (int64_t n = 0; n < n_rows; ++n) {
-          const scalar_t* gy_n = gy + n * out_features;
-          scalar_t acc = 0;
-          for (int32_t p = p0; p < p1; ++p) acc += v[perm[p]] * gy_n[ri[p]];
-          gx[n * in_features + c] = acc;
-        }
-      }
+    parallel_over_rows(cp, in_features, [&](int64_t c0, int64_t c1) {
+      spmm_rows_dispatch(cp, ri, values.data_ptr<scalar_t>(), perm, grad_t.data_ptr<scalar_t>(),
+                         static_cast<const scalar_t*>(nullptr), grad_input_t.data_ptr<scalar_t>(),
+                         n_rows, c0, c1);
     });
   });
-  return grad_input;
+  return n_rows == 1 ? grad_input_t.view({1, in_features}) : grad_input_t.t().contiguous();
 }
+
 
 }  // namespace sparse_kernels::cpu
 

@@ -1,11 +1,11 @@
 // CPU value gradient of sparse_linear (SDDMM at the stored nonzeros):
 // grad_values[k] = sum_n grad_output[n, row(k)] * input[n, col_idx[k]],
 // accumulated over all N rows in one pass. The dense gradient is never formed.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_spmm.h"
 
 namespace sparse_kernels::cpu {
 
@@ -33,26 +33,22 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
   at::Tensor grad_values = at::zeros({col_idx.numel()}, input.options());
   if (n_rows == 0 || col_idx.numel() == 0) return grad_values;
 
+  // Each stored nonzero's gradient is a dot product over the N rows:
+  // contiguous in the transposed activations.
+  const at::Tensor grad_t =
+      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
+  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_linear_value_grad_cpu", [&] {
-    const scalar_t* gy = grad_output.data_ptr<scalar_t>();
-    const scalar_t* x = input.data_ptr<scalar_t>();
-    scalar_t* gv = grad_values.data_ptr<scalar_t>();
-    at::parallel_for(0, out_features, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        for (int32_t k = rp[r]; k < rp[r + 1]; ++k) {
-          const int64_t c = ci[k];
-          scalar_t acc = 0;
-          for (int64_t n = 0; n < n_rows; ++n)
-            acc += gy[n * out_features + r] * x[n * in_features + c];
-          gv[k] = acc;
-        }
-      }
+    parallel_over_rows(rp, out_features, [&](int64_t r0, int64_t r1) {
+      sddmm_rows_dispatch(rp, ci, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),
+                          grad_values.data_ptr<scalar_t>(), n_rows, r0, r1);
     });
   });
   return grad_values;
 }
+
 
 }  // namespace sparse_kernels::cpu
 
