@@ -15,3 +15,8 @@ from .nn import SparseLinear, SparseLSTM, SparseLSTMCell  # noqa: E402
 __all__ = ["CSRWeight", "SparseLSTM", "SparseLSTMCell", "SparseLinear", "build_info", "ops", "reference",
            "validate_csr"]
 __version__ = "0.1.0"
+
+# issue 3: the recurrent highway network and predefined-sparse embeddings.
+from .nn import SparseRHN  # noqa: E402
+
+__all__ += ["SparseRHN"]

@@ -6,3 +6,8 @@ from .lstm import SparseLSTM
 from .lstm_cell import SparseLSTMCell
 
 __all__ = ["SparseLSTM", "SparseLSTMCell", "SparseLinear"]
+
+# issue 3: the recurrent highway network and predefined-sparse embeddings.
+from .rhn import SparseRHN  # noqa: E402
+
+__all__ += ["SparseRHN"]
