@@ -17,6 +17,6 @@ __all__ = ["CSRWeight", "SparseLSTM", "SparseLSTMCell", "SparseLinear", "build_i
 __version__ = "0.1.0"
 
 # issue 3: the recurrent highway network and predefined-sparse embeddings.
-from .nn import SparseRHN  # noqa: E402
+from .nn import SparseEmbedding, SparseRHN  # noqa: E402
 
-__all__ += ["SparseRHN"]
+__all__ += ["SparseEmbedding", "SparseRHN"]

@@ -8,6 +8,7 @@ from .lstm_cell import SparseLSTMCell
 __all__ = ["SparseLSTM", "SparseLSTMCell", "SparseLinear"]
 
 # issue 3: the recurrent highway network and predefined-sparse embeddings.
+from .embedding import SparseEmbedding  # noqa: E402
 from .rhn import SparseRHN  # noqa: E402
 
-__all__ += ["SparseRHN"]
+__all__ += ["SparseEmbedding", "SparseRHN"]
