@@ -23,7 +23,7 @@ from torch import nn
 
 from ..csr import INDEX_DTYPE, exact_nnz, row_indices
 from ..storage import CSRWeight
-from ._common import resolve_density, weight_from_dense
+from ._common import SparseWeightsMixin, changed_options_repr, resolve_density, weight_from_dense
 from .linear import _check_size, _load_dense_weights
 
 __all__ = ["SparseEmbedding", "frequency_widths"]
@@ -83,7 +83,7 @@ def _check_vector(name: str, t, vocab: int) -> torch.Tensor:
     return t.detach().to("cpu", torch.int64)
 
 
-class SparseEmbedding(nn.Module):
+class SparseEmbedding(SparseWeightsMixin, nn.Module):
     """nn.Embedding with a CSR table (num_embeddings x embedding_dim) and
     Demeester et al.'s predefined sparseness.
 
@@ -180,29 +180,17 @@ class SparseEmbedding(nn.Module):
         self._zero_padding_row()
 
     # ------------------------------------------------------------------ properties
-    @property
-    def nnz(self) -> int:
-        return self.weight.nnz
-
-    @property
-    def density(self) -> float:
-        return self.weight.density
+    def sparse_weight_names(self) -> list[str]:
+        return ["weight"]
 
     def dims_per_row(self) -> torch.Tensor:
         """The number of stored columns of each row (int64, (num_embeddings,))."""
         return self.weight.row_ptr.diff().long()
 
     def extra_repr(self) -> str:
-        s = f"{self.num_embeddings}, {self.embedding_dim}"
-        if self.padding_idx is not None:
-            s += f", padding_idx={self.padding_idx}"
-        if self.max_norm is not None:
-            s += f", max_norm={self.max_norm}"
-        if self.norm_type != 2:
-            s += f", norm_type={self.norm_type}"
-        if self.scale_grad_by_freq:
-            s += ", scale_grad_by_freq=True"
-        return s + f", density={self.density:.4f}, nnz={self.nnz}"
+        options = changed_options_repr(self, dict(padding_idx=None, max_norm=None, norm_type=2.0,
+                                                  scale_grad_by_freq=False))
+        return f"{self.num_embeddings}, {self.embedding_dim}{options}, density={self.density:.4f}, nnz={self.nnz}"
 
     # ------------------------------------------------------------------ compute
     def _stored_entries(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

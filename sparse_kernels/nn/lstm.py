@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import ops
 from ..storage import CSRWeight
-from ._common import check_init, make_weight, resolve_density, weight_from_dense
+from ._common import SparseWeightsMixin, check_init, make_weight, resolve_density, weight_from_dense
 from .linear import _load_dense_weights
 
 __all__ = ["SparseLSTM"]
@@ -49,7 +49,7 @@ def _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dro
         raise ValueError("proj_size has to be smaller than hidden_size")
 
 
-class SparseLSTM(nn.Module):
+class SparseLSTM(SparseWeightsMixin, nn.Module):
     """nn.LSTM with sparse (CSR) input and recurrent weights.
 
     Same constructor, forward and state_dict names as nn.LSTM; the sparse
@@ -110,19 +110,6 @@ class SparseLSTM(nn.Module):
         kinds = ("ih", "hh", "hr") if self.proj_size else ("ih", "hh")
         return [f"weight_{k}_l{layer}{sfx}" for layer in range(self.num_layers)
                 for sfx in self._suffixes() for k in kinds]
-
-    def sparse_weights(self):
-        """(name, CSRWeight) of every sparse matrix, for sparse-training tools."""
-        return [(name, getattr(self, name)) for name in self.sparse_weight_names()]
-
-    @property
-    def nnz(self) -> int:
-        return sum(w.nnz for _, w in self.sparse_weights())
-
-    @property
-    def density(self) -> float:
-        total = sum(w.shape.numel() for _, w in self.sparse_weights())
-        return self.nnz / total if total else 0.0
 
     def flatten_parameters(self) -> None:
         """nn.LSTM compacts cuDNN's weight buffer here; sparse weights have none."""

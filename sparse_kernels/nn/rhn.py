@@ -20,14 +20,14 @@ from torch import nn
 
 from .. import ops
 from ..storage import CSRWeight
-from ._common import check_init, make_weight, resolve_density
+from ._common import SparseWeightsMixin, changed_options_repr, check_init, make_weight, resolve_density
 from ._sequence import from_time_major, state_in, state_out, to_time_major
 from .lstm import _validate_config
 
 __all__ = ["SparseRHN"]
 
 
-class SparseRHN(nn.Module):
+class SparseRHN(SparseWeightsMixin, nn.Module):
     r"""Recurrent highway network with sparse (CSR) W and R matrices.
 
     For each layer and timestep, with :math:`s_0 = h_{t-1}` and micro-layers
@@ -97,30 +97,10 @@ class SparseRHN(nn.Module):
         return [name for layer in range(self.num_layers)
                 for name in (f"weight_ih_l{layer}", *(f"weight_hh_l{layer}_d{j}" for j in range(self.depth)))]
 
-    def sparse_weights(self):
-        """(name, CSRWeight) of every sparse matrix, for sparse-training tools."""
-        return [(name, getattr(self, name)) for name in self.sparse_weight_names()]
-
-    @property
-    def nnz(self) -> int:
-        return sum(w.nnz for _, w in self.sparse_weights())
-
-    @property
-    def density(self) -> float:
-        total = sum(w.shape.numel() for _, w in self.sparse_weights())
-        return self.nnz / total if total else 0.0
-
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, depth={self.depth}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        return s + f", density={self.density:.4f}, nnz={self.nnz}"
+        options = changed_options_repr(self, dict(num_layers=1, bias=True, batch_first=False, dropout=0.0))
+        return (f"{self.input_size}, {self.hidden_size}, depth={self.depth}{options}, "
+                f"density={self.density:.4f}, nnz={self.nnz}")
 
     # ------------------------------------------------------------------ forward
     def forward(self, input, h0: torch.Tensor | None = None):
