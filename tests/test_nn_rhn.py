@@ -130,6 +130,7 @@ CASES = [  # (depth, num_layers, bias, T, B, density)
     (2, 2, True, 3, 0, 0.5),    # batch 0
     (2, 2, True, 4, 2, 0.0),    # nnz = 0 everywhere
     (1, 1, True, 3, 2, 1.0),    # dense
+    (2, 2, True, 5, 3, 0.1),    # 90% sparse: equals the dense masked model
 ]
 
 
