@@ -12,7 +12,7 @@ from torch import nn
 
 from sparse_kernels import SparseEmbedding
 from sparse_kernels.nn.embedding import frequency_widths
-from conftest import TOL
+from conftest import TOL, device_params
 
 F32, F64 = TOL[torch.float32], TOL[torch.float64]
 EXACT = dict(rtol=0, atol=0)
@@ -94,21 +94,22 @@ def _grad_at_pattern(e: SparseEmbedding, dense: nn.Embedding):
     return dense.weight.grad[e.weight.mask()]  # mask order = CSR order
 
 
+@device_params
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(7,), (4, 5), (2, 3, 4), (0,), (3, 0), ()], ids=str)
 @pytest.mark.parametrize("padding_idx", [None, 2])
-def test_forward_and_gradient_match_nn_embedding_on_masked_table(shape, padding_idx, dtype):
-    e = SparseEmbedding(12, 6, padding_idx=padding_idx, density=0.4, dtype=dtype, generator=_gen(0))
+def test_forward_and_gradient_match_nn_embedding_on_masked_table(shape, padding_idx, dtype, device):
+    e = SparseEmbedding(12, 6, padding_idx=padding_idx, density=0.4, dtype=dtype, generator=_gen(0)).to(device)
     with torch.no_grad():  # a nonzero padding row is still returned, as in nn.Embedding
         e.weight.values.add_(0.5)
     dense = e.to_dense()
-    idx = _indices(12, shape, seed=2)
+    idx = _indices(12, shape, seed=2).to(device)
     if padding_idx is not None and idx.numel():
         idx.view(-1)[0] = padding_idx
     out, want = e(idx), dense(idx)
     assert out.shape == (*shape, 6)
     torch.testing.assert_close(out, want, **EXACT)
-    cot = torch.randn(out.shape, generator=_gen(3), dtype=dtype)
+    cot = torch.randn(out.shape, generator=_gen(3), dtype=dtype).to(device)
     out.backward(cot)
     want.backward(cot)
     torch.testing.assert_close(e.weight.values.grad, _grad_at_pattern(e, dense), **TOL[dtype])

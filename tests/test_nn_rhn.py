@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from sparse_kernels import SparseRHN, reference
 from sparse_kernels.storage import CSRWeight
-from conftest import TOL
+from conftest import TOL, device_params
 
 F32, F64 = TOL[torch.float32], TOL[torch.float64]
 EXACT = dict(rtol=0, atol=0)
@@ -134,20 +134,22 @@ CASES = [  # (depth, num_layers, bias, T, B, density)
 ]
 
 
+@device_params
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_matches_dense_oracle_forward_and_gradients(case, dtype):
+def test_matches_dense_oracle_forward_and_gradients(case, dtype, device):
     depth, layers, bias, steps, batch, density = case
     m = SparseRHN(4, 5, depth=depth, num_layers=layers, bias=bias, density=density, dtype=dtype,
-                  generator=_gen(0))
+                  generator=_gen(0)).to(device)
     g = _gen(1)
-    x = torch.randn(steps, batch, 4, generator=g, dtype=dtype)
-    h0 = torch.randn(layers, batch, 5, generator=g, dtype=dtype)
+    x = torch.randn(steps, batch, 4, generator=g, dtype=dtype).to(device)
+    h0 = torch.randn(layers, batch, 5, generator=g, dtype=dtype).to(device)
     out, h_n = m(x, h0)
     want_out, want_h, leaves = _dense_oracle(m, x, h0)
     torch.testing.assert_close(out, want_out, **TOL[dtype])
     torch.testing.assert_close(h_n, want_h, **TOL[dtype])
-    cot = (torch.randn(out.shape, generator=g, dtype=dtype), torch.randn(h_n.shape, generator=g, dtype=dtype))
+    cot = (torch.randn(out.shape, generator=g, dtype=dtype).to(device),
+           torch.randn(h_n.shape, generator=g, dtype=dtype).to(device))
     torch.autograd.backward((out, h_n), cot)
     torch.autograd.backward((want_out, want_h), cot)
     _compare_grads(m, leaves, TOL[dtype])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparse_kernels import csr, ops, reference
-from conftest import TOL
+from conftest import TOL, device_params
 
 _ops = torch.ops.sparse_kernels
 
@@ -23,18 +23,19 @@ RHN_CASES = [  # (T, B, H, depth, density, batch_sizes)
 ]
 
 
-def _rhn_problem(steps, batch, hidden, depth, density, sizes, dtype=torch.float64, seed=0):
+def _rhn_problem(steps, batch, hidden, depth, density, sizes, dtype=torch.float64, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     row_ptr, col_idx, values, csc = [], [], [], []
     for _ in range(depth):
         rp, ci = csr.random_csr((2 * hidden, hidden), density, generator=g)
+        rp, ci = rp.to(device), ci.to(device)
         row_ptr.append(rp)
         col_idx.append(ci)
-        values.append(torch.randn(ci.numel(), generator=g, dtype=dtype).requires_grad_())
+        values.append(torch.randn(ci.numel(), generator=g, dtype=dtype).to(device).requires_grad_())
         csc.append(csr.csr_transpose(rp, ci, hidden))
-    gates = torch.randn(steps, batch, 2 * hidden, generator=g, dtype=dtype).requires_grad_()
-    h0 = torch.randn(batch, hidden, generator=g, dtype=dtype).requires_grad_()
-    biases = torch.randn(depth, 2 * hidden, generator=g, dtype=dtype).requires_grad_()
+    gates = torch.randn(steps, batch, 2 * hidden, generator=g, dtype=dtype).to(device).requires_grad_()
+    h0 = torch.randn(batch, hidden, generator=g, dtype=dtype).to(device).requires_grad_()
+    biases = torch.randn(depth, 2 * hidden, generator=g, dtype=dtype).to(device).requires_grad_()
     sizes = None if sizes is None else torch.tensor(sizes, dtype=torch.int64)
     return dict(gates=gates, h0=h0, values=values, row_ptr=row_ptr, col_idx=col_idx, csc=csc,
                 biases=biases, sizes=sizes)
@@ -46,11 +47,12 @@ def _run(p, reverse, gates=None, h0=None, values=None, biases=None):
                          p["biases"] if biases is None else biases, p["sizes"], reverse)
 
 
+@device_params
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("case", RHN_CASES, ids=str)
-def test_rhn_layer_matches_per_step_reference(case, reverse, dtype):
-    p = _rhn_problem(*case, dtype=dtype)
+def test_rhn_layer_matches_per_step_reference(case, reverse, dtype, device):
+    p = _rhn_problem(*case, dtype=dtype, device=device)
     leaves = [p["gates"], p["h0"], *p["values"], p["biases"]]
     got = _run(p, reverse)
     ref = [t.detach().clone().requires_grad_() for t in leaves]
@@ -60,7 +62,7 @@ def test_rhn_layer_matches_per_step_reference(case, reverse, dtype):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **TOL[dtype])
     g = torch.Generator().manual_seed(1)
-    cotangents = [torch.randn(t.shape, generator=g, dtype=dtype) for t in got]
+    cotangents = [torch.randn(t.shape, generator=g, dtype=dtype).to(device) for t in got]
     g_got = torch.autograd.grad(got, leaves, cotangents, allow_unused=True)
     # With T = 0 the reference's (empty) output is a constant, outside its graph.
     linked = [(w, c) for w, c in zip(want, cotangents) if w.requires_grad]
