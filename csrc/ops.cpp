@@ -77,6 +77,23 @@ TORCH_LIBRARY(sparse_kernels, m) {
       "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
       "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, bool relu) "
       "-> (Tensor, Tensor, Tensor)");
+  // A whole recurrent highway network layer (Zilly et al., coupled carry
+  // gate) over all timesteps: the time and depth loops run in C++.
+  // input_gates = x W^T for every step (one sparse product by the caller; it
+  // enters the first micro-layer); R_l CSR (2H x H) and its transposed index,
+  // one per micro-layer; biases (depth, 2H). Returns (output, h_n, pre,
+  // states), the last two saved for the backward.
+  m.def(
+      "rhn_layer(Tensor input_gates, Tensor h0, Tensor[] r_values, Tensor[] r_row_ptr, "
+      "Tensor[] r_col_idx, Tensor[] r_col_ptr, Tensor[] r_row_idx, Tensor[] r_csr2csc, "
+      "Tensor biases, Tensor batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor, Tensor)");
+  // BPTT through rhn_layer; each R_l's value gradient is one SDDMM over all
+  // T*B rows. -> (grad_input_gates, grad_h0, grad_r_values, grad_biases).
+  m.def(
+      "rhn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor pre, Tensor states, "
+      "Tensor[] r_values, Tensor[] r_row_ptr, Tensor[] r_col_idx, Tensor[] r_col_ptr, "
+      "Tensor[] r_row_idx, Tensor[] r_csr2csc, Tensor batch_sizes, bool reverse) "
+      "-> (Tensor, Tensor, Tensor[], Tensor)");
   // What this binary was compiled with (JSON).
   m.def("build_info() -> str", [] { return std::string(sparse_kernels::build_info_json()); });
 }

@@ -10,8 +10,9 @@ load_extension()
 
 from . import ops, reference  # noqa: E402  (ops need the extension loaded)
 from .storage import CSRWeight, validate_csr  # noqa: E402
-from .nn import SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRNN  # noqa: E402
+from .nn import (  # noqa: E402
+    SparseEmbedding, SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRHN, SparseRNN)
 
-__all__ = ["CSRWeight", "SparseGRU", "SparseLSTM", "SparseRNN", "SparseLSTMCell", "SparseLinear", "build_info", "ops", "reference",
-           "validate_csr"]
+__all__ = ["CSRWeight", "SparseEmbedding", "SparseGRU", "SparseLSTM", "SparseLSTMCell", "SparseLinear",
+           "SparseRHN", "SparseRNN", "build_info", "ops", "reference", "validate_csr"]
 __version__ = "0.1.0"

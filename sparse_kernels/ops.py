@@ -216,6 +216,18 @@ torch.library.register_autograd(
 
 
 # --------------------------------------------------------------------------
+# Shared checks of the whole-sequence layer ops
+
+def _check_batch_sizes(batch_sizes, steps: int, batch: int) -> torch.Tensor:
+    if batch_sizes is None:
+        return torch.full((steps,), batch, dtype=torch.int64)
+    if (not isinstance(batch_sizes, torch.Tensor) or batch_sizes.dtype != torch.int64
+            or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu"):
+        raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
+    return batch_sizes
+
+
+# --------------------------------------------------------------------------
 # Whole-sequence LSTM layer
 
 def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh_values: torch.Tensor,
@@ -261,10 +273,7 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     if hh_row_ptr.numel() != 4 * hidden + 1:
         raise ValueError(f"W_hh must have 4*hidden = {4 * hidden} rows, got {hh_row_ptr.numel() - 1}")
     _check_csc(hh_csc, hh_values, state)
-    if batch_sizes is None:
-        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
-    elif batch_sizes.dtype != torch.int64 or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu":
-        raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
+    batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc,
                                            batch_sizes, bool(reverse), *hr_args)
     return output, h_n, c_n
@@ -341,11 +350,7 @@ def _check_layer_common(name: str, input_gates, h0, hh_values, hh_row_ptr, hh_co
         raise ValueError(f"{name}: W_hh must have {gate_count}*hidden = {gate_count * hidden} rows, "
                          f"got {hh_row_ptr.numel() - 1}")
     _check_csc(hh_csc, hh_values, hidden)
-    if batch_sizes is None:
-        return torch.full((steps,), batch, dtype=torch.int64)
-    if batch_sizes.dtype != torch.int64 or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu":
-        raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
-    return batch_sizes
+    return _check_batch_sizes(batch_sizes, steps, batch)
 
 
 def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCIndex, hh_bias=None,
@@ -445,3 +450,109 @@ def _rnn_layer_backward(ctx, grad_output, grad_h_n):
 
 torch.library.register_autograd("sparse_kernels::rnn_layer", _rnn_layer_backward,
                                 setup_context=_rnn_layer_setup_context)
+
+
+# --------------------------------------------------------------------------
+# Whole-sequence recurrent highway network (RHN) layer
+
+def rhn_layer(input_gates: torch.Tensor, h0: torch.Tensor, r_values, r_row_ptr, r_col_idx, r_csc,
+              biases: torch.Tensor, batch_sizes: torch.Tensor | None = None, reverse: bool = False):
+    """One recurrent highway network layer (Zilly et al. 2017, coupled carry
+    gate) over a whole sequence, the time and depth loops in C++.
+
+    input_gates (T, B, 2H): x W^T of every step, computed beforehand as one
+    sparse product; it enters the first micro-layer. h0 (B, H). r_values,
+    r_row_ptr, r_col_idx, r_csc: one entry per micro-layer l = 0..L-1, the CSR
+    matrix R_l (2H x H) and its transposed index. biases (L, 2H). Per step,
+    s_0 = h_{t-1}; pre_l = [input_gates[t] if l == 0] + R_l s_l + b_l, split
+    [a | g]; s_{l+1} = tanh(a) * sigmoid(g) + s_l * (1 - sigmoid(g)); h_t = s_L.
+    batch_sizes (T,) int64 (PackedSequence's; None = all B) marks the active
+    rows of each step. Returns (output (T, B, H), h_n); differentiable in
+    input_gates, h0, every r_values[l] and biases. The CSR structures are
+    assumed validated (CSRWeight does it once).
+    """
+    _check_float("input_gates", input_gates)
+    for name, t in (("h0", h0), ("biases", biases)):
+        _check_float(name, t)
+        _check_same(name, t, "input_gates", input_gates)
+    if input_gates.dim() != 3 or h0.dim() != 2:
+        raise ValueError("input_gates must be (T, B, 2H) and h0 (B, H)")
+    steps, batch, width = input_gates.shape
+    hidden = h0.shape[1]
+    if width != 2 * hidden or h0.shape[0] != batch:
+        raise ValueError(f"expected input_gates (T, {h0.shape[0]}, {2 * hidden}) for h0 of shape "
+                         f"{tuple(h0.shape)}, got {tuple(input_gates.shape)}")
+    lists = dict(r_values=r_values, r_row_ptr=r_row_ptr, r_col_idx=r_col_idx, r_csc=r_csc)
+    for name, seq in lists.items():
+        if not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name} must be a list with one entry per micro-layer, got {type(seq).__name__}")
+    depth = len(r_values)
+    if depth == 0:
+        raise ValueError("r_values must hold at least one micro-layer")
+    if any(len(seq) != depth for seq in lists.values()):
+        raise ValueError(f"r_values, r_row_ptr, r_col_idx and r_csc must have equal lengths, got "
+                         f"{[len(seq) for seq in lists.values()]}")
+    for l, (values, row_ptr, col_idx, csc) in enumerate(zip(r_values, r_row_ptr, r_col_idx, r_csc)):
+        _check_values(values)
+        _check_same(f"r_values[{l}]", values, "input_gates", input_gates)
+        _check_index_like(f"r_row_ptr[{l}]", row_ptr, values)
+        _check_index_like(f"r_col_idx[{l}]", col_idx, values)
+        if row_ptr.numel() != 2 * hidden + 1:
+            raise ValueError(f"R_{l} must have 2*hidden = {2 * hidden} rows, got {row_ptr.numel() - 1}")
+        if col_idx.numel() != values.numel():
+            raise ValueError(f"r_col_idx[{l}] and r_values[{l}] must have equal lengths")
+        _check_csc(CSCIndex(*csc), values, hidden)
+    if biases.shape != (depth, 2 * hidden):
+        raise ValueError(f"biases must have shape (depth, 2*hidden) = ({depth}, {2 * hidden}), "
+                         f"got {tuple(biases.shape)}")
+    batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
+    col_ptr, row_idx, csr2csc = (list(part) for part in zip(*r_csc))
+    output, h_n, _, _ = _ops.rhn_layer(input_gates, h0, list(r_values), list(r_row_ptr), list(r_col_idx),
+                                       col_ptr, row_idx, csr2csc, biases, batch_sizes, bool(reverse))
+    return output, h_n
+
+
+@torch.library.register_fake("sparse_kernels::rhn_layer")
+def _(input_gates, h0, r_values, r_row_ptr, r_col_idx, r_col_ptr, r_row_idx, r_csr2csc, biases,
+      batch_sizes, reverse):
+    steps, batch, width = input_gates.shape
+    depth = len(r_values)
+    return (input_gates.new_empty((steps, batch, width // 2)), torch.empty_like(h0),
+            input_gates.new_empty((depth, steps, batch, width)),
+            input_gates.new_empty((depth, steps, batch, width // 2)))
+
+
+@torch.library.register_fake("sparse_kernels::rhn_layer_backward")
+def _(grad_output, grad_h_n, pre, states, r_values, r_row_ptr, r_col_idx, r_col_ptr, r_row_idx,
+      r_csr2csc, batch_sizes, reverse):
+    depth, steps, batch, width = pre.shape
+    return (pre.new_empty((steps, batch, width)), torch.empty_like(grad_h_n),
+            [torch.empty_like(v) for v in r_values], pre.new_empty((depth, width)))
+
+
+def _rhn_layer_setup_context(ctx, inputs, output):
+    (_, _, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, _, batch_sizes, reverse) = inputs
+    out, _, pre, states = output
+    ctx.mark_non_differentiable(pre, states)  # saved activations, not results
+    ctx.depth = len(values)
+    ctx.save_for_backward(pre, states, out, batch_sizes, *values, *row_ptr, *col_idx, *col_ptr, *row_idx,
+                          *csr2csc)
+    ctx.reverse = reverse
+
+
+def _rhn_layer_backward(ctx, grad_output, grad_h_n, _grad_pre, _grad_states):
+    pre, states, out, batch_sizes, *index = ctx.saved_tensors
+    depth = ctx.depth
+    values, row_ptr, col_idx, col_ptr, row_idx, csr2csc = (index[k * depth:(k + 1) * depth] for k in range(6))
+    grad_output = torch.zeros_like(out) if grad_output is None else grad_output
+    grad_h_n = states.new_zeros(states.shape[2:]) if grad_h_n is None else grad_h_n
+    grad_input_gates, grad_h0, grad_values, grad_biases = _ops.rhn_layer_backward(
+        grad_output, grad_h_n, pre, states, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc,
+        batch_sizes, ctx.reverse)
+    no_grad = [None] * depth  # the index lists: one None per micro-layer
+    return (grad_input_gates, grad_h0, grad_values, no_grad, no_grad, no_grad, no_grad, no_grad, grad_biases,
+            None, None)
+
+
+torch.library.register_autograd(
+    "sparse_kernels::rhn_layer", _rhn_layer_backward, setup_context=_rhn_layer_setup_context)

@@ -95,3 +95,33 @@ def rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, batch_sizes=No
     act = torch.tanh if nonlinearity == "tanh" else torch.relu
     return _recurrent_reference(input_gates, h0, batch_sizes, reverse,
                                 lambda t, b, h: act(input_gates[t, :b] + h @ w_hh.T))
+    return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h, c
+
+
+def rhn_cell(pre, s_prev):
+    """One recurrent-highway micro-layer, coupled carry gate: pre = [a | g]."""
+    a, g = pre.chunk(2, dim=1)
+    t = torch.sigmoid(g)
+    return torch.tanh(a) * t + s_prev * (1 - t)
+
+
+def rhn_layer(input_gates, h0, r_values, r_row_ptr, r_col_idx, biases, batch_sizes=None, reverse=False):
+    """Per-step, per-micro-layer Python loop over dense ops: the oracle for
+    ops.rhn_layer."""
+    steps, batch, _ = input_gates.shape
+    hidden = h0.shape[1]
+    recurrent = [csr_to_dense(v, rp, ci, (2 * hidden, hidden)) for v, rp, ci in zip(r_values, r_row_ptr, r_col_idx)]
+    sizes = [batch] * steps if batch_sizes is None else [int(b) for b in batch_sizes]
+    h = h0
+    outputs = [None] * steps
+    for t in (reversed(range(steps)) if reverse else range(steps)):
+        b = sizes[t]
+        s = h[:b]
+        for depth, r in enumerate(recurrent):
+            pre = s @ r.T + biases[depth]
+            if depth == 0:
+                pre = pre + input_gates[t, :b]
+            s = rhn_cell(pre, s)
+        h = torch.cat([s, h[b:]])
+        outputs[t] = torch.cat([s, s.new_zeros(batch - b, hidden)])
+    return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h

@@ -55,3 +55,28 @@ def weight_from_dense(dense: torch.Tensor, density: float | None, mask: torch.Te
     if mask is None:
         mask = magnitude_mask(dense, 1.0 if density is None else density)
     return CSRWeight.from_dense(dense.detach(), mask)
+
+
+class SparseWeightsMixin:
+    """nnz, density and the (name, CSRWeight) list of a module whose sparse
+    matrices are the submodules named by its ``sparse_weight_names()``."""
+
+    def sparse_weights(self):
+        """(name, CSRWeight) of every sparse matrix, for sparse-training tools."""
+        return [(name, getattr(self, name)) for name in self.sparse_weight_names()]
+
+    @property
+    def nnz(self) -> int:
+        return sum(w.nnz for _, w in self.sparse_weights())
+
+    @property
+    def density(self) -> float:
+        total = sum(w.shape.numel() for _, w in self.sparse_weights())
+        return self.nnz / total if total else 0.0
+
+
+def changed_options_repr(module, defaults: dict) -> str:
+    """", name=value" for each option of ``module`` that differs from its
+    default, in the order given (torch.nn's extra_repr style)."""
+    return "".join(f", {name}={getattr(module, name)}" for name, default in defaults.items()
+                   if getattr(module, name) != default)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..storage import CSRWeight
-from ._common import check_init, make_weight, resolve_density, weight_from_dense
+from ._common import SparseWeightsMixin, check_init, make_weight, resolve_density, weight_from_dense
 from .linear import _load_dense_weights
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -51,7 +51,7 @@ def _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dro
         raise ValueError("proj_size has to be smaller than hidden_size")
 
 
-class SparseRNNBase(nn.Module):
+class SparseRNNBase(SparseWeightsMixin, nn.Module):
     """Base of the sparse recurrent layers (see SparseLSTM, SparseGRU, SparseRNN).
 
     Sparse options, keyword-only: ``density`` (or ``sparsity`` = 1 - density,
@@ -109,19 +109,6 @@ class SparseRNNBase(nn.Module):
         kinds = ("ih", "hh", "hr") if self.proj_size else ("ih", "hh")
         return [f"weight_{k}_l{layer}{sfx}" for layer in range(self.num_layers)
                 for sfx in self._suffixes() for k in kinds]
-
-    def sparse_weights(self):
-        """(name, CSRWeight) of every sparse matrix, for sparse-training tools."""
-        return [(name, getattr(self, name)) for name in self.sparse_weight_names()]
-
-    @property
-    def nnz(self) -> int:
-        return sum(w.nnz for _, w in self.sparse_weights())
-
-    @property
-    def density(self) -> float:
-        total = sum(w.shape.numel() for _, w in self.sparse_weights())
-        return self.nnz / total if total else 0.0
 
     def flatten_parameters(self) -> None:
         """torch.nn compacts cuDNN's weight buffer here; sparse weights have none."""

@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace sparse_kernels::cpu {
 
@@ -59,8 +60,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward(const at::Tenso
 at::Tensor rnn_cell(const at::Tensor& pre, bool relu);
 at::Tensor rnn_cell_backward(const at::Tensor& grad_h, const at::Tensor& h, bool relu);
 
+// Fused recurrent-highway micro-layer (see sparse_kernels/rhn_math.h):
+// pre (N, 2H) pre-activations [transform | gate], s_prev (N, H) -> s (N, H).
+at::Tensor rhn_cell(const at::Tensor& pre, const at::Tensor& s_prev);
+
+// -> (grad_pre (N, 2H), grad_s_prev (N, H) through the carry path only).
+std::tuple<at::Tensor, at::Tensor> rhn_cell_backward(const at::Tensor& grad_s,
+                                                     const at::Tensor& pre,
+                                                     const at::Tensor& s_prev);
+
 // The CPU kernels as the Kernels parameter of the shared layer loops
-// (lstm_layer_loop.h, gru_layer_loop.h, rnn_layer_loop.h).
+// (lstm_layer_loop.h, gru_layer_loop.h, rnn_layer_loop.h, rhn_layer_loop.h).
 struct CpuKernels {
   static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
                                   const at::Tensor& ci, const std::optional<at::Tensor>& b) {
@@ -91,9 +101,32 @@ struct CpuKernels {
     return cpu::gru_cell_backward(dh, ig, hg, h);
   }
   static at::Tensor rnn_cell(const at::Tensor& pre, bool relu) { return cpu::rnn_cell(pre, relu); }
+  static at::Tensor rhn_cell(const at::Tensor& pre, const at::Tensor& s) { return cpu::rhn_cell(pre, s); }
+  static std::tuple<at::Tensor, at::Tensor> rhn_cell_backward(const at::Tensor& ds, const at::Tensor& pre,
+                                                              const at::Tensor& s) {
+    return cpu::rhn_cell_backward(ds, pre, s);
+  }
   static at::Tensor rnn_cell_backward(const at::Tensor& dh, const at::Tensor& h, bool relu) {
     return cpu::rnn_cell_backward(dh, h, relu);
   }
 };
+
+
+// Whole-sequence RHN layer (see sparse_kernels/rhn_layer_loop.h):
+// input_gates (T, B, 2H) = x W^T; h0 (B, H); R_l CSR (2H x H), one per
+// micro-layer; biases (L, 2H); batch_sizes (T,) int64 on the CPU.
+// -> (output (T, B, H), h_n, pre (L, T, B, 2H), states (L, T, B, H)).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rhn_layer(
+    const at::Tensor& input_gates, const at::Tensor& h0, at::TensorList values,
+    at::TensorList row_ptr, at::TensorList col_idx, const at::Tensor& biases,
+    const at::Tensor& batch_sizes, bool reverse);
+
+// -> (grad_input_gates (T, B, 2H), grad_h0, grad_values (one per R_l),
+//     grad_biases (L, 2H)).
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, at::Tensor> rhn_layer_backward(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& pre,
+    const at::Tensor& states, at::TensorList values, at::TensorList row_ptr,
+    at::TensorList col_idx, at::TensorList col_ptr, at::TensorList row_idx,
+    at::TensorList csr2csc, const at::Tensor& batch_sizes, bool reverse);
 
 }  // namespace sparse_kernels::cpu
