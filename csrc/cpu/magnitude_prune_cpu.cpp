@@ -58,7 +58,7 @@ at::Tensor magnitude_prune(const at::Tensor& values_, const at::Tensor& group_pt
   bool* kp = keep.data_ptr<bool>();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "magnitude_prune_cpu", [&] {
     const scalar_t* v = values.data_ptr<scalar_t>();
-    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, groups, 16, [&](int64_t begin, int64_t end) {
       std::vector<int64_t> slots;
       for (int64_t g = begin; g < end; ++g) {
         slots.resize(gp[g + 1] - gp[g]);
@@ -84,7 +84,7 @@ at::Tensor signed_magnitude_prune(const at::Tensor& values_, const at::Tensor& g
   bool* kp = keep.data_ptr<bool>();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "signed_magnitude_prune_cpu", [&] {
     const scalar_t* v = values.data_ptr<scalar_t>();
-    at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, groups, 16, [&](int64_t begin, int64_t end) {
       std::vector<int64_t> positive, negative;
       for (int64_t g = begin; g < end; ++g) {
         positive.clear();

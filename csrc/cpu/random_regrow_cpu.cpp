@@ -87,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> random_regrow(const at::Tensor& row_ptr,
 
   std::vector<int64_t> row_counts(rows, 0);
   std::vector<std::vector<int32_t>> group_cols(groups);
-  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, groups, 16, [&](int64_t begin, int64_t end) {
     for (int64_t g = begin; g < end; ++g) {
       if (want[g] == 0) continue;
       topology::SplitMix64 rng(static_cast<uint64_t>(seed), static_cast<uint64_t>(g));
