@@ -88,7 +88,7 @@ _PEAK_SCRIPT = textwrap.dedent("""
     import sparse_kernels
     from sparse_kernels import csr, ops
     rows, cols, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    row_ptr, col_idx = csr.random_csr((rows, cols), 1e-4, init="erdos_renyi", generator=torch.Generator().manual_seed(0))
+    row_ptr, col_idx = csr.random_csr((rows, cols), 1e-5, init="erdos_renyi", generator=torch.Generator().manual_seed(0))
     grad_out, x = torch.randn(n, rows), torch.randn(n, cols)
     occupied = torch.ones(col_idx.numel(), dtype=torch.bool)
     grow = ops.gradient_regrow(grad_out, x, row_ptr, col_idx, occupied, col_idx.numel(), 64)

@@ -1,7 +1,8 @@
 """Two gloo processes on localhost train a SparseLSTM under
-DistributedDataParallel with ST-RNN updates, each on its own data, and end
-with identical patterns and values: the topology decisions need no
-communication beyond DDP's gradient allreduce."""
+DistributedDataParallel with ST-RNN (or RigL) updates, each on its own data,
+and end with identical patterns and values: ST-RNN's decisions need no
+communication beyond DDP's gradient allreduce; RigL gathers the rows its
+gradient regrow ranks."""
 
 import socket
 import time
@@ -21,7 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, method: str) -> None:
     import sparse_kernels  # noqa: F401  (the ops, in the child)
     from sparse_kernels import SparseLSTM
     from sparse_kernels.dst import DynamicSparsity
@@ -36,7 +37,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # others, or the test could not fail.
         ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
-        dst = DynamicSparsity(model, optimizer, "st-rnn", total_steps=12, update_every=3, seed=123)
+        dst = DynamicSparsity(model, optimizer, method, total_steps=12, update_every=3, seed=123,
+                              stop_fraction=1.0)
         data = torch.Generator().manual_seed(100 + rank)  # different data per rank
         for _ in range(12):
             x = torch.randn(5, 4, 6, generator=data)
@@ -53,8 +55,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed gloo missing")
-def test_ranks_end_with_identical_patterns_and_values(tmp_path):
-    context = mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=False,
+@pytest.mark.parametrize("method", ["st-rnn", "rigl"])
+def test_ranks_end_with_identical_patterns_and_values(tmp_path, method):
+    context = mp.start_processes(_worker, args=(_free_port(), str(tmp_path), method), nprocs=WORLD_SIZE, join=False,
                                  start_method="spawn")
     deadline = time.monotonic() + TIME_LIMIT_S
     while not context.join(timeout=5):

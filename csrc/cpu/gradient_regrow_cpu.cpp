@@ -47,8 +47,16 @@ std::tuple<at::Tensor, at::Tensor> gradient_regrow(const at::Tensor& grad_output
           if (occ[s]) g[(r - r0) * cols + ci[s]] = scalar_t(-1);
     });
     at::Tensor flat_scores = block.reshape({-1});
+    at::Tensor candidates;  // local positions that may still enter the top-k
+    if (best_scores.numel() == k) {
+      // Once k are held, only a score above the smallest held can enter:
+      // usually few, so the selection below stays cheap even for large k.
+      candidates = at::nonzero(flat_scores > best_scores.min()).reshape({-1});
+      flat_scores = flat_scores.index_select(0, candidates);
+    }
     const int64_t take = std::min<int64_t>(k, flat_scores.numel());
     auto [scores, local] = flat_scores.topk(take, 0, true, false);
+    if (candidates.defined()) local = candidates.index_select(0, local);
     best_scores = at::cat({best_scores, scores});
     best_flat = at::cat({best_flat, local + r0 * cols});
     if (best_scores.numel() > k) {

@@ -69,14 +69,48 @@ class GradientCapture:
             self._record(name, previous_hidden(output.detach(), h0.detach(), batch_sizes, reverse), input_gates)
 
     def take(self, name: str):
-        """(grad_output (N, out), input (N, in)) of this step, or None."""
+        """(grad_output (N, out), input (N, in)) of this step, or None. In a
+        torch.distributed job the rows of every rank are gathered (every rank
+        calls this for every layer in the same order), so that all ranks rank
+        the same global gradient and choose the same positions."""
         grads, inputs = self._rows.get(name, ([], []))
-        if not grads:
-            return None
-        return torch.cat(grads), torch.cat(inputs)
+        rows = (torch.cat(grads), torch.cat(inputs)) if grads else None
+        if _world_size() > 1:
+            rows = _gather_rows(rows)
+        return rows
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self._rows.clear()
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_rows(rows):
+    """Concatenate (grad_output, input) rows over the ranks (ranks without
+    rows contribute none); None when no rank has any."""
+    import torch.distributed as dist
+    shapes = [None] * dist.get_world_size()
+    mine = None if rows is None else (rows[0].shape, rows[1].shape, rows[0].dtype)
+    dist.all_gather_object(shapes, mine)
+    present = [s for s in shapes if s is not None]
+    if not present:
+        return None
+    n_max = max(s[0][0] for s in present)
+    out_f, in_f, dtype = present[0][0][1], present[0][1][1], present[0][2]
+    device = rows[0].device if rows is not None else torch.device("cpu")
+    gathered = []
+    for which, width in ((0, out_f), (1, in_f)):
+        padded = torch.zeros(n_max, width, dtype=dtype, device=device)
+        if rows is not None:
+            padded[: rows[which].shape[0]] = rows[which]
+        parts = [torch.empty_like(padded) for _ in shapes]
+        dist.all_gather(parts, padded)
+        gathered.append(torch.cat([p[: s[0][0]] for p, s in zip(parts, shapes) if s is not None]))
+    return gathered[0], gathered[1]
+

@@ -290,8 +290,9 @@ class DynamicSparsity:
         row_ptr, col_idx = w.row_ptr.cpu(), w.col_idx.cpu()
         occupied = keep if self.allow_repick else torch.ones_like(keep)
         k = int(grow_counts.sum())
-        captured = self._capture.take(name) if (self._capture is not None and k) else None
-        if self.method in _GRADIENT_GROWTH and captured is not None:
+        # Every rank takes every layer's rows (a collective in a distributed job).
+        captured = self._capture.take(name) if self._capture is not None else None
+        if self.method in _GRADIENT_GROWTH and captured is not None and k:
             grad_output, inputs = (t.cpu() for t in captured)
             grad_output = grad_output.to(w.values.dtype)
             grow = ops.gradient_regrow(grad_output, inputs.to(w.values.dtype), row_ptr, col_idx, occupied, k,
