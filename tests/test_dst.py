@@ -354,3 +354,21 @@ def test_replicating_hidden_units_preserves_the_function(bidirectional):
         optimizer.step()
         dst.step()
     assert dst.updates == 2
+
+
+def test_grow_init_callable_gives_the_new_values():
+    layer = SparseLinear(10, 10, density=0.3)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.0)
+    calls = []
+
+    def init(weight, count, generator):
+        calls.append((weight, count))
+        return torch.full((count,), 0.125)
+
+    dst = DynamicSparsity(layer, optimizer, "st-rnn", total_steps=4, update_every=1, grow_init=init)
+    before = layer.weight.mask()
+    optimizer.step()
+    dst.step()
+    grown = layer.weight.mask() & ~before
+    assert calls == [(layer.weight, int(grown.sum()))] and int(grown.sum()) > 0
+    assert bool((layer.weight.to_dense()[grown] == 0.125).all())

@@ -86,7 +86,8 @@ class DynamicSparsity:
     choice: the same on every rank gives the same topology everywhere),
     ``granularity`` ("tensor" | "gate" | "row": where prune and regrow counts
     are kept), ``allow_repick`` (may regrow what was just pruned),
-    ``grow_init`` ("zero" | "uniform").
+    ``grow_init`` ("zero" | "uniform" in +-1/sqrt(in_features) | a callable
+    ``(weight, count, generator) -> count values``).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: str = "st-rnn", *,
@@ -111,8 +112,8 @@ class DynamicSparsity:
         if granularity != "tensor" and method in _GRADIENT_GROWTH:
             raise ValueError(f"method {method!r} regrows per tensor: granularity must be 'tensor'")
         grow_init = grow_init or ("uniform" if method == "set" else "zero")
-        if grow_init not in ("zero", "uniform"):
-            raise ValueError(f"grow_init must be 'zero' or 'uniform', got {grow_init!r}")
+        if not callable(grow_init) and grow_init not in ("zero", "uniform"):
+            raise ValueError(f"grow_init must be 'zero', 'uniform' or a callable, got {grow_init!r}")
         if stop_fraction is None:
             stop_fraction = 0.75 if method == "rigl" else 1.0
         if not 0.0 < float(stop_fraction) <= 1.0:
@@ -302,7 +303,9 @@ class DynamicSparsity:
             grow = ops.random_regrow(row_ptr, col_idx, occupied, w.in_features, grow_counts, self._draw_seed(),
                                      group_rows=row_groups)
         grow_values = None
-        if self.grow_init == "uniform" and k:
+        if callable(self.grow_init) and k:
+            grow_values = torch.as_tensor(self.grow_init(w, k, self.generator), dtype=w.values.dtype).reshape(-1)
+        elif self.grow_init == "uniform" and k:
             bound = 1.0 / math.sqrt(w.in_features) if w.in_features else 0.0
             grow_values = torch.empty(k, dtype=w.values.dtype).uniform_(-bound, bound, generator=self.generator)
         old_nnz = w.nnz
