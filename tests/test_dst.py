@@ -372,3 +372,30 @@ def test_grow_init_callable_gives_the_new_values():
     grown = layer.weight.mask() & ~before
     assert calls == [(layer.weight, int(grown.sum()))] and int(grown.sum()) > 0
     assert bool((layer.weight.to_dense()[grown] == 0.125).all())
+
+
+def test_narang_threshold_rises_and_prunes_what_falls_below_it():
+    torch.manual_seed(11)
+    model = TinyLM(density=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    dst = DynamicSparsity(model, optimizer, "gradual", schedule="narang", total_steps=30, update_every=2,
+                          final_density=0.3, start_step=2, ramp_step=12, end_step=24)
+    history = []
+
+    def record():
+        history.append({n: (w.nnz, dst.narang_threshold(n, dst.steps), w.values.detach().abs().min())
+                        for n, w in dst.weights.items()})
+
+    _train(model, optimizer, dst, 30, _task(), on_update=record)
+    for name in dst.weights:
+        nnz = [h[name][0] for h in history]
+        eps = [h[name][1] for h in history]
+        assert all(a >= b for a, b in zip(nnz, nnz[1:])) and nnz[-1] < nnz[0]
+        assert all(a <= b for a, b in zip(eps, eps[1:])) and eps[-1] > 0  # monotonically increasing
+        # Right after an update nothing stored is below the threshold.
+        assert all(float(h[name][2]) >= h[name][1] for h in history if h[name][0])
+        # The slope steepens at ramp_step by Narang's 1.5.
+        theta = dst.theta[name]
+        rise_before = dst.narang_threshold(name, 11) - dst.narang_threshold(name, 10)
+        rise_after = dst.narang_threshold(name, 14) - dst.narang_threshold(name, 13)
+        assert rise_before == pytest.approx(theta / 2) and rise_after == pytest.approx(1.5 * theta / 2)

@@ -67,10 +67,17 @@ class DynamicSparsity:
                    budget redistributed across layers by each layer's mean
                    |momentum|, regrow by gradient (see README for the
                    deviation from the dense-momentum original).
-      "gradual"    Narang / Zhu-Gupta gradual pruning: density falls from the
-                   initial one to ``final_density`` between ``start_step`` and
-                   ``end_step`` (cubic), by magnitude, never regrown; the
-                   storage shrinks with it.
+      "gradual"    dense-to-sparse gradual pruning, never regrown; the storage
+                   shrinks with the density. ``schedule="cubic"`` (Zhu-Gupta):
+                   the density falls from the initial one to exactly
+                   ``final_density`` between ``start_step`` and ``end_step``.
+                   ``schedule="narang"`` (Narang et al.): every stored weight
+                   with |w| below a threshold that rises linearly from
+                   ``start_step`` (slope theta) and faster from ``ramp_step``
+                   (slope 1.5 theta) to ``end_step`` is pruned; theta is set
+                   at the first update from the magnitude quantile that would
+                   leave ``final_density`` (so the final density is
+                   approximate, as in the paper).
       "iht"        iterative hard thresholding (Shao): every update, all but
                    the ``target_density`` largest magnitudes of a layer are set
                    to zero (their optimizer state too); the stored support is
@@ -95,7 +102,8 @@ class DynamicSparsity:
                  decay: str = "cosine", granularity: str = "tensor", allow_repick: bool = False,
                  grow_init: str | None = None, stop_fraction: float | None = None, block_rows: int = 256,
                  final_density: float = 0.1, start_step: int = 0, end_step: int | None = None,
-                 target_density: float | None = None, n_blocks: int | None = None):
+                 target_density: float | None = None, n_blocks: int | None = None, schedule: str = "cubic",
+                 ramp_step: int | None = None):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -136,6 +144,14 @@ class DynamicSparsity:
         self.stop_step = int(round(float(stop_fraction) * total_steps))
         self.final_density, self.start_step = float(final_density), int(start_step)
         self.end_step = int(end_step) if end_step is not None else total_steps
+        if schedule not in ("cubic", "narang"):
+            raise ValueError(f"schedule must be 'cubic' or 'narang', got {schedule!r}")
+        self.schedule = schedule
+        self.ramp_step = int(ramp_step) if ramp_step is not None else (self.start_step + self.end_step) // 2
+        if not self.start_step <= self.ramp_step <= self.end_step:
+            raise ValueError(f"need start_step <= ramp_step <= end_step, got {self.start_step}, "
+                             f"{self.ramp_step}, {self.end_step}")
+        self.theta: dict[str, float] = {}  # Narang's start slope per layer, set at the first update
         self.initial_density = {n: w.density for n, w in self.weights.items()}
         self.target_density = {n: (w.density if target_density is None else float(target_density))
                                for n, w in self.weights.items()}
@@ -168,6 +184,28 @@ class DynamicSparsity:
         span = max(self.end_step - self.start_step, 1)
         progress = min(max((step - self.start_step) / span, 0.0), 1.0)
         return df + (d0 - df) * (1.0 - progress) ** 3
+
+    def narang_threshold(self, name: str, step: int) -> float:
+        """Narang et al.'s threshold epsilon at ``step`` (0 before the layer's
+        slope is set or before start_step); frozen from end_step on."""
+        theta = self.theta.get(name)
+        if theta is None or step < self.start_step:
+            return 0.0
+        step = min(step, self.end_step)
+        freq, phi = self.update_every, 1.5 * theta
+        if step < self.ramp_step:
+            return theta * (step - self.start_step + 1) / freq
+        return (theta * (self.ramp_step - self.start_step + 1) + phi * (step - self.ramp_step + 1)) / freq
+
+    def _set_narang_slope(self, name: str, w: CSRWeight) -> None:
+        # q: the magnitude below which a fraction 1 - final_density of all
+        # positions (absent ones count as zeros) lies; Narang et al. derive
+        # theta from it so that the threshold reaches q around end_step.
+        magnitudes = w.values.detach().abs().cpu().sort().values
+        below = int(round((1.0 - self.final_density) * w.shape.numel())) - (w.shape.numel() - w.nnz)
+        q = float(magnitudes[min(max(below, 0), w.nnz - 1)]) if w.nnz else 0.0
+        span = 2 * (self.ramp_step - self.start_step) + 3 * (self.end_step - self.ramp_step)
+        self.theta[name] = 2.0 * q * self.update_every / max(span, 1)
 
     # ------------------------------------------------------------------ loop hook
     def step(self) -> bool:
@@ -213,7 +251,12 @@ class DynamicSparsity:
             row_groups = self._row_groups(w)
             slot_groups = w.row_ptr.cpu().long()[row_groups]
             values = w.values.detach().cpu()
-            if self.method == "gradual":
+            if self.method == "gradual" and self.schedule == "narang":
+                if name not in self.theta:
+                    self._set_narang_slope(name, w)
+                below = int((values.abs() < self.narang_threshold(name, self.steps)).sum())
+                keep = ops.magnitude_prune(values, [below])
+            elif self.method == "gradual":
                 target = int(round(self._gradual_density(name, self.steps) * w.shape.numel()))
                 keep = ops.magnitude_prune(values, [max(w.nnz - target, 0)])
             elif self.method == "set":
@@ -383,7 +426,8 @@ class DynamicSparsity:
         return dict(method=self.method, steps=self.steps, updates=self.updates,
                     generator=self.generator.get_state(),
                     layer_stats={n: dict(s) for n, s in self._layer_stats.items()},
-                    initial_density=dict(self.initial_density), target_density=dict(self.target_density))
+                    initial_density=dict(self.initial_density), target_density=dict(self.target_density),
+                    theta=dict(self.theta))
 
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("method") != self.method:
@@ -396,4 +440,5 @@ class DynamicSparsity:
         self._layer_stats = {n: dict(s) for n, s in state["layer_stats"].items()}
         self.initial_density = dict(state["initial_density"])
         self.target_density = dict(state["target_density"])
+        self.theta = dict(state.get("theta", {}))
         self._arm_capture()
