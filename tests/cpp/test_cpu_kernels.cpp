@@ -364,6 +364,42 @@ void test_argument_checks() {
   EXPECT_THROWS(cpu::lstm_cell_backward(cp, cp.to(at::kDouble), g, cp, cp));
 }
 
+
+// Topology kernels: exact counts, the smallest magnitudes dropped, regrown
+// positions unoccupied and distinct, rebuild's permutation consistent.
+void test_topology() {
+  const int64_t out = 12, in = 9;
+  const SparseWeight w = random_weight(out, in, 0.4, /*empty_lines=*/true, at::kDouble);
+  const int64_t nnz = w.nnz();
+  const Tensor whole = at::tensor({int64_t{0}, nnz}, at::kLong);
+  const int64_t drop = nnz / 3;
+  const Tensor keep = sparse_kernels::cpu::magnitude_prune(w.values, whole, at::tensor({drop}, at::kLong));
+  EXPECT_EQ((~keep).sum().item<int64_t>(), drop);
+  const Tensor mags = w.values.abs();
+  if (drop > 0 && drop < nnz)
+    EXPECT(mags.masked_select(~keep).max().item<double>() <= mags.masked_select(keep).min().item<double>());
+  const Tensor occupied = at::ones({nnz}, at::kBool);
+  const Tensor rows = at::tensor({int64_t{0}, out}, at::kLong);
+  const int64_t free_positions = out * in - nnz;
+  const int64_t grow = std::min<int64_t>(drop, free_positions);
+  auto [grow_row_ptr, grow_col_idx] =
+      sparse_kernels::cpu::random_regrow(w.row_ptr, w.col_idx, occupied, in, rows, at::tensor({grow}, at::kLong), 42);
+  EXPECT_EQ(grow_col_idx.numel(), grow);
+  const Tensor taken = w.dense != 0;
+  const Tensor grow_rows = at::repeat_interleave(grow_row_ptr.diff().to(at::kLong));
+  const Tensor hits =
+      at::bincount(grow_rows * in + grow_col_idx.to(at::kLong), {}, out * in).reshape({out, in});
+  EXPECT(hits.max().item<int64_t>() <= 1);  // no duplicates
+  EXPECT_EQ((hits.gt(0) & taken).sum().item<int64_t>(), int64_t{0});  // nothing occupied
+  auto [new_row_ptr, new_col_idx, perm] = sparse_kernels::cpu::rebuild_csr(w.row_ptr, w.col_idx, keep, grow_row_ptr, grow_col_idx);
+  EXPECT_EQ(new_col_idx.numel(), nnz - drop + grow);
+  EXPECT_EQ(perm.lt(0).sum().item<int64_t>(), grow);
+  EXPECT(at::equal(perm.masked_select(perm.ge(0)), keep.nonzero().reshape({-1})));
+  EXPECT_THROWS(sparse_kernels::cpu::magnitude_prune(w.values, whole, at::tensor({nnz + 1}, at::kLong)));
+  EXPECT_THROWS(sparse_kernels::cpu::random_regrow(w.row_ptr, w.col_idx, occupied, in, rows,
+                                   at::tensor({free_positions + 1}, at::kLong), 0));
+}
+
 struct Case {
   const char* name;
   void (*fn)();
@@ -378,6 +414,7 @@ const Case kCases[] = {
     {"lstm_cell_backward", test_lstm_cell_backward},
     {"dispatcher", test_dispatcher},
     {"argument_checks", test_argument_checks},
+    {"topology", test_topology},
 };
 
 }  // namespace
