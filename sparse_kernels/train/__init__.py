@@ -1,0 +1,10 @@
+"""Training loops (language modelling, text classification), the embedded
+synthetic data, checkpoints and run reports."""
+
+from .checkpoint import CheckpointError
+from .data import DataError, LMCorpus, load_classification, load_ptb, synthetic_classification_data, synthetic_lm
+from .lm import LMConfig, LMResult, train_lm
+from .loop import METHODS
+
+__all__ = ["CheckpointError", "DataError", "LMConfig", "LMCorpus", "LMResult", "METHODS", "load_classification",
+           "load_ptb", "synthetic_classification_data", "synthetic_lm", "train_lm"]
