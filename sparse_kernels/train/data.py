@@ -93,11 +93,11 @@ def load_ptb(folder) -> LMCorpus:
 
 
 def synthetic_lm(train_tokens: int = 200_000, valid_tokens: int = 20_000, test_tokens: int = 20_000,
-                 *, seed: int = 0) -> LMCorpus:
-    """The embedded synthetic language (see :mod:`.synthetic`) with its
-    optimal perplexity."""
-    from .synthetic import synthetic_corpus
-    c = synthetic_corpus(train_tokens, valid_tokens, test_tokens, seed=seed)
+                 *, seed: int = 0, spec=None) -> LMCorpus:
+    """The embedded synthetic language (see :mod:`.synthetic`; ``spec``: its
+    sizes, a :class:`~.synthetic.LanguageSpec`) with its optimal perplexity."""
+    from .synthetic import LanguageSpec, synthetic_corpus
+    c = synthetic_corpus(train_tokens, valid_tokens, test_tokens, seed=seed, spec=spec or LanguageSpec())
     return _lm_from_sentences({"train": c.train, "valid": c.valid, "test": c.test},
                               name=f"synthetic(seed={seed})", optimal_perplexity=c.optimal_perplexity)
 

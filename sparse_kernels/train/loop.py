@@ -7,21 +7,29 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 import signal
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
+from . import report
 
 from .checkpoint import FORMAT, CheckpointError, atomic_save, check_compatible, load_checkpoint, rng_state, \
-    set_rng_state
+    seed_everything, set_rng_state
 
 # "dense": the torch.nn model; "static": a random sparse topology kept fixed;
 # the others are the sparse-training algorithms of sparse_kernels.dst.
 DST_METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
 METHODS = ("dense", "static") + DST_METHODS
 OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """A setting a user gave that cannot work (the message names it)."""
 
 
 @dataclass
@@ -53,6 +61,12 @@ class RunConfig:
                   "optimizer", "seed")
 
     def validate(self) -> None:
+        try:
+            self._validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if not (0.0 <= self.sparsity < 1.0):
@@ -99,7 +113,7 @@ def make_sparsity_scheduler(config: RunConfig, model, optimizer, total_steps: in
     try:
         from ..dst import DynamicSparsity
     except ImportError:
-        raise ValueError(f"method {config.method!r} needs sparse_kernels.dst, which this version does not "
+        raise ConfigError(f"method {config.method!r} needs sparse_kernels.dst, which this version does not "
                          "provide") from None
     return DynamicSparsity(model, optimizer, method=config.method, total_steps=total_steps,
                            update_every=config.update_every or steps_per_epoch, prune_rate=config.prune_rate,
@@ -203,3 +217,130 @@ class StepBoundaryInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves behind (the loops add their test metrics)."""
+    config: RunConfig
+    history: list = field(default_factory=list)   # per-epoch metrics rows
+    best_score: float = math.inf
+    params: dict = field(default_factory=dict)
+    flops_ratio: float = 1.0
+    train_flops_ratio: float = 1.0
+    memory: dict = field(default_factory=dict)
+    peak_memory: int = 0
+    seconds_per_epoch: float = math.nan
+    interrupted: bool = False
+    model: torch.nn.Module | None = None
+
+
+def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: int, batches, loss_fn, validate,
+        score, resume=None, progress: bool = True, on_step=None, tensorboard: bool = True,
+        extra: dict | None = None) -> FitResult:
+    """The epoch loop both training loops share.
+
+    ``build_model()`` makes the model (after seeding); ``batches(epoch)``
+    yields that epoch's batches, the same on every call; ``loss_fn(model,
+    batch, carry)`` returns (mean loss tensor, items) and may keep state
+    between batches in the dict ``carry`` (saved in checkpoints);
+    ``validate(model)`` returns a dict of metrics with ``valid_loss`` (which
+    drives the learning-rate decay); ``score(metrics)`` is lower-is-better
+    and picks the model kept in ``best.pt``. Checkpoints go to
+    ``out_dir/checkpoint.pt`` after every epoch and on Ctrl-C (then the
+    result has ``interrupted=True``); ``resume`` continues one exactly.
+    """
+    config.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = open_resume(resume, kind, config) if resume is not None else None
+    seed_everything(config.seed)
+    model = build_model()
+    optimizer = make_optimizer(config, model)
+    decay = getattr(config, "lr_decay", 1.0)
+    lr_scheduler = None
+    if decay > 1.0:
+        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / decay,
+                                                                  patience=0, threshold=0.0)
+    sparsity = make_sparsity_scheduler(config, model, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
+    ps = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "items": 0, "seconds": 0.0,
+          "best_score": math.inf, "flops_sum": 0.0, "carry": {}}
+    history: list[dict] = []
+    if ckpt is not None:
+        restore_run(ckpt, resume, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                    sparsity_scheduler=sparsity)
+        ps, history = ckpt["progress"], list(ckpt["history"])
+    metrics = MetricsLog(out_dir, history, tensorboard=tensorboard)
+    result = FitResult(config=config, history=history)
+
+    def checkpoint():
+        save_run(out_dir / "checkpoint.pt", kind=kind, config=config, model=model, optimizer=optimizer,
+                 lr_scheduler=lr_scheduler, sparsity_scheduler=sparsity, progress=ps, history=history, extra=extra)
+
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not progress,
+               desc=f"{config.method} {config.model}", unit="batch", dynamic_ncols=True, leave=False)
+    interrupt = StepBoundaryInterrupt().install()
+    try:
+        while ps["epoch"] < config.epochs:
+            model.train()
+            epoch_start = time.perf_counter() - ps["seconds"]
+            for index, batch in enumerate(batches(ps["epoch"])):
+                if index < ps["batch"]:
+                    continue
+                loss, items = loss_fn(model, batch, ps["carry"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                optimizer.step()
+                if sparsity is not None:
+                    sparsity.step()
+                ps["loss_sum"] += loss.item() * items
+                ps["items"] += items
+                ps["flops_sum"] += report.flops_ratio(model)
+                ps["batch"], ps["step"] = index + 1, ps["step"] + 1
+                ps["seconds"] = time.perf_counter() - epoch_start
+                train_loss = ps["loss_sum"] / ps["items"]
+                bar.update(1)
+                bar.set_postfix(epoch=ps["epoch"] + 1, loss=f"{train_loss:.3f}", ppl=f"{perplexity(train_loss):.1f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+                if on_step is not None:
+                    on_step(ps["step"])
+                interrupt.check()
+            epoch_seconds = time.perf_counter() - epoch_start
+            valid = validate(model)
+            train_loss = ps["loss_sum"] / max(ps["items"], 1)
+            params = report.parameter_counts(model)
+            metrics.append({"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
+                            "train_loss": train_loss, "train_ppl": perplexity(train_loss), **valid,
+                            "stored_params": params["stored"], "dense_params": params["dense"],
+                            "epoch_seconds": epoch_seconds})
+            if lr_scheduler is not None:
+                lr_scheduler.step(valid["valid_loss"])
+            if score(valid) < ps["best_score"]:
+                ps["best_score"] = score(valid)
+                atomic_save({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
+                             **valid, **(extra or {})}, out_dir / "best.pt")
+            ps.update(epoch=ps["epoch"] + 1, batch=0, loss_sum=0.0, items=0, seconds=0.0, carry={})
+            checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        result.interrupted = True
+    finally:
+        interrupt.restore()
+        bar.close()
+        metrics.close()
+
+    result.params = report.parameter_counts(model)
+    result.flops_ratio = report.flops_ratio(model)
+    result.train_flops_ratio = ps["flops_sum"] / ps["step"] if ps["step"] else result.flops_ratio
+    result.memory = report.state_bytes(model, optimizer)
+    result.peak_memory = report.peak_memory_bytes(config.device)
+    result.best_score = ps["best_score"]
+    result.model = model
+    seconds = [row["epoch_seconds"] for row in history]
+    result.seconds_per_epoch = sum(seconds) / len(seconds) if seconds else math.nan
+    if not result.interrupted and (out_dir / "best.pt").is_file():
+        best = torch.load(out_dir / "best.pt", map_location=config.device, weights_only=False)
+        model.load_state_dict(best["model"])
+    return result

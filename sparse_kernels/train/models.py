@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from .loop import ConfigError
+
 # kind -> (torch.nn class name or None, sparse_kernels class name)
 RECURRENT = {"lstm": ("LSTM", "SparseLSTM"), "gru": ("GRU", "SparseGRU"), "rnn": ("RNN", "SparseRNN"),
              "rhn": (None, "SparseRHN")}
@@ -25,7 +27,7 @@ def _sparse_class(kind: str):
     name = RECURRENT[kind][1]
     cls = getattr(sparse_kernels, name, None)
     if cls is None:
-        raise ValueError(f"model {kind!r} needs sparse_kernels.{name}, which this version does not provide")
+        raise ConfigError(f"model {kind!r} needs sparse_kernels.{name}, which this version does not provide")
     return cls
 
 
@@ -36,7 +38,7 @@ def recurrent_stack(kind: str, input_size: int, hidden_size: int, num_layers: in
     module (or the sparse one at density 1 where torch has none, as for
     RHN); ``depth`` is the recurrence depth of an RHN."""
     if kind not in RECURRENT:
-        raise ValueError(f"model must be one of {sorted(RECURRENT)}, got {kind!r}")
+        raise ConfigError(f"model must be one of {sorted(RECURRENT)}, got {kind!r}")
     dense_name = RECURRENT[kind][0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dropout with one layer: nn.LSTM's warning, harmless here
@@ -70,7 +72,7 @@ class LanguageModel(nn.Module):
                  density: float = 1.0, init: str = "uniform", seed: int = 0, depth: int = 1):
         super().__init__()
         if tie_weights and embedding_size != hidden_size:
-            raise ValueError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} "
+            raise ConfigError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} "
                              f"and {hidden_size}")
         generator = torch.Generator().manual_seed(seed)
         self.drop = nn.Dropout(dropout)
