@@ -302,7 +302,8 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                 ps["seconds"] = time.perf_counter() - epoch_start
                 train_loss = ps["loss_sum"] / ps["items"]
                 bar.update(1)
-                bar.set_postfix(epoch=ps["epoch"] + 1, loss=f"{train_loss:.3f}", ppl=f"{perplexity(train_loss):.1f}",
+                shown = {"ppl": f"{perplexity(train_loss):.1f}"} if kind == "lm" else {}
+                bar.set_postfix(epoch=ps["epoch"] + 1, loss=f"{train_loss:.3f}", **shown,
                                 lr=f"{optimizer.param_groups[0]['lr']:.3g}")
                 if on_step is not None:
                     on_step(ps["step"])
@@ -312,7 +313,8 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
             train_loss = ps["loss_sum"] / max(ps["items"], 1)
             params = report.parameter_counts(model)
             metrics.append({"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
-                            "train_loss": train_loss, "train_ppl": perplexity(train_loss), **valid,
+                            "train_loss": train_loss,
+                            **({"train_ppl": perplexity(train_loss)} if kind == "lm" else {}), **valid,
                             "stored_params": params["stored"], "dense_params": params["dense"],
                             "epoch_seconds": epoch_seconds})
             if lr_scheduler is not None:
