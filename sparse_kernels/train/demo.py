@@ -27,11 +27,11 @@ DEMO_SPEC = LanguageSpec(nouns=30, intransitive_verbs=8, transitive_verbs=8, adj
 class DemoSettings:
     hidden_size: int = 256
     sparsity: float = 0.9
-    epochs: int = 6
+    epochs: int = 10
     train_tokens: int = 30_000
     eval_tokens: int = 5_000
     optimizer: str = "adam"
-    lr: float = 0.003
+    lr: float = 0.005
     seed: int = 0
 
 

@@ -1,0 +1,26 @@
+"""Liu et al. 2021, Table 7: stacked ST-LSTM with and without cross-layer
+parameter reallocation by sparse momentum, uniform and Erdős–Rényi
+initialisation (the RHN half runs with the table 3 recipe's model)."""
+
+from dataclasses import replace
+
+from recipe import LMConfig, lm_corpus, main, run_rows
+
+
+def run(args):
+    if args.paper:
+        base = LMConfig(hidden_size=1500, embedding_size=1500, num_layers=2, dropout=0.65, epochs=100, lr=2.0,
+                        momentum=0.9, clip=10.0, sparsity=0.67, method="st-rnn")
+    else:
+        base = LMConfig(hidden_size=200, embedding_size=200, num_layers=2, dropout=0.2, epochs=4, lr=20.0,
+                        clip=0.25, momentum=0.0, sparsity=0.67, method="st-rnn")
+    rows = []
+    for init in ("erdos_renyi", "uniform"):
+        for redistribution in ("momentum", "none"):
+            rows.append((f"{init}, redistribution {redistribution}",
+                         replace(base, init=init, method_options={"redistribution": redistribution})))
+    run_rows("liu_table7_sparse_momentum", rows, args, lm_corpus(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(run))
