@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=defaults.epochs)
     demo.add_argument("--train-tokens", type=int, default=defaults.train_tokens)
     demo.add_argument("--seed", type=int, default=defaults.seed)
-    demo.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    # One thread by default: on a small machine shared with other work, two
+    # threads oversubscribe the cores (measured 2-4x slower on 2 busy cores).
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
     demo.add_argument("--no-plot", action="store_true")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)

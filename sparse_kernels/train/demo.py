@@ -79,8 +79,10 @@ def run_demo(out_dir, settings: DemoSettings = DemoSettings(), *, progress: bool
             small = matching_hidden_size(results[1][1].params["recurrent_stored"])
             config = replace(base, method="dense", hidden_size=small, embedding_size=small)
         log(f"[{k}/{len(runs)}] {name}, hidden {config.hidden_size}")
-        results.append((name, train_lm(corpus, config, out_dir / f"run{k}", progress=progress,
-                                       tensorboard=False)))
+        result = train_lm(corpus, config, out_dir / f"run{k}", progress=progress, tensorboard=False)
+        if result.interrupted:  # checkpoint written; stop the whole demo
+            raise KeyboardInterrupt
+        results.append((name, result))
     headers = ["model", "hidden", "test ppl", "optimum", "recurrent params stored", "all params stored",
                "train s/epoch", "inference tokens/s", "weights + optimizer"]
     rows = []

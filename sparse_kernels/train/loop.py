@@ -254,6 +254,9 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = open_resume(resume, kind, config) if resume is not None else None
+    for key, value in (extra or {}).items() if ckpt is not None else ():
+        if ckpt.get(key) != value:  # e.g. the same vocabulary size, other words
+            raise CheckpointError(f"{resume}: incompatible checkpoint: it was trained with another {key}")
     seed_everything(config.seed)
     model = build_model()
     optimizer = make_optimizer(config, model)
