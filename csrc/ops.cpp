@@ -45,6 +45,23 @@ TORCH_LIBRARY(sparse_kernels, m) {
       "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
       "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // ---- Topology updates for dynamic sparse training (sparse_kernels/dst).
+  // Prune: keep mask (nnz, bool); groups are contiguous slot ranges (int64).
+  m.def("magnitude_prune(Tensor values, Tensor group_ptr, Tensor drop_counts) -> Tensor");
+  m.def("signed_magnitude_prune(Tensor values, Tensor group_ptr, float fraction) -> Tensor");
+  // Regrow: new positions as a CSR of their own (grow_row_ptr, grow_col_idx);
+  // groups are contiguous row ranges (int64). `occupied` marks the stored slots
+  // a new position must avoid.
+  m.def(
+      "random_regrow(Tensor row_ptr, Tensor col_idx, Tensor occupied, int n_cols, "
+      "Tensor group_rows, Tensor grow_counts, int seed) -> (Tensor, Tensor)");
+  m.def(
+      "gradient_regrow(Tensor grad_output, Tensor input, Tensor row_ptr, Tensor col_idx, "
+      "Tensor occupied, int k, int block_rows) -> (Tensor, Tensor)");
+  // Rebuild: kept slots + grown positions -> (row_ptr, col_idx, perm new -> old or -1).
+  m.def(
+      "rebuild_csr(Tensor row_ptr, Tensor col_idx, Tensor keep, Tensor grow_row_ptr, "
+      "Tensor grow_col_idx) -> (Tensor, Tensor, Tensor)");
   // What this binary was compiled with (JSON).
   m.def("build_info() -> str", [] { return std::string(sparse_kernels::build_info_json()); });
 }

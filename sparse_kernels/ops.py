@@ -33,7 +33,7 @@ def _check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) ->
         raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
 
 
-def _check_index_like(name: str, t, ref: torch.Tensor) -> None:
+def _check_index_like(name: str, t, ref: torch.Tensor, ref_name: str = "the values") -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype != INDEX_DTYPE:
@@ -41,7 +41,7 @@ def _check_index_like(name: str, t, ref: torch.Tensor) -> None:
     if t.dim() != 1 or not t.is_contiguous():
         raise ValueError(f"{name} must be a contiguous 1-D tensor, got shape {tuple(t.shape)}")
     if t.device != ref.device:
-        raise ValueError(f"{name} must be on the device of the values ({ref.device}), got {t.device}")
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
 
 
 def _check_values(values) -> None:
@@ -292,3 +292,170 @@ def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _gra
 
 torch.library.register_autograd(
     "sparse_kernels::lstm_layer", _lstm_layer_backward, setup_context=_lstm_layer_setup_context)
+
+
+# --------------------------------------------------------------------------
+# Topology updates (dynamic sparse training). Not differentiable: they act
+# between optimizer steps. Group descriptors are int64 boundaries of
+# contiguous ranges: slots for the prune ops, rows for the regrow ops.
+
+def _check_pattern(row_ptr, col_idx) -> None:
+    if not isinstance(row_ptr, torch.Tensor):
+        raise TypeError(f"row_ptr must be a torch.Tensor, got {type(row_ptr).__name__}")
+    _check_index_like("row_ptr", row_ptr, row_ptr)
+    _check_index_like("col_idx", col_idx, row_ptr, "row_ptr")
+    if row_ptr.numel() < 1:
+        raise ValueError("row_ptr must have rows + 1 >= 1 entries")
+
+
+def _check_mask(name: str, mask, nnz: int, device) -> None:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
+    if mask.shape != (nnz,) or not mask.is_contiguous():
+        raise ValueError(f"{name} must be contiguous with shape ({nnz},), got {tuple(mask.shape)}")
+    if mask.device != device:
+        raise ValueError(f"{name} must be on {device}, got {mask.device}")
+
+
+def _group_bounds(name: str, bounds, total: int, device) -> torch.Tensor:
+    """int64 group boundaries from 0 to total; None = one group."""
+    if bounds is None:
+        return torch.tensor([0, total], dtype=torch.int64, device=device)
+    bounds = torch.as_tensor(bounds, device=device)
+    if bounds.dtype not in (torch.int32, torch.int64) or bounds.dim() != 1 or bounds.numel() < 1:
+        raise ValueError(f"{name} must be a 1-D integer tensor of group boundaries")
+    bounds = bounds.to(torch.int64).contiguous()
+    if int(bounds[0]) != 0 or int(bounds[-1]) != total or bool((bounds.diff() < 0).any()):
+        raise ValueError(f"{name} must be non-decreasing from 0 to {total}, got {bounds.tolist()}")
+    return bounds
+
+
+def _group_counts(name: str, counts, bounds: torch.Tensor, limit: torch.Tensor, what: str) -> torch.Tensor:
+    counts = torch.as_tensor(counts, dtype=torch.int64, device=bounds.device).reshape(-1).contiguous()
+    if counts.numel() != bounds.numel() - 1:
+        raise ValueError(f"{name} must have one entry per group ({bounds.numel() - 1}), got {counts.numel()}")
+    bad = (counts < 0) | (counts > limit)
+    if bool(bad.any()):
+        g = int(bad.nonzero()[0])
+        raise ValueError(f"{name}[{g}] = {int(counts[g])} must be in [0, {int(limit[g])}] ({what})")
+    return counts
+
+
+def magnitude_prune(values: torch.Tensor, drop_counts, group_ptr=None) -> torch.Tensor:
+    """The keep mask (nnz, bool) after dropping, in each slot group (default:
+    the whole tensor), the ``drop_counts`` stored values of smallest |w| (ties:
+    the lower slot goes first). A row's or an LSTM gate's slots are a
+    contiguous range, so ``group_ptr = row_ptr`` prunes per row."""
+    _check_values(values)
+    group_ptr = _group_bounds("group_ptr", group_ptr, values.numel(), values.device)
+    drop_counts = _group_counts("drop_counts", drop_counts, group_ptr, group_ptr.diff(), "the size of its group")
+    return _ops.magnitude_prune(values, group_ptr, drop_counts)
+
+
+def signed_magnitude_prune(values: torch.Tensor, fraction: float, group_ptr=None) -> torch.Tensor:
+    """SET's prune: drop round(fraction * n) of the smallest non-negative and
+    round(fraction * n) of the largest negative values in each slot group."""
+    _check_values(values)
+    if not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    group_ptr = _group_bounds("group_ptr", group_ptr, values.numel(), values.device)
+    return _ops.signed_magnitude_prune(values, group_ptr, float(fraction))
+
+
+def _free_per_group(row_ptr, occupied, n_cols: int, group_rows: torch.Tensor) -> torch.Tensor:
+    taken_before = torch.zeros(occupied.numel() + 1, dtype=torch.int64, device=occupied.device)
+    taken_before[1:] = occupied.cumsum(0)
+    slot_bounds = row_ptr.long()[group_rows]
+    taken = taken_before[slot_bounds].diff()
+    return group_rows.diff() * n_cols - taken
+
+
+def random_regrow(row_ptr: torch.Tensor, col_idx: torch.Tensor, occupied: torch.Tensor, n_cols: int,
+                  grow_counts, seed: int, group_rows=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exactly ``grow_counts`` new positions per row group (default: the whole
+    matrix), uniform among the unoccupied positions of its rows, no duplicates.
+    ``occupied`` (nnz, bool) marks the stored slots to avoid: the kept ones, or
+    all of them to forbid re-picking what was just pruned. Deterministic in
+    ``seed``. Returns the new positions as CSR (grow_row_ptr, grow_col_idx)."""
+    _check_pattern(row_ptr, col_idx)
+    _check_mask("occupied", occupied, col_idx.numel(), col_idx.device)
+    if not isinstance(n_cols, int) or n_cols < 0:
+        raise ValueError(f"n_cols must be a non-negative int, got {n_cols!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    group_rows = _group_bounds("group_rows", group_rows, row_ptr.numel() - 1, row_ptr.device)
+    free = _free_per_group(row_ptr, occupied, n_cols, group_rows)
+    grow_counts = _group_counts("grow_counts", grow_counts, group_rows, free,
+                                "the unoccupied positions of its rows")
+    return _ops.random_regrow(row_ptr, col_idx, occupied, n_cols, group_rows, grow_counts, seed)
+
+
+def gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, row_ptr: torch.Tensor,
+                    col_idx: torch.Tensor, occupied: torch.Tensor, k: int,
+                    block_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """RigL's regrow: the k unoccupied positions of largest |grad_output^T @ input|
+    (grad_output (N, out), input (N, in): the dense weight gradient of
+    y = input W^T), computed ``block_rows`` rows at a time with a running
+    top-k so the dense gradient is never held. Returns CSR (grow_row_ptr,
+    grow_col_idx)."""
+    _check_float("grad_output", grad_output)
+    _check_float("input", input)
+    _check_same("input", input, "grad_output", grad_output)
+    _check_pattern(row_ptr, col_idx)
+    _check_mask("occupied", occupied, col_idx.numel(), col_idx.device)
+    if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
+        raise ValueError(f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
+                         f"{tuple(grad_output.shape)} and {tuple(input.shape)}")
+    if grad_output.shape[1] != row_ptr.numel() - 1:
+        raise ValueError(f"grad_output must have out_features = {row_ptr.numel() - 1} columns, "
+                         f"got {grad_output.shape[1]}")
+    if not isinstance(block_rows, int) or block_rows < 1:
+        raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
+    free = (row_ptr.numel() - 1) * input.shape[1] - int(occupied.sum())
+    if not isinstance(k, int) or not 0 <= k <= free:
+        raise ValueError(f"k must be an int in [0, {free}] (the unoccupied positions), got {k!r}")
+    return _ops.gradient_regrow(grad_output, input, row_ptr, col_idx, occupied, k, block_rows)
+
+
+def rebuild_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, keep: torch.Tensor, grow_row_ptr: torch.Tensor,
+                grow_col_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The new sorted CSR of the kept slots plus the grown positions, and the
+    slot permutation ``perm`` (int64, new nnz): the old slot of every new slot,
+    -1 for a grown one. A grown position that is also kept raises."""
+    _check_pattern(row_ptr, col_idx)
+    _check_pattern(grow_row_ptr, grow_col_idx)
+    _check_mask("keep", keep, col_idx.numel(), col_idx.device)
+    if grow_row_ptr.numel() != row_ptr.numel():
+        raise ValueError(f"grow_row_ptr must have {row_ptr.numel()} entries (rows + 1), got {grow_row_ptr.numel()}")
+    if grow_row_ptr.device != row_ptr.device:
+        raise ValueError(f"grow_row_ptr must be on {row_ptr.device}, got {grow_row_ptr.device}")
+    return _ops.rebuild_csr(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx)
+
+
+@torch.library.register_fake("sparse_kernels::magnitude_prune")
+def _(values, group_ptr, drop_counts):
+    return values.new_empty(values.shape, dtype=torch.bool)
+
+
+@torch.library.register_fake("sparse_kernels::signed_magnitude_prune")
+def _(values, group_ptr, fraction):
+    return values.new_empty(values.shape, dtype=torch.bool)
+
+
+@torch.library.register_fake("sparse_kernels::random_regrow")
+def _(row_ptr, col_idx, occupied, n_cols, group_rows, grow_counts, seed):
+    grown = torch.library.get_ctx().new_dynamic_size()  # the sum of grow_counts: data-dependent
+    return torch.empty_like(row_ptr), col_idx.new_empty((grown,))
+
+
+@torch.library.register_fake("sparse_kernels::gradient_regrow")
+def _(grad_output, input, row_ptr, col_idx, occupied, k, block_rows):
+    return torch.empty_like(row_ptr), col_idx.new_empty((k,))
+
+
+@torch.library.register_fake("sparse_kernels::rebuild_csr")
+def _(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx):
+    nnz = torch.library.get_ctx().new_dynamic_size()  # kept + grown: data-dependent
+    return torch.empty_like(row_ptr), col_idx.new_empty((nnz,)), col_idx.new_empty((nnz,), dtype=torch.int64)

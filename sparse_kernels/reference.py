@@ -3,6 +3,8 @@ tests compare the kernels against these; nothing else should call them."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .csr import row_indices
@@ -50,3 +52,55 @@ def lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, batch_siz
         c = torch.cat([c_new, c[b:]])
         outputs[t] = torch.cat([h_new, h_new.new_zeros(batch - b, hidden)])
     return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h, c
+
+
+# ----------------------------------------------------------------------------- topology updates
+def magnitude_prune(values, drop_counts, group_ptr):
+    """Keep mask: in each slot group drop the k smallest |w| (ties: lower slot first)."""
+    keep = torch.ones(values.numel(), dtype=torch.bool)
+    for g, k in enumerate(drop_counts.tolist()):
+        lo, hi = int(group_ptr[g]), int(group_ptr[g + 1])
+        slots = list(range(lo, hi))
+        slots.sort(key=lambda s: (abs(float(values[s])), s))
+        keep[slots[:k]] = False
+    return keep
+
+
+def signed_magnitude_prune(values, fraction, group_ptr):
+    keep = torch.ones(values.numel(), dtype=torch.bool)
+    for g in range(group_ptr.numel() - 1):
+        lo, hi = int(group_ptr[g]), int(group_ptr[g + 1])
+        for side in ([s for s in range(lo, hi) if values[s] >= 0], [s for s in range(lo, hi) if values[s] < 0]):
+            side.sort(key=lambda s: (abs(float(values[s])), s))
+            keep[side[:math.floor(fraction * len(side) + 0.5)]] = False  # half away from zero, like llround
+    return keep
+
+
+def free_positions(row_ptr, col_idx, occupied, shape):
+    """Dense bool mask of the positions a regrow may pick."""
+    free = torch.ones(tuple(shape), dtype=torch.bool)
+    rows = row_indices(row_ptr)
+    free[rows[occupied], col_idx.long()[occupied]] = False
+    return free
+
+
+def gradient_regrow_scores(grad_output, input, row_ptr, col_idx, occupied, shape):
+    """|dense gradient| at the free positions, -1 elsewhere (the oracle of gradient_regrow)."""
+    scores = (grad_output.T @ input).abs()
+    return scores.masked_fill(~free_positions(row_ptr, col_idx, occupied, shape), -1.0)
+
+
+def rebuild_csr(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx, shape):
+    """(row_ptr, col_idx, perm) via a dense slot map."""
+    slot_of = torch.full(tuple(shape), -2, dtype=torch.int64)
+    rows = row_indices(row_ptr)
+    kept = keep.nonzero().flatten()
+    slot_of[rows[kept], col_idx.long()[kept]] = kept
+    grow_rows = row_indices(grow_row_ptr)
+    assert bool((slot_of[grow_rows, grow_col_idx.long()] == -2).all()), "grown position already stored"
+    slot_of[grow_rows, grow_col_idx.long()] = -1
+    present = slot_of != -2
+    new_rows, new_cols = present.nonzero(as_tuple=True)
+    new_row_ptr = torch.zeros(shape[0] + 1, dtype=torch.int32)
+    new_row_ptr[1:] = torch.cumsum(present.sum(1), 0)
+    return new_row_ptr, new_cols.to(torch.int32), slot_of[new_rows, new_cols]

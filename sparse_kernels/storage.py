@@ -143,8 +143,40 @@ class CSRWeight(nn.Module):
             validate_csr(row_ptr, col_idx, self.shape, values)
         self.row_ptr = row_ptr.contiguous()
         self.col_idx = col_idx.contiguous()
-        self.values.data = values.detach().to(self.values.dtype).contiguous()
+        values = values.detach().to(self.values.dtype).contiguous()
+        if values.shape != self.values.shape:
+            # Autograd caches the leaf's gradient accumulator with the old
+            # shape while any earlier graph (e.g. last step's `loss`) is alive,
+            # and resets it only on a dtype or device change: pass through
+            # another dtype so the next backward accepts the new nnz.
+            self.values.data = values.to(torch.float64 if values.dtype != torch.float64 else torch.float32)
+        self.values.data = values
         self._csc_key = None
+
+    def rebuild(self, keep: torch.Tensor, grow_row_ptr: torch.Tensor, grow_col_idx: torch.Tensor,
+                grow_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Keep the stored slots where ``keep`` is true, add the positions of
+        the CSR (grow_row_ptr, grow_col_idx) with ``grow_values`` (default
+        zero), and return the slot permutation: the old slot of every new slot,
+        -1 for a grown one (int64, on the weight's device). The values
+        Parameter object is kept; see sparse_kernels.dst.remap_optimizer_state
+        for the optimizer's per-element state."""
+        device = self.col_idx.device
+        # The topology kernels run on the CPU; a pattern is O(nnz) to move.
+        new_row_ptr, new_col_idx, perm = (t.to(device) for t in ops.rebuild_csr(
+            self.row_ptr.cpu(), self.col_idx.cpu(), keep.cpu(), grow_row_ptr.cpu(), grow_col_idx.cpu()))
+        grown = perm < 0
+        n_grown = int(grown.sum())
+        if grow_values is None:
+            grow_values = self.values.new_zeros(n_grown)
+        elif grow_values.shape != (n_grown,):
+            raise ValueError(f"grow_values must have one entry per grown position ({n_grown}), "
+                             f"got shape {tuple(grow_values.shape)}")
+        with torch.no_grad():
+            values = self.values.detach()[perm.clamp(min=0)]
+            values[grown] = grow_values.to(device=device, dtype=values.dtype)
+        self.set_pattern(new_row_ptr, new_col_idx, values, validate=False)  # valid by construction
+        return perm
 
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,18 +13,7 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
                                     const at::Tensor& input_,
                                     const at::Tensor& row_ptr,
                                     const at::Tensor& col_idx) {
-  SK_CHECK_DIM(grad_output_, 2);
-  SK_CHECK_DIM(input_, 2);
-  SK_CHECK_FLOAT(grad_output_);
-  SK_CHECK_SAME_DTYPE(grad_output_, input_);
-  SK_CHECK_INDEX(row_ptr);
-  SK_CHECK_INDEX(col_idx);
-  TORCH_CHECK(grad_output_.size(0) == input_.size(0),
-              "grad_output and input must have the same number of rows, got ",
-              grad_output_.size(0), " and ", input_.size(0));
-  TORCH_CHECK(grad_output_.size(1) == row_ptr.numel() - 1,
-              "grad_output must have out_features = ", row_ptr.numel() - 1,
-              " columns, got ", grad_output_.size(1));
+  check_weight_gradient_args(grad_output_, input_, row_ptr, col_idx);
   const int64_t n_rows = input_.size(0);
   const int64_t in_features = input_.size(1);
   const int64_t out_features = grad_output_.size(1);

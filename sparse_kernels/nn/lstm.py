@@ -9,12 +9,14 @@ T*B rows), then ``ops.lstm_layer``, whose time loop (recurrent sparse product
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 import numbers
 import warnings
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from torch.utils.hooks import RemovableHandle
 
 from .. import ops
 from ..storage import CSRWeight
@@ -73,6 +75,7 @@ class SparseLSTM(nn.Module):
                  generator: torch.Generator | None = None):
         super().__init__()
         _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        self._recurrent_hooks: OrderedDict = OrderedDict()  # RemovableHandle needs a weakref-able dict
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
@@ -114,6 +117,18 @@ class SparseLSTM(nn.Module):
     def sparse_weights(self):
         """(name, CSRWeight) of every sparse matrix, for sparse-training tools."""
         return [(name, getattr(self, name)) for name in self.sparse_weight_names()]
+
+    def register_recurrent_hook(self, hook) -> RemovableHandle:
+        """``hook(w_hh, input_gates, output, h0, batch_sizes, reverse)`` runs
+        after each layer direction computed in C++ (proj_size = 0), so tools
+        (e.g. RigL's gradient regrow) can see W_hh's inputs (the previous
+        hidden states) and, via a tensor hook on ``input_gates``, the gates'
+        gradient. Returns a handle whose ``remove()`` unregisters it."""
+        if not hasattr(self, "_recurrent_hooks"):
+            self._recurrent_hooks = OrderedDict()
+        handle = RemovableHandle(self._recurrent_hooks)
+        self._recurrent_hooks[handle.id] = hook
+        return handle
 
     @property
     def nnz(self) -> int:
@@ -248,8 +263,12 @@ class SparseLSTM(nn.Module):
         # The input projection of every timestep: one sparse product over T*B rows.
         input_gates = w_ih(x, bias)
         if not self.proj_size:
-            return ops.lstm_layer(input_gates, h0.contiguous(), c0.contiguous(), w_hh.values, w_hh.row_ptr,
-                                  w_hh.col_idx, w_hh.transposed_index(), batch_sizes, reverse)
+            out, h_n, c_n = ops.lstm_layer(input_gates, h0.contiguous(), c0.contiguous(), w_hh.values,
+                                           w_hh.row_ptr, w_hh.col_idx, w_hh.transposed_index(), batch_sizes,
+                                           reverse)
+            for hook in list(getattr(self, "_recurrent_hooks", {}).values()):
+                hook(w_hh, input_gates, out, h0, batch_sizes, reverse)
+            return out, h_n, c_n
         return self._run_projected(input_gates, h0, c0, w_hh, getattr(self, f"weight_hr_l{layer}{sfx}"),
                                    batch_sizes, reverse)
 

@@ -23,3 +23,23 @@
 #define SK_CHECK_DIM(t, d)                                                  \
   TORCH_CHECK((t).dim() == (d), #t " must be " #d "-D, got shape ",         \
               (t).sizes())
+
+// The arguments of a weight gradient grad_output^T @ input read at (or
+// around) a CSR pattern: grad_output (N, out), input (N, in), int32 indices.
+namespace sparse_kernels {
+inline void check_weight_gradient_args(const at::Tensor& grad_output, const at::Tensor& input,
+                                       const at::Tensor& row_ptr, const at::Tensor& col_idx) {
+  SK_CHECK_DIM(grad_output, 2);
+  SK_CHECK_DIM(input, 2);
+  SK_CHECK_FLOAT(grad_output);
+  SK_CHECK_SAME_DTYPE(grad_output, input);
+  SK_CHECK_INDEX(row_ptr);
+  SK_CHECK_INDEX(col_idx);
+  TORCH_CHECK(grad_output.size(0) == input.size(0),
+              "grad_output and input must have the same number of rows, got ",
+              grad_output.size(0), " and ", input.size(0));
+  TORCH_CHECK(grad_output.size(1) == row_ptr.numel() - 1,
+              "grad_output must have out_features = ", row_ptr.numel() - 1,
+              " columns, got ", grad_output.size(1));
+}
+}  // namespace sparse_kernels

@@ -66,3 +66,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward(
     bool reverse);
 
 }  // namespace sparse_kernels::cpu
+
+// ---------------------------------------------------------------------------
+// Topology updates for dynamic sparse training (csrc/cpu/*_cpu.cpp, one per op).
+// Groups are contiguous ranges: slot ranges (group_ptr, int64, G + 1) for the
+// prune kernels, row ranges (group_rows, int64, G + 1) for the regrow kernels,
+// so one kernel covers per-tensor (one group), per-gate and per-row updates.
+namespace sparse_kernels::cpu {
+
+// keep (nnz, bool): in each slot group g, the drop_counts[g] entries of smallest
+// |value| are dropped (ties: the lower slot is dropped first).
+at::Tensor magnitude_prune(const at::Tensor& values, const at::Tensor& group_ptr,
+                           const at::Tensor& drop_counts);
+
+// SET's prune: in each slot group, round(fraction * n_pos) of the smallest
+// non-negative values and round(fraction * n_neg) of the largest (closest to
+// zero) negative values are dropped.
+at::Tensor signed_magnitude_prune(const at::Tensor& values, const at::Tensor& group_ptr,
+                                  double fraction);
+
+// Exactly grow_counts[g] new positions in the rows of each row group, uniform
+// among the positions of those rows that are not occupied (a stored slot k is
+// occupied when occupied[k]); no duplicates. A pure function of its inputs and
+// seed. -> (grow_row_ptr (rows + 1, int32), grow_col_idx (k, int32)), sorted.
+std::tuple<at::Tensor, at::Tensor> random_regrow(const at::Tensor& row_ptr,
+                                                 const at::Tensor& col_idx,
+                                                 const at::Tensor& occupied, int64_t n_cols,
+                                                 const at::Tensor& group_rows,
+                                                 const at::Tensor& grow_counts, int64_t seed);
+
+// RigL's regrow: the k unoccupied positions of largest |grad_output^T @ input|,
+// the dense gradient computed block_rows rows at a time with a running top-k
+// (memory O(nnz + block_rows * in + k)). -> (grow_row_ptr, grow_col_idx).
+std::tuple<at::Tensor, at::Tensor> gradient_regrow(const at::Tensor& grad_output,
+                                                   const at::Tensor& input,
+                                                   const at::Tensor& row_ptr,
+                                                   const at::Tensor& col_idx,
+                                                   const at::Tensor& occupied, int64_t k,
+                                                   int64_t block_rows);
+
+// Merge the kept slots (keep) with new positions (grow CSR) into a new sorted
+// CSR. -> (row_ptr, col_idx, perm (new nnz, int64): old slot of each new slot,
+// -1 for a grown one). A grown position that is also kept is an error.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rebuild_csr(const at::Tensor& row_ptr,
+                                                           const at::Tensor& col_idx,
+                                                           const at::Tensor& keep,
+                                                           const at::Tensor& grow_row_ptr,
+                                                           const at::Tensor& grow_col_idx);
+
+}  // namespace sparse_kernels::cpu

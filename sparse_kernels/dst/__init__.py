@@ -1,0 +1,11 @@
+"""Dynamic sparse training on truly sparse weights: prune/regrow schedules
+(ST-RNN, SET, RigL, sparse momentum, gradual pruning, IHT, predefined
+sparseness) over every CSRWeight of a model, and the optimizer-state remap
+that follows each topology update."""
+
+from .optim_state import remap_optimizer_state
+from .patterns import block_diagonal_csr, block_diagonal_mask
+from .sparsity import METHODS, DynamicSparsity, find_sparse_weights
+
+__all__ = ["METHODS", "DynamicSparsity", "block_diagonal_csr", "block_diagonal_mask", "find_sparse_weights",
+           "remap_optimizer_state"]

@@ -1,0 +1,395 @@
+"""DynamicSparsity: prune/regrow schedules for any model holding CSRWeights,
+added to an existing training loop in three lines:
+
+    dst = DynamicSparsity(model, optimizer, method="st-rnn", total_steps=..., update_every=100)
+    ...
+    loss.backward(); optimizer.step(); dst.step()
+
+The topology work (prune, regrow, rebuild) runs in the C++ topology ops
+(sparse_kernels.ops), nothing dense is formed, and the optimizer's
+per-element state follows every rebuild (remap_optimizer_state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..storage import CSRWeight
+from .capture import GradientCapture
+from .optim_state import remap_optimizer_state
+from .patterns import block_diagonal_csr
+
+__all__ = ["DynamicSparsity", "METHODS", "find_sparse_weights"]
+
+METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
+_GRADIENT_GROWTH = ("rigl", "snfs")
+_GRANULARITIES = ("tensor", "gate", "row")
+_SEED_BOUND = 2**62
+
+
+def find_sparse_weights(model: nn.Module) -> dict[str, CSRWeight]:
+    """Every CSRWeight submodule (SparseLinear, SparseLSTMCell, SparseLSTM, a
+    bare CSRWeight...) by qualified name, each once."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    found, seen = {}, set()
+    for name, module in model.named_modules():
+        if isinstance(module, CSRWeight) and id(module) not in seen:
+            seen.add(id(module))
+            found[name or "weight"] = module
+    return found
+
+
+def _cosine(rate: float, step: int, end: int) -> float:
+    """RigL's / ST-RNN's decay: rate/2 (1 + cos(pi t / end)), zero from end on."""
+    if end <= 0 or step >= end:
+        return 0.0
+    return 0.5 * rate * (1.0 + math.cos(math.pi * step / end))
+
+
+class DynamicSparsity:
+    """Dynamic sparse training of every CSRWeight of ``model``.
+
+    method:
+      "st-rnn"     Selfish-RNN / ST-RNN (Liu et al.): magnitude prune, random
+                   regrow, prune rate cosine-decayed to zero; nnz constant.
+      "set"        SET: drop a fraction of the smallest positive and of the
+                   largest negative weights, random regrow (random init).
+      "rigl"       RigL: magnitude prune, regrow the absent positions of
+                   largest |dL/dW| (streamed top-k, nothing dense); updates
+                   stop at ``stop_fraction`` (default 0.75) of total_steps.
+      "snfs"       sparse momentum: magnitude prune per layer, the regrow
+                   budget redistributed across layers by each layer's mean
+                   |momentum|, regrow by gradient (see README for the
+                   deviation from the dense-momentum original).
+      "gradual"    Narang / Zhu-Gupta gradual pruning: density falls from the
+                   initial one to ``final_density`` between ``start_step`` and
+                   ``end_step`` (cubic), by magnitude, never regrown; the
+                   storage shrinks with it.
+      "iht"        iterative hard thresholding (Shao): every update, all but
+                   the ``target_density`` largest magnitudes of a layer are set
+                   to zero (their optimizer state too); the stored support is
+                   unchanged, so thresholded weights may come back.
+      "predefined" Demeester: every weight gets a fixed block-diagonal
+                   pattern (``n_blocks`` blocks, per gate for LSTM weights)
+                   at construction, never updated.
+
+    Common options: ``total_steps`` (the schedule's horizon), ``update_every``
+    (steps between updates: an epoch's length for "every epoch"),
+    ``prune_rate`` (the initial fraction pruned, decayed by ``decay`` =
+    "cosine" | "constant"), ``seed`` (the torch.Generator behind every random
+    choice: the same on every rank gives the same topology everywhere),
+    ``granularity`` ("tensor" | "gate" | "row": where prune and regrow counts
+    are kept), ``allow_repick`` (may regrow what was just pruned),
+    ``grow_init`` ("zero" | "uniform").
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: str = "st-rnn", *,
+                 total_steps: int, update_every: int = 100, prune_rate: float = 0.5, seed: int = 0,
+                 decay: str = "cosine", granularity: str = "tensor", allow_repick: bool = False,
+                 grow_init: str | None = None, stop_fraction: float | None = None, block_rows: int = 256,
+                 final_density: float = 0.1, start_step: int = 0, end_step: int | None = None,
+                 target_density: float | None = None, n_blocks: int | None = None):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        for name, value in (("total_steps", total_steps), ("update_every", update_every)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= float(prune_rate) <= 1.0:
+            raise ValueError(f"prune_rate must be in [0, 1], got {prune_rate}")
+        if decay not in ("cosine", "constant"):
+            raise ValueError(f"decay must be 'cosine' or 'constant', got {decay!r}")
+        if granularity not in _GRANULARITIES:
+            raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
+        if granularity != "tensor" and method in _GRADIENT_GROWTH:
+            raise ValueError(f"method {method!r} regrows per tensor: granularity must be 'tensor'")
+        grow_init = grow_init or ("uniform" if method == "set" else "zero")
+        if grow_init not in ("zero", "uniform"):
+            raise ValueError(f"grow_init must be 'zero' or 'uniform', got {grow_init!r}")
+        if stop_fraction is None:
+            stop_fraction = 0.75 if method == "rigl" else 1.0
+        if not 0.0 < float(stop_fraction) <= 1.0:
+            raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction}")
+        if not 0.0 <= float(final_density) <= 1.0:
+            raise ValueError(f"final_density must be in [0, 1], got {final_density}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.model, self.optimizer, self.method = model, optimizer, method
+        self.weights = find_sparse_weights(model)
+        if not self.weights:
+            raise ValueError("model holds no CSRWeight (sparse weights) to train")
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [n for n, w in self.weights.items() if id(w.values) not in in_optimizer]
+        if missing:
+            raise ValueError(f"the optimizer does not hold the values of {missing}")
+        self.total_steps, self.update_every = total_steps, update_every
+        self.prune_rate, self.decay, self.granularity = float(prune_rate), decay, granularity
+        self.allow_repick, self.grow_init, self.block_rows = bool(allow_repick), grow_init, int(block_rows)
+        self.stop_step = int(round(float(stop_fraction) * total_steps))
+        self.final_density, self.start_step = float(final_density), int(start_step)
+        self.end_step = int(end_step) if end_step is not None else total_steps
+        self.initial_density = {n: w.density for n, w in self.weights.items()}
+        self.target_density = {n: (w.density if target_density is None else float(target_density))
+                               for n, w in self.weights.items()}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps = 0
+        self.updates = 0
+        self._layer_stats = {n: dict(pruned=0, regrown=0, total_pruned=0, total_regrown=0, change_rate=0.0)
+                             for n in self.weights}
+        self._capture = None
+        if method == "predefined":
+            self._apply_predefined(n_blocks)
+        self._arm_capture()
+
+    # ------------------------------------------------------------------ schedule
+    def current_prune_rate(self, step: int | None = None) -> float:
+        step = self.steps if step is None else step
+        if self.decay == "constant":
+            return self.prune_rate if step < self.stop_step else 0.0
+        return _cosine(self.prune_rate, step, self.stop_step)
+
+    def is_update_step(self, step: int) -> bool:
+        if self.method == "predefined":
+            return False
+        if self.method == "gradual":
+            return step % self.update_every == 0 and self.start_step <= step <= self.end_step
+        return step % self.update_every == 0 and step < self.stop_step
+
+    def _gradual_density(self, name: str, step: int) -> float:
+        d0, df = self.initial_density[name], min(self.final_density, self.initial_density[name])
+        span = max(self.end_step - self.start_step, 1)
+        progress = min(max((step - self.start_step) / span, 0.0), 1.0)
+        return df + (d0 - df) * (1.0 - progress) ** 3
+
+    # ------------------------------------------------------------------ loop hook
+    def step(self) -> bool:
+        """Call once after every optimizer.step(). Returns True when the
+        topology was updated at this step."""
+        self.steps += 1
+        updated = False
+        if self.is_update_step(self.steps):
+            self._update()
+            self.updates += 1
+            updated = True
+        self._arm_capture()
+        return updated
+
+    def _arm_capture(self) -> None:
+        """Gradient regrow reads the inputs/output gradients of the step
+        before an update: hook them only then."""
+        if self._capture is not None:
+            self._capture.remove()
+            self._capture = None
+        if self.method in _GRADIENT_GROWTH and self.is_update_step(self.steps + 1):
+            self._capture = GradientCapture(self.model, self.weights)
+
+    # ------------------------------------------------------------------ updates
+    def _draw_seed(self) -> int:
+        return int(torch.randint(_SEED_BOUND, (1,), generator=self.generator))
+
+    def _row_groups(self, w: CSRWeight) -> torch.Tensor:
+        rows = w.out_features
+        if self.granularity == "row":
+            return torch.arange(rows + 1, dtype=torch.int64)
+        if self.granularity == "gate" and rows % 4 == 0:
+            return torch.arange(0, rows + 1, rows // 4, dtype=torch.int64) if rows else torch.zeros(1, dtype=torch.int64)
+        return torch.tensor([0, rows], dtype=torch.int64)
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        if self.method == "iht":
+            return self._hard_threshold()
+        rate = self.current_prune_rate()
+        plans = {}
+        for name, w in self.weights.items():
+            row_groups = self._row_groups(w)
+            slot_groups = w.row_ptr.cpu().long()[row_groups]
+            values = w.values.detach().cpu()
+            if self.method == "gradual":
+                target = int(round(self._gradual_density(name, self.steps) * w.shape.numel()))
+                keep = ops.magnitude_prune(values, [max(w.nnz - target, 0)])
+            elif self.method == "set":
+                keep = ops.signed_magnitude_prune(values, rate, slot_groups)
+            else:
+                sizes = slot_groups.diff()
+                drop = (sizes.double() * rate).round().long()
+                if not self.allow_repick:
+                    # Without re-picking, a group can give up only as many as it has room to regrow.
+                    room = row_groups.diff() * w.in_features - sizes
+                    drop = torch.minimum(drop, room)
+                keep = ops.magnitude_prune(values, drop, slot_groups)
+            plans[name] = (keep, row_groups, slot_groups)
+        grow = self._grow_counts(plans)
+        for name, w in self.weights.items():
+            keep, row_groups, _ = plans[name]
+            self._rebuild(name, w, keep, row_groups, grow[name])
+
+    def _grow_counts(self, plans) -> dict[str, torch.Tensor]:
+        """Per layer and row group: how many to regrow."""
+        counts = {}
+        for name, (keep, row_groups, slot_groups) in plans.items():
+            if self.method == "gradual":
+                counts[name] = torch.zeros(row_groups.numel() - 1, dtype=torch.int64)
+            else:  # give back what each group lost: nnz stays exact
+                dropped = torch.zeros(keep.numel() + 1, dtype=torch.int64)
+                dropped[1:] = (~keep).long().cumsum(0)
+                counts[name] = dropped[slot_groups].diff()
+                if not self.allow_repick:  # SET near density 1: only the free room can be regrown
+                    room = row_groups.diff() * self.weights[name].in_features - slot_groups.diff()
+                    counts[name] = torch.minimum(counts[name], room)
+        if self.method == "snfs":
+            counts = self._redistribute(plans, counts)
+        return counts
+
+    def _redistribute(self, plans, counts):
+        """Sparse momentum (Dettmers & Zettlemoyer; Liu et al. Table 7): the
+        total regrow budget goes to layers in proportion to the mean |momentum|
+        of their stored weights, capped by each layer's free room."""
+        budget = sum(int(c.sum()) for c in counts.values())
+        names = list(self.weights)
+        score = torch.tensor([self._mean_momentum(self.weights[n]) for n in names], dtype=torch.float64)
+        if budget == 0 or float(score.sum()) <= 0:
+            return counts
+        room = []
+        for n in names:
+            w, (keep, _, _) = self.weights[n], plans[n]
+            occupied = int(keep.numel() if not self.allow_repick else keep.sum())
+            room.append(w.shape.numel() - occupied)
+        room = torch.tensor(room, dtype=torch.int64)
+        share = torch.zeros(len(names), dtype=torch.int64)
+        # Proportional shares, capped; what a full layer cannot take goes to the rest.
+        remaining, open_layers = budget, room > 0
+        while remaining > 0 and bool(open_layers.any()):
+            weights = torch.where(open_layers, score, torch.zeros_like(score))
+            if float(weights.sum()) <= 0:
+                weights = open_layers.double()
+            want = torch.floor(weights / weights.sum() * remaining).long()
+            want[int(torch.argmax(weights))] += remaining - int(want.sum())  # rounding remainder
+            take = torch.minimum(want, room - share)
+            share += take
+            remaining -= int(take.sum())
+            open_layers = share < room
+        return {n: share[i].reshape(1) for i, n in enumerate(names)}
+
+    def _mean_momentum(self, w: CSRWeight) -> float:
+        state = self.optimizer.state.get(w.values, {})
+        buf = state.get("momentum_buffer", state.get("exp_avg"))
+        if buf is None or buf.numel() == 0:
+            return 0.0
+        return float(buf.abs().mean())
+
+    def _rebuild(self, name: str, w: CSRWeight, keep: torch.Tensor, row_groups: torch.Tensor,
+                 grow_counts: torch.Tensor) -> None:
+        row_ptr, col_idx = w.row_ptr.cpu(), w.col_idx.cpu()
+        occupied = keep if self.allow_repick else torch.ones_like(keep)
+        k = int(grow_counts.sum())
+        captured = self._capture.take(name) if (self._capture is not None and k) else None
+        if self.method in _GRADIENT_GROWTH and captured is not None:
+            grad_output, inputs = (t.cpu() for t in captured)
+            grad_output = grad_output.to(w.values.dtype)
+            grow = ops.gradient_regrow(grad_output, inputs.to(w.values.dtype), row_ptr, col_idx, occupied, k,
+                                       self.block_rows)
+        else:
+            # Random regrow; also RigL's fallback for a layer that saw no gradient this step.
+            grow = ops.random_regrow(row_ptr, col_idx, occupied, w.in_features, grow_counts, self._draw_seed(),
+                                     group_rows=row_groups)
+        grow_values = None
+        if self.grow_init == "uniform" and k:
+            bound = 1.0 / math.sqrt(w.in_features) if w.in_features else 0.0
+            grow_values = torch.empty(k, dtype=w.values.dtype).uniform_(-bound, bound, generator=self.generator)
+        old_nnz = w.nnz
+        perm = w.rebuild(keep, *grow, grow_values)
+        remap_optimizer_state(self.optimizer, w.values, perm, old_nnz)
+        stats = self._layer_stats[name]
+        pruned, regrown = int((~keep).sum()), int((perm < 0).sum())
+        stats.update(pruned=pruned, regrown=regrown, total_pruned=stats["total_pruned"] + pruned,
+                     total_regrown=stats["total_regrown"] + regrown,
+                     change_rate=regrown / w.nnz if w.nnz else 0.0)
+
+    @torch.no_grad()
+    def _hard_threshold(self) -> None:
+        for name, w in self.weights.items():
+            k = int(round(self.target_density[name] * w.shape.numel()))
+            keep = ops.magnitude_prune(w.values.detach().cpu(), [max(w.nnz - k, 0)]).to(w.values.device)
+            zeroed = ~keep
+            w.values[zeroed] = 0
+            for key, value in self.optimizer.state.get(w.values, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == w.values.shape:
+                    value[zeroed] = 0
+            stats = self._layer_stats[name]
+            n = int(zeroed.sum())
+            stats.update(pruned=n, regrown=0, total_pruned=stats["total_pruned"] + n,
+                         change_rate=n / w.nnz if w.nnz else 0.0)
+
+    def _apply_predefined(self, n_blocks: int | None) -> None:
+        for name, w in self.weights.items():
+            blocks = n_blocks or max(1, int(round(1.0 / max(w.density, 1e-12))))
+            row_groups = 4 if w.out_features % 4 == 0 and w.out_features >= 4 else 1
+            row_ptr, col_idx = block_diagonal_csr(w.out_features, w.in_features, blocks, row_groups)
+            bound = float(w.values.detach().abs().max()) if w.nnz else 1.0 / math.sqrt(max(w.in_features, 1))
+            values = torch.empty(col_idx.numel(), dtype=w.values.dtype).uniform_(-bound, bound,
+                                                                                generator=self.generator)
+            old_nnz = w.nnz
+            device = w.values.device
+            w.set_pattern(row_ptr.to(device), col_idx.to(device), values.to(device), validate=False)
+            remap_optimizer_state(self.optimizer, w.values, torch.full((w.nnz,), -1, dtype=torch.int64), old_nnz)
+
+    # ------------------------------------------------------------------ introspection
+    def stats(self) -> dict:
+        """Per-layer density, nnz, pruned/regrown counts (last update and
+        total), topology change rate (fraction of the stored positions that
+        are new after the last update); plus step, updates and the current
+        prune rate."""
+        layers = {}
+        for name, w in self.weights.items():
+            layers[name] = dict(self._layer_stats[name], density=w.density, nnz=w.nnz)
+        return dict(method=self.method, step=self.steps, updates=self.updates,
+                    prune_rate=self.current_prune_rate(), layers=layers)
+
+    def pattern_checksum(self) -> str:
+        """A digest of every layer's pattern (for checking ranks agree)."""
+        digest = hashlib.sha256()
+        for name, w in self.weights.items():
+            digest.update(name.encode())
+            digest.update(w.row_ptr.cpu().numpy().tobytes())
+            digest.update(w.col_idx.cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+    def verify_ranks(self, group=None) -> bool:
+        """True when every rank of the torch.distributed group holds the same
+        patterns (one all_gather of a digest); True outside a distributed job."""
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            return True
+        mine = self.pattern_checksum()
+        everyone = [None] * dist.get_world_size(group)
+        dist.all_gather_object(everyone, mine, group=group)
+        return all(c == mine for c in everyone)
+
+    def state_dict(self) -> dict:
+        """Plain containers and tensors (torch.load(weights_only=True) safe).
+        The patterns themselves live in the model's state_dict."""
+        return dict(method=self.method, steps=self.steps, updates=self.updates,
+                    generator=self.generator.get_state(),
+                    layer_stats={n: dict(s) for n, s in self._layer_stats.items()},
+                    initial_density=dict(self.initial_density), target_density=dict(self.target_density))
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("method") != self.method:
+            raise ValueError(f"not a DynamicSparsity state for method {self.method!r}: "
+                             f"{state.get('method') if isinstance(state, dict) else state!r}")
+        if set(state["layer_stats"]) != set(self.weights):
+            raise ValueError(f"state names layers {sorted(state['layer_stats'])}, the model has {sorted(self.weights)}")
+        self.steps, self.updates = int(state["steps"]), int(state["updates"])
+        self.generator.set_state(state["generator"])
+        self._layer_stats = {n: dict(s) for n, s in state["layer_stats"].items()}
+        self.initial_density = dict(state["initial_density"])
+        self.target_density = dict(state["target_density"])
+        self._arm_capture()
