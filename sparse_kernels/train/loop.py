@@ -25,6 +25,7 @@ from .checkpoint import FORMAT, CheckpointError, atomic_save, check_compatible, 
 # the others are the sparse-training algorithms of sparse_kernels.dst.
 DST_METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
 METHODS = ("dense", "static") + DST_METHODS
+DENSE_TO_SPARSE = ("gradual", "iht")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -87,7 +88,11 @@ class RunConfig:
 
     @property
     def density(self) -> float:
-        return 1.0 - self.sparsity if self.sparse else 1.0
+        """The density the model is built with: dense-to-sparse methods
+        (gradual pruning, IHT) start from every weight stored."""
+        if not self.sparse or self.method in DENSE_TO_SPARSE:
+            return 1.0
+        return 1.0 - self.sparsity
 
     def model_settings(self) -> dict:
         return {k: getattr(self, k) for k in self.model_keys}
@@ -115,9 +120,18 @@ def make_sparsity_scheduler(config: RunConfig, model, optimizer, total_steps: in
     except ImportError:
         raise ConfigError(f"method {config.method!r} needs sparse_kernels.dst, which this version does not "
                          "provide") from None
-    return DynamicSparsity(model, optimizer, method=config.method, total_steps=total_steps,
-                           update_every=config.update_every or steps_per_epoch, prune_rate=config.prune_rate,
-                           seed=config.seed, **config.method_options)
+    options = dict(config.method_options)
+    # --sparsity is the final sparsity of the dense-to-sparse methods.
+    if config.method == "gradual":
+        options.setdefault("final_density", 1.0 - config.sparsity)
+    elif config.method == "iht":
+        options.setdefault("target_density", 1.0 - config.sparsity)
+    try:
+        return DynamicSparsity(model, optimizer, method=config.method, total_steps=total_steps,
+                               update_every=config.update_every or steps_per_epoch, prune_rate=config.prune_rate,
+                               seed=config.seed, **options)
+    except (TypeError, ValueError) as exc:  # an unknown or bad --method-options entry
+        raise ConfigError(f"method {config.method!r}: {exc}") from None
 
 
 class MetricsLog:
