@@ -15,7 +15,7 @@ from sparse_kernels.train.loop import ConfigError
 
 @pytest.fixture(scope="module")
 def corpus():
-    return synthetic_lm(1200, 300, 300, seed=1)
+    return synthetic_lm(900, 300, 300, seed=1)
 
 
 def tiny(**overrides):
@@ -97,7 +97,7 @@ def test_resume_rejects_incompatible_checkpoints(corpus, tmp_path):
     train_lm(corpus, tiny(epochs=1), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="embedding_size=16.*embedding_size=32"):
         train_lm(corpus, tiny(hidden_size=32, embedding_size=32), tmp_path / "other", resume=tmp_path / "run")
-    other_words = synthetic_lm(1200, 300, 300, seed=1)
+    other_words = synthetic_lm(900, 300, 300, seed=1)
     other_words.vocab.itos = other_words.vocab.itos[::-1]
     with pytest.raises(CheckpointError, match="another vocab"):
         train_lm(other_words, tiny(epochs=1), tmp_path / "other", resume=tmp_path / "run")
