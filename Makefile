@@ -30,7 +30,7 @@ $(VENV)/.extension-built: $(VENV)/.deps-installed $(SOURCES)
 install: $(VENV)/.extension-built
 
 demo: install
-	$(PY) -m sparse_kernels demo
+	$(VENV)/bin/sparse-rnn demo
 
 test-python: install
 	$(PY) -m pytest -q

@@ -1,109 +1,192 @@
 """`sparse-rnn` command line (also `python -m sparse_kernels`).
 
-demo: a small end-to-end run of the sparse ops (the language-model demo
-replaces it once the training loops land).
+demo       the main job: dense vs sparse LSTM on the embedded synthetic language
+train-lm   word-level language modelling (PTB-format folder, or the synthetic language)
+train-cls  text classification (label<TAB>text file or folder, or the synthetic task)
+
+A mistake a user can make (missing data, empty file, unknown method,
+sparsity out of range, an incompatible checkpoint) ends with one line on
+stderr and exit status 2, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 
 import torch
-from tqdm import tqdm
 
-from . import build_info
-from .storage import CSRWeight
+PROG = "sparse-rnn"
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _demo_products(hidden: int, density: float, batches, repeats: int, generator) -> list[tuple]:
-    """Time y = x W^T for an LSTM-shaped W (4H x H): ours, dense, torch.sparse."""
-    weight = CSRWeight.random(4 * hidden, hidden, density, generator=generator)
-    dense = weight.to_dense().detach()
-    torch_csr = weight.to_torch_sparse()
-    rows = []
-    for batch in tqdm(batches, desc="timing products", leave=False):
-        x = torch.randn(batch, hidden, generator=generator)
-        x_t = x.T.contiguous()
-        with torch.no_grad():
-            ours = _median_seconds(lambda: weight(x), repeats)
-            # Dense: the faster of the two layouts (W @ x^T is often faster).
-            dense_t = min(_median_seconds(lambda: x @ dense.T, repeats),
-                          _median_seconds(lambda: dense @ x_t, repeats))
-            sparse_t = _median_seconds(lambda: torch_csr @ x_t, repeats)
-        rows.append((batch, ours, dense_t, sparse_t))
-    return rows
+def _sparsity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
 
 
-def _demo_training(generator, steps: int = 200) -> tuple[float, float, CSRWeight]:
-    """Fit a 90%-sparse student to a sparse teacher: the loss must fall."""
-    teacher = CSRWeight.random(64, 128, 0.1, generator=generator)
-    student = CSRWeight.from_dense(torch.randn(64, 128, generator=generator) * 0.01, mask=teacher.mask())
-    opt = torch.optim.SGD(student.parameters(), lr=0.5)
-    first = last = float("nan")
-    for step in tqdm(range(steps), desc="training a sparse layer", leave=False):
-        x = torch.randn(32, 128, generator=generator)
-        with torch.no_grad():
-            target = teacher(x)
-        loss = torch.nn.functional.mse_loss(student(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = loss.item() if step == 0 else first
-        last = loss.item()
-    return first, last, student
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"growth\": \"random\"}'")
+    return value
 
 
-def cmd_demo(args) -> int:
-    torch.set_num_threads(args.threads) if args.threads else None
-    g = torch.Generator().manual_seed(0)
-    info = build_info()
-    print(f"sparse_kernels built for torch {info['torch_version']}; CPU paths {info['cpu_paths']}; "
-          f"CUDA: {'archs ' + info['cuda_archs'] if info['cuda'] else 'not compiled'}")
-    print(f"threads: {torch.get_num_threads()}")
+def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, optimizer: str, lr: float,
+                       clip: float, dropout: float, epochs: int) -> None:
+    from .train.loop import METHODS, OPTIMIZERS
+    from .train.models import RECURRENT
+    p.add_argument("--data", help="data path (default: the embedded synthetic data)")
+    p.add_argument("--model", choices=sorted(RECURRENT), default="lstm", help="recurrent layer (default lstm)")
+    p.add_argument("--method", choices=METHODS, default="dense",
+                   help="dense (torch.nn), static (fixed random sparse), or a sparse-training algorithm")
+    p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of zero weights, in [0, 1)")
+    p.add_argument("--init", choices=("uniform", "erdos_renyi"), default="uniform")
+    p.add_argument("--prune-rate", type=float, default=0.5)
+    p.add_argument("--update-every", type=int, default=0, help="steps between topology updates (0: each epoch)")
+    p.add_argument("--method-options", type=_json_object, default={}, help="JSON object of algorithm options")
+    p.add_argument("--hidden", type=int, default=hidden)
+    p.add_argument("--embedding", type=int, default=None, help="default: the hidden size")
+    p.add_argument("--layers", type=int, default=layers)
+    p.add_argument("--depth", type=int, default=1, help="recurrence depth (rhn)")
+    p.add_argument("--dropout", type=float, default=dropout)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--clip", type=float, default=clip, help="gradient norm clip (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--resume", help="checkpoint file or run folder to continue exactly")
+    p.add_argument("--out", default=None, help="run folder (checkpoints, metrics.csv, best.pt)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    print(f"\n1) y = x W^T, W {4 * args.hidden}x{args.hidden} (an LSTM W_hh) at {1 - args.density:.0%} sparsity, "
-          f"median of {args.repeats} runs")
-    print(f"{'batch':>5} {'ours ms':>9} {'dense ms':>9} {'torch.sparse ms':>16} {'dense/ours':>11} {'torch.sparse/ours':>18}")
-    for batch, ours, dense_t, sparse_t in _demo_products(args.hidden, args.density, args.batches, args.repeats, g):
-        print(f"{batch:>5} {ours * 1e3:>9.3f} {dense_t * 1e3:>9.3f} {sparse_t * 1e3:>16.3f} "
-              f"{dense_t / ours:>10.2f}x {sparse_t / ours:>17.2f}x")
 
-    first, last, student = _demo_training(g)
-    dense_bytes = student.out_features * student.in_features * student.values.element_size()
-    stored = student.nnz * (student.values.element_size() + student.col_idx.element_size()) \
-        + student.row_ptr.numel() * student.row_ptr.element_size()
-    print(f"\n2) training a {student.out_features}x{student.in_features} layer at {1 - student.density:.0%} "
-          f"sparsity with SGD: loss {first:.4f} -> {last:.4f}")
-    print(f"   stored weight: {stored} bytes (values + indices) vs {dense_bytes} bytes dense")
-    if not last < first:
-        print("error: the loss did not decrease", file=sys.stderr)
-        return 1
+def _common_config(args) -> dict:
+    return dict(model=args.model, method=args.method, sparsity=args.sparsity, init=args.init,
+                prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
+                hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
+                depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+                momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device)
+
+
+def _summary(result) -> str:
+    p = result.params
+    return (f"stored parameters {p['stored']:,} of {p['dense']:,} dense; FLOPs vs dense: inference "
+            f"{result.flops_ratio:.3f}x, training {result.train_flops_ratio:.3f}x; "
+            f"{result.seconds_per_epoch:.1f} s/epoch; peak memory {_human(result.peak_memory)}")
+
+
+def _human(n) -> str:
+    from .train.report import human_bytes
+    return human_bytes(n)
+
+
+def cmd_train_lm(args) -> int:
+    from .train import LMConfig, load_ptb, synthetic_lm, train_lm
+    config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
+                      lr_decay=args.lr_decay)
+    config.validate()
+    corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=args.seed)
+    result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress)
+    if result.interrupted:
+        print(f"interrupted; continue with --resume {args.out or 'runs/lm'}")
+        return 130
+    optimum = f" (source optimum {result.optimal_perplexity:.2f})" if result.optimal_perplexity else ""
+    print(f"best valid ppl {result.best_valid_ppl:.2f}; test ppl {result.test_ppl:.2f}{optimum}")
+    print(_summary(result))
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="sparse-rnn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="a small end-to-end run of the sparse ops")
-    demo.add_argument("--hidden", type=int, default=1024)
-    demo.add_argument("--density", type=float, default=0.1)
-    demo.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    demo.add_argument("--repeats", type=int, default=20)
-    demo.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+def cmd_train_cls(args) -> int:
+    from .train import ClsConfig, load_classification, synthetic_classification_data, train_cls
+    config = ClsConfig(**_common_config(args), batch_size=args.batch_size, max_vocab=args.max_vocab,
+                       max_length=args.max_length)
+    config.validate()
+    data = (load_classification(args.data, max_vocab=args.max_vocab, max_length=args.max_length) if args.data
+            else synthetic_classification_data(seed=args.seed, max_vocab=args.max_vocab,
+                                               max_length=args.max_length))
+    result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress)
+    if result.interrupted:
+        print(f"interrupted; continue with --resume {args.out or 'runs/cls'}")
+        return 130
+    print(f"best valid accuracy {result.best_valid_accuracy:.4f}; test accuracy {result.test_accuracy:.4f}")
+    print(_summary(result))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .train.demo import DemoSettings, run_demo
+    settings = DemoSettings(hidden_size=args.hidden, epochs=args.epochs, train_tokens=args.train_tokens,
+                            seed=args.seed)
+    run_demo(args.out, settings, progress=not args.no_progress, plot=not args.no_plot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    from .train.demo import DemoSettings
+    defaults = DemoSettings()
+    demo = sub.add_parser("demo", help="dense vs 90%%-sparse LSTM on the embedded synthetic language")
+    demo.add_argument("--out", default="runs/demo", help="folder for the runs, results.md and the plot")
+    demo.add_argument("--hidden", type=int, default=defaults.hidden_size)
+    demo.add_argument("--epochs", type=int, default=defaults.epochs)
+    demo.add_argument("--train-tokens", type=int, default=defaults.train_tokens)
+    demo.add_argument("--seed", type=int, default=defaults.seed)
+    # One thread by default: on a small machine shared with other work, two
+    # threads oversubscribe the cores (measured 2-4x slower on 2 busy cores).
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")
+    demo.add_argument("--no-plot", action="store_true")
+    demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
-    args = parser.parse_args(argv)
-    if not 0.0 < args.density <= 1.0:
-        parser.error(f"--density must be in (0, 1], got {args.density}")
-    return args.func(args)
+
+    lm = sub.add_parser("train-lm", help="word-level language model (PTB-format folder via --data)")
+    _add_run_arguments(lm, hidden=650, layers=2, optimizer="sgd", lr=20.0, clip=0.25, dropout=0.5, epochs=40)
+    lm.add_argument("--batch-size", type=int, default=20)
+    lm.add_argument("--bptt", type=int, default=35)
+    lm.add_argument("--tie", action="store_true", help="tie the decoder to the embedding")
+    lm.add_argument("--lr-decay", type=float, default=1.33, help="lr /= this when validation stops improving")
+    lm.set_defaults(func=cmd_train_lm)
+
+    cls = sub.add_parser("train-cls", help="text classification (label<TAB>text file or folder via --data)")
+    _add_run_arguments(cls, hidden=256, layers=1, optimizer="adam", lr=0.001, clip=5.0, dropout=0.0, epochs=10)
+    cls.add_argument("--batch-size", type=int, default=64)
+    cls.add_argument("--max-vocab", type=int, default=20_000)
+    cls.add_argument("--max-length", type=int, default=100)
+    cls.set_defaults(func=cmd_train_cls)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    from .train import CheckpointError, DataError
+    from .train.loop import ConfigError
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError, ConfigError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

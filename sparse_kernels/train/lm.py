@@ -1,0 +1,117 @@
+"""Word-level language modelling: truncated BPTT over batchified token
+streams, SGD with the learning rate divided on a validation plateau (Liu et
+al.: lr 2 -> / 1.33), gradient clipping, a sparse-training scheduler by name,
+per-epoch metrics and checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .data import LMCorpus, batchify, bptt_batches
+from .loop import FitResult, RunConfig, fit, perplexity
+from .models import LanguageModel, detach_state
+
+
+@dataclass
+class LMConfig(RunConfig):
+    batch_size: int = 20
+    eval_batch_size: int = 10
+    bptt: int = 35
+    tie_weights: bool = False
+    lr_decay: float = 1.33       # lr /= lr_decay when the validation loss stops decreasing
+
+    model_keys = RunConfig.model_keys + ("tie_weights",)
+
+    def _validate(self) -> None:
+        super()._validate()
+        for name in ("batch_size", "eval_batch_size", "bptt"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr_decay < 1.0:
+            raise ValueError(f"lr_decay must be >= 1, got {self.lr_decay}")
+
+
+@dataclass
+class LMResult(FitResult):
+    test_loss: float = math.nan
+    inference_tokens_per_second: float = math.nan
+    optimal_perplexity: float | None = None
+
+    @property
+    def best_valid_loss(self) -> float:
+        return self.best_score
+
+    @property
+    def test_ppl(self) -> float:
+        return perplexity(self.test_loss)
+
+    @property
+    def best_valid_ppl(self) -> float:
+        return perplexity(self.best_valid_loss)
+
+
+def build_lm(config: LMConfig, vocab_size: int) -> LanguageModel:
+    return LanguageModel(vocab_size, embedding_size=config.embedding_size, hidden_size=config.hidden_size,
+                         num_layers=config.num_layers, model=config.model, dropout=config.dropout,
+                         tie_weights=config.tie_weights, sparse=config.sparse, density=config.density,
+                         init=config.init, seed=config.seed, depth=config.depth).to(config.device)
+
+
+@torch.no_grad()
+def evaluate_lm(model: LanguageModel, source: torch.Tensor, bptt: int) -> tuple[float, float]:
+    """(mean loss per token, tokens per second) over batchified ``source``."""
+    model.eval()
+    total, count, state = 0.0, 0, None
+    start = time.perf_counter()
+    for _, inputs, targets in bptt_batches(source, bptt):
+        logits, state = model(inputs, state)
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+    elapsed = time.perf_counter() - start
+    return total / max(count, 1), count / elapsed if elapsed > 0 else math.nan
+
+
+def _lm_loss(model, batch, carry):
+    """One BPTT window; the hidden state carries over from the previous one."""
+    inputs, targets = batch
+    logits, state = model(inputs, carry.get("state"))
+    carry["state"] = detach_state(state)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    return loss, targets.numel()
+
+
+def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progress: bool = True,
+             on_step=None, tensorboard: bool = True) -> LMResult:
+    """Train, keeping ``out_dir/checkpoint.pt`` (every epoch and on Ctrl-C),
+    ``out_dir/best.pt`` (the best validation model) and
+    ``out_dir/metrics.csv``; then evaluate the best model on test.
+
+    ``resume``: a checkpoint file or run folder to continue from exactly.
+    ``on_step(step)`` is called after every optimizer step (a hook for
+    tests and callers; raising KeyboardInterrupt there acts like Ctrl-C).
+    On KeyboardInterrupt the checkpoint is written and the result returned
+    with ``interrupted=True``.
+    """
+    config.validate()
+    device = torch.device(config.device)
+    train_data = batchify(corpus.train, config.batch_size).to(device)
+    valid_data = batchify(corpus.valid, config.eval_batch_size).to(device)
+    test_data = batchify(corpus.test, config.eval_batch_size).to(device)
+    windows = [(x, y) for _, x, y in bptt_batches(train_data, config.bptt)]
+
+    def validate(model):
+        loss, _ = evaluate_lm(model, valid_data, config.bptt)
+        return {"valid_loss": loss, "valid_ppl": perplexity(loss)}
+
+    fitted = fit("lm", config, out_dir, build_model=lambda: build_lm(config, len(corpus.vocab)),
+                 steps_per_epoch=len(windows), batches=lambda epoch: windows, loss_fn=_lm_loss, validate=validate,
+                 score=lambda m: m["valid_loss"], resume=resume, progress=progress, on_step=on_step,
+                 tensorboard=tensorboard, extra={"vocab": corpus.vocab.itos})
+    result = LMResult(**fitted.__dict__, optimal_perplexity=corpus.optimal_perplexity)
+    if not result.interrupted and result.history:
+        result.test_loss, result.inference_tokens_per_second = evaluate_lm(result.model, test_data, config.bptt)
+    return result

@@ -1,0 +1,365 @@
+"""What the language-model and classification loops share: the settings that
+define a run, optimizer and sparse-training scheduler construction,
+checkpoints, the metrics files, progress bars."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+import signal
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import report
+
+from .checkpoint import FORMAT, CheckpointError, atomic_save, check_compatible, load_checkpoint, rng_state, \
+    seed_everything, set_rng_state
+
+# "dense": the torch.nn model; "static": a random sparse topology kept fixed;
+# the others are the sparse-training algorithms of sparse_kernels.dst.
+DST_METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
+METHODS = ("dense", "static") + DST_METHODS
+DENSE_TO_SPARSE = ("gradual", "iht")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """A setting a user gave that cannot work (the message names it)."""
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by both loops. ``model_keys`` of a subclass lists the
+    settings a resumed run must keep."""
+    model: str = "lstm"
+    method: str = "dense"
+    sparsity: float = 0.9
+    init: str = "uniform"
+    embedding_size: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    depth: int = 1               # recurrence depth (RHN)
+    dropout: float = 0.5
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 20.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip: float = 0.25
+    seed: int = 0
+    prune_rate: float = 0.5
+    update_every: int = 0        # steps between topology updates; 0: once per epoch
+    method_options: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+    model_keys = ("model", "method", "sparsity", "init", "embedding_size", "hidden_size", "num_layers", "depth",
+                  "optimizer", "seed")
+
+    def validate(self) -> None:
+        try:
+            self._validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not (0.0 <= self.sparsity < 1.0):
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        for name in ("embedding_size", "hidden_size", "num_layers", "depth", "epochs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def sparse(self) -> bool:
+        return self.method != "dense"
+
+    @property
+    def density(self) -> float:
+        """The density the model is built with: dense-to-sparse methods
+        (gradual pruning, IHT) start from every weight stored."""
+        if not self.sparse or self.method in DENSE_TO_SPARSE:
+            return 1.0
+        return 1.0 - self.sparsity
+
+    def model_settings(self) -> dict:
+        return {k: getattr(self, k) for k in self.model_keys}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = list({id(p): p for p in model.parameters()}.values())
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def make_sparsity_scheduler(config: RunConfig, model, optimizer, total_steps: int, steps_per_epoch: int):
+    """The sparse-training scheduler of ``config.method`` (None for dense and
+    static sparse models, whose topology never changes)."""
+    if config.method not in DST_METHODS:
+        return None
+    try:
+        from ..dst import DynamicSparsity
+    except ImportError:
+        raise ConfigError(f"method {config.method!r} needs sparse_kernels.dst, which this version does not "
+                         "provide") from None
+    options = dict(config.method_options)
+    # --sparsity is the final sparsity of the dense-to-sparse methods.
+    if config.method == "gradual":
+        options.setdefault("final_density", 1.0 - config.sparsity)
+    elif config.method == "iht":
+        options.setdefault("target_density", 1.0 - config.sparsity)
+    try:
+        return DynamicSparsity(model, optimizer, method=config.method, total_steps=total_steps,
+                               update_every=config.update_every or steps_per_epoch, prune_rate=config.prune_rate,
+                               seed=config.seed, **options)
+    except (TypeError, ValueError) as exc:  # an unknown or bad --method-options entry
+        raise ConfigError(f"method {config.method!r}: {exc}") from None
+
+
+class MetricsLog:
+    """Per-epoch metrics: a CSV rewritten from the full history each epoch
+    (so a resumed run's file equals an uninterrupted one's), and TensorBoard
+    scalars when tensorboard is installed."""
+
+    def __init__(self, out_dir: Path, history: list[dict], tensorboard: bool = True):
+        self.path = out_dir / "metrics.csv"
+        self.history = history
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                pass
+
+    def append(self, row: dict) -> None:
+        self.history.append(row)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerows(self.history)
+        tmp = self.path.with_suffix(".csv.tmp")
+        tmp.write_text(buf.getvalue())
+        tmp.replace(self.path)
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def save_run(path: Path, *, kind: str, config: RunConfig, model, optimizer, lr_scheduler, sparsity_scheduler,
+             progress: dict, history: list, extra: dict | None = None) -> None:
+    atomic_save({"format": FORMAT, "kind": kind, "config": asdict(config), "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(),
+                 "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
+                 "sparsity_scheduler": sparsity_scheduler.state_dict() if sparsity_scheduler is not None else None,
+                 "rng": rng_state(), "progress": progress, "history": history, **(extra or {})}, path)
+
+
+def open_resume(path, kind: str, config: RunConfig) -> dict:
+    """Load a checkpoint to resume and check it matches ``config``."""
+    ckpt = load_checkpoint(path, kind)
+    check_compatible(ckpt["config"], config.model_settings(), path)
+    return ckpt
+
+
+def restore_run(ckpt: dict, path, *, model, optimizer, lr_scheduler, sparsity_scheduler) -> None:
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if lr_scheduler is not None and ckpt.get("lr_scheduler") is not None:
+            lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if sparsity_scheduler is not None:
+            sparsity_scheduler.load_state_dict(ckpt["sparsity_scheduler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: incompatible checkpoint: {first}") from None
+    set_rng_state(ckpt["rng"])
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))
+
+
+class StepBoundaryInterrupt:
+    """Ctrl-C handling for a training loop: the first SIGINT only sets a
+    flag, and the loop calls :meth:`check` after each completed step, so the
+    checkpoint written on interrupt never holds a half-done step; a second
+    SIGINT interrupts at once. Does nothing outside the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> "StepBoundaryInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves behind (the loops add their test metrics)."""
+    config: RunConfig
+    history: list = field(default_factory=list)   # per-epoch metrics rows
+    best_score: float = math.inf
+    params: dict = field(default_factory=dict)
+    flops_ratio: float = 1.0
+    train_flops_ratio: float = 1.0
+    memory: dict = field(default_factory=dict)
+    peak_memory: int = 0
+    seconds_per_epoch: float = math.nan
+    interrupted: bool = False
+    model: torch.nn.Module | None = None
+
+
+def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: int, batches, loss_fn, validate,
+        score, resume=None, progress: bool = True, on_step=None, tensorboard: bool = True,
+        extra: dict | None = None) -> FitResult:
+    """The epoch loop both training loops share.
+
+    ``build_model()`` makes the model (after seeding); ``batches(epoch)``
+    yields that epoch's batches, the same on every call; ``loss_fn(model,
+    batch, carry)`` returns (mean loss tensor, items) and may keep state
+    between batches in the dict ``carry`` (saved in checkpoints);
+    ``validate(model)`` returns a dict of metrics with ``valid_loss`` (which
+    drives the learning-rate decay); ``score(metrics)`` is lower-is-better
+    and picks the model kept in ``best.pt``. Checkpoints go to
+    ``out_dir/checkpoint.pt`` after every epoch and on Ctrl-C (then the
+    result has ``interrupted=True``); ``resume`` continues one exactly.
+    """
+    config.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = open_resume(resume, kind, config) if resume is not None else None
+    for key, value in (extra or {}).items() if ckpt is not None else ():
+        if ckpt.get(key) != value:  # e.g. the same vocabulary size, other words
+            raise CheckpointError(f"{resume}: incompatible checkpoint: it was trained with another {key}")
+    seed_everything(config.seed)
+    model = build_model()
+    optimizer = make_optimizer(config, model)
+    decay = getattr(config, "lr_decay", 1.0)
+    lr_scheduler = None
+    if decay > 1.0:
+        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / decay,
+                                                                  patience=0, threshold=0.0)
+    sparsity = make_sparsity_scheduler(config, model, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
+    ps = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "items": 0, "seconds": 0.0,
+          "best_score": math.inf, "flops_sum": 0.0, "carry": {}}
+    history: list[dict] = []
+    if ckpt is not None:
+        restore_run(ckpt, resume, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                    sparsity_scheduler=sparsity)
+        ps, history = ckpt["progress"], list(ckpt["history"])
+    metrics = MetricsLog(out_dir, history, tensorboard=tensorboard)
+    result = FitResult(config=config, history=history)
+
+    def checkpoint():
+        save_run(out_dir / "checkpoint.pt", kind=kind, config=config, model=model, optimizer=optimizer,
+                 lr_scheduler=lr_scheduler, sparsity_scheduler=sparsity, progress=ps, history=history, extra=extra)
+
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not progress,
+               desc=f"{config.method} {config.model}", unit="batch", dynamic_ncols=True, leave=False)
+    interrupt = StepBoundaryInterrupt().install()
+    try:
+        while ps["epoch"] < config.epochs:
+            model.train()
+            epoch_start = time.perf_counter() - ps["seconds"]
+            for index, batch in enumerate(batches(ps["epoch"])):
+                if index < ps["batch"]:
+                    continue
+                loss, items = loss_fn(model, batch, ps["carry"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                optimizer.step()
+                if sparsity is not None:
+                    sparsity.step()
+                ps["loss_sum"] += loss.item() * items
+                ps["items"] += items
+                ps["flops_sum"] += report.flops_ratio(model)
+                ps["batch"], ps["step"] = index + 1, ps["step"] + 1
+                ps["seconds"] = time.perf_counter() - epoch_start
+                train_loss = ps["loss_sum"] / ps["items"]
+                bar.update(1)
+                shown = {"ppl": f"{perplexity(train_loss):.1f}"} if kind == "lm" else {}
+                bar.set_postfix(epoch=ps["epoch"] + 1, loss=f"{train_loss:.3f}", **shown,
+                                lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+                if on_step is not None:
+                    on_step(ps["step"])
+                interrupt.check()
+            epoch_seconds = time.perf_counter() - epoch_start
+            valid = validate(model)
+            train_loss = ps["loss_sum"] / max(ps["items"], 1)
+            params = report.parameter_counts(model)
+            metrics.append({"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
+                            "train_loss": train_loss,
+                            **({"train_ppl": perplexity(train_loss)} if kind == "lm" else {}), **valid,
+                            "stored_params": params["stored"], "dense_params": params["dense"],
+                            "epoch_seconds": epoch_seconds})
+            if lr_scheduler is not None:
+                lr_scheduler.step(valid["valid_loss"])
+            if score(valid) < ps["best_score"]:
+                ps["best_score"] = score(valid)
+                atomic_save({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
+                             **valid, **(extra or {})}, out_dir / "best.pt")
+            ps.update(epoch=ps["epoch"] + 1, batch=0, loss_sum=0.0, items=0, seconds=0.0, carry={})
+            checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        result.interrupted = True
+    finally:
+        interrupt.restore()
+        bar.close()
+        metrics.close()
+
+    result.params = report.parameter_counts(model)
+    result.flops_ratio = report.flops_ratio(model)
+    result.train_flops_ratio = ps["flops_sum"] / ps["step"] if ps["step"] else result.flops_ratio
+    result.memory = report.state_bytes(model, optimizer)
+    result.peak_memory = report.peak_memory_bytes(config.device)
+    result.best_score = ps["best_score"]
+    result.model = model
+    seconds = [row["epoch_seconds"] for row in history]
+    result.seconds_per_epoch = sum(seconds) / len(seconds) if seconds else math.nan
+    if not result.interrupted and (out_dir / "best.pt").is_file():
+        best = torch.load(out_dir / "best.pt", map_location=config.device, weights_only=False)
+        model.load_state_dict(best["model"])
+    return result
