@@ -11,12 +11,13 @@
 
 namespace sparse_kernels::cuda {
 
-// y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null).
+// y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null); nnz
+// (= row_ptr[out]) picks the work split without a device read.
 template <typename T>
 cudaError_t sparse_linear(const T* x, const T* values, const int32_t* row_ptr,
                           const int32_t* col_idx, const T* bias, T* y,
                           int64_t n_rows, int64_t in_features,
-                          int64_t out_features, cudaStream_t stream);
+                          int64_t out_features, int64_t nnz, cudaStream_t stream);
 
 // grad_x (n_rows, in) = grad_y (n_rows, out) @ W through the CSC view.
 template <typename T>
@@ -25,7 +26,8 @@ cudaError_t sparse_linear_input_grad(const T* grad_y, const T* values,
                                      const int32_t* row_idx,
                                      const int32_t* csr2csc, T* grad_x,
                                      int64_t n_rows, int64_t in_features,
-                                     int64_t out_features, cudaStream_t stream);
+                                     int64_t out_features, int64_t nnz,
+                                     cudaStream_t stream);
 
 // grad_values (nnz) = SDDMM of grad_y and x at the stored nonzeros.
 template <typename T>

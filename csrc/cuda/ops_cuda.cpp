@@ -52,7 +52,7 @@ at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values
                      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
                      bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr,
                      out.data_ptr<scalar_t>(), input.size(0), input.size(1), out_features,
-                     current_stream()),
+                     col_idx.numel(), current_stream()),
                  "sparse_linear");
   });
   return out;
@@ -77,7 +77,7 @@ at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
                      col_ptr.data_ptr<int32_t>(), row_idx.data_ptr<int32_t>(),
                      csr2csc.data_ptr<int32_t>(), grad_input.data_ptr<scalar_t>(),
                      grad_output.size(0), in_features, grad_output.size(1),
-                     current_stream()),
+                     row_idx.numel(), current_stream()),
                  "sparse_linear_input_grad");
   });
   return grad_input;
