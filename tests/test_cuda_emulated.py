@@ -66,8 +66,9 @@ _ids = [f"N{n}-{o}x{i}-d{d}" for n, o, i, d in SHAPES]
 
 
 def _problem(shape, dtype, device, seed):
+    """Erdős–Rényi patterns: row lengths vary, some rows are empty."""
     n, out_f, in_f, density = shape
-    return random_problem(n, out_f, in_f, density, dtype=dtype, device=device, seed=seed)
+    return random_problem(n, out_f, in_f, density, dtype=dtype, device=device, seed=seed, init="erdos_renyi")
 
 
 def _close(got, want, dtype):
@@ -102,6 +103,30 @@ def test_sparse_linear_gradients(backend, op, shape, dtype):
     _close(got, want, dtype)
 
 
+def _by_decreasing_length(ptr):
+    return torch.argsort(ptr.diff(), descending=True, stable=True).to(torch.int32)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[3], SHAPES[6]], ids=lambda s: f"N{s[0]}-{s[1]}x{s[2]}")
+def test_rows_taken_in_length_order(shape):
+    """Sputnik's row ordering (longest rows first) changes which subwarp takes
+    which row, never the result (emulated launchers; the op does not pass an
+    order yet)."""
+    kernels = emulated.load()
+    p = _problem(shape, torch.float64, "cpu", seed=17)
+    order = _by_decreasing_length(p["row_ptr"])
+    assert not torch.equal(order, torch.arange(order.numel(), dtype=torch.int32))  # a real permutation
+    y = kernels.sparse_linear(p["x"], p["values"], p["row_ptr"], p["col_idx"], p["bias"], row_order=order)
+    _close(y, reference.sparse_linear(p["x"], p["values"], p["row_ptr"], p["col_idx"], p["shape"], p["bias"]),
+           torch.float64)
+    csc = csr.csr_transpose(p["row_ptr"], p["col_idx"], p["shape"][1])
+    grad_y = torch.randn(p["x"].shape[0], p["shape"][0], dtype=torch.float64)
+    gx = kernels.sparse_linear_input_grad(grad_y, p["values"], csc.col_ptr, csc.row_idx, csc.csr2csc,
+                                          col_order=_by_decreasing_length(csc.col_ptr))
+    _close(gx, reference.sparse_linear_input_grad(grad_y, p["values"], p["row_ptr"], p["col_idx"], p["shape"]),
+           torch.float64)
+
+
 CELL_SHAPES = [(1, 1), (3, 7), (5, 33), (2, 300), (0, 4)]
 
 
@@ -122,6 +147,63 @@ def test_lstm_cell_forward_and_backward(backend, n, hidden, dtype):
     want_gates, want_c_prev = torch.autograd.grad((h_ref, c_ref), (gates, c_prev), (grad_h, grad_c))
     _close(grad_gates, want_gates, dtype)
     _close(grad_c_prev, want_c_prev, dtype)
+
+
+# ----------------------------------------------------------------------------- 16-bit values
+# Output rounding to the 16-bit type (2 half-ulps) on top of an fp32-accumulated
+# result; accumulating in the 16-bit type would miss this on the long rows.
+HALF_RTOL = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+def _close16(got, want64, dtype):
+    torch.testing.assert_close(got.cpu().double(), want64.cpu(), rtol=HALF_RTOL[dtype], atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[3], SHAPES[4], SHAPES[5]], ids=lambda s: f"N{s[0]}-{s[1]}x{s[2]}")
+def test_16bit_values_with_fp32_accumulation(backend, shape, dtype):
+    """fp16/bf16 inputs, compared with the float64 reference on the same
+    (rounded) inputs."""
+    device, kernels = backend
+    p = _problem(shape, torch.float64, "cpu", seed=15)
+    x, values, bias = (p[k].to(dtype) for k in ("x", "values", "bias"))
+    x64, values64, bias64 = (t.double() for t in (x, values, bias))
+    grad_y = torch.randn(x.shape[0], p["shape"][0], dtype=torch.float64).to(dtype)
+    rp, ci = p["row_ptr"].to(device), p["col_idx"].to(device)
+    on = lambda t: t.to(device)
+    _close16(kernels.sparse_linear(on(x), on(values), rp, ci, on(bias)),
+             reference.sparse_linear(x64, values64, p["row_ptr"], p["col_idx"], p["shape"], bias64), dtype)
+    csc = csr.csr_transpose(p["row_ptr"], p["col_idx"], p["shape"][1])
+    _close16(kernels.sparse_linear_input_grad(on(grad_y), on(values), on(csc.col_ptr), on(csc.row_idx), on(csc.csr2csc)),
+             reference.sparse_linear_input_grad(grad_y.double(), values64, p["row_ptr"], p["col_idx"], p["shape"]), dtype)
+    _close16(kernels.sparse_linear_value_grad(on(grad_y), on(x), rp, ci),
+             reference.sparse_linear_value_grad(grad_y.double(), x64, p["row_ptr"], p["col_idx"]), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_lstm_cell(backend, dtype):
+    device, kernels = backend
+    g = torch.Generator().manual_seed(16)
+    gates = torch.randn(3, 4 * 37, generator=g).to(dtype)
+    c_prev = torch.randn(3, 37, generator=g).to(dtype)
+    gates64, c_prev64 = gates.double().requires_grad_(), c_prev.double().requires_grad_()
+    h, c = kernels.lstm_cell(gates.to(device), c_prev.to(device))
+    h_ref, c_ref = reference.lstm_cell(gates64, c_prev64)
+    _close16(h, h_ref.detach(), dtype)
+    _close16(c, c_ref.detach(), dtype)
+    grad_h = torch.randn(3, 37, generator=g).to(dtype)
+    grad_c = torch.randn(3, 37, generator=g).to(dtype)
+    # The backward reads c as stored (rounded to the 16-bit type): so does the reference.
+    c_stored = c_ref.detach().to(dtype)
+    got_gates, got_c_prev = kernels.lstm_cell_backward(*(t.to(device) for t in (grad_h, grad_c, gates, c_prev, c_stored)))
+    i, f, gg, o = (t for t in gates64.detach().chunk(4, dim=1))
+    si, sf, tg, so = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(gg), torch.sigmoid(o)
+    tc = torch.tanh(c_stored.double())
+    dc = grad_c.double() + grad_h.double() * so * (1 - tc * tc)
+    want_gates = torch.cat([dc * tg * si * (1 - si), dc * c_prev64.detach() * sf * (1 - sf),
+                            dc * si * (1 - tg * tg), grad_h.double() * tc * so * (1 - so)], dim=1)
+    _close16(got_gates, want_gates, dtype)
+    _close16(got_c_prev, dc * sf, dtype)
 
 
 # ----------------------------------------------------------------------------- schedules

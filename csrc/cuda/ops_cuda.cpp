@@ -17,7 +17,15 @@ void check_launch(cudaError_t err, const char* what) {
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// CUDA kernels exist for float32 and float64.
+// The kernels' value type for a tensor's element type: at::Half and
+// at::BFloat16 have the layout of CUDA's __half and __nv_bfloat16.
+template <typename T>
+T* data(const at::Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+// CUDA kernels exist for float32, float64, float16 and bfloat16 (the 16-bit
+// types accumulate in fp32).
 #define SK_DISPATCH_CUDA_FLOAT(dtype, name, ...)                               \
   [&] {                                                                        \
     if ((dtype) == at::kFloat) {                                               \
@@ -26,8 +34,14 @@ cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(
     } else if ((dtype) == at::kDouble) {                                       \
       using scalar_t = double;                                                 \
       __VA_ARGS__();                                                           \
+    } else if ((dtype) == at::kHalf) {                                         \
+      using scalar_t = __half;                                                 \
+      __VA_ARGS__();                                                           \
+    } else if ((dtype) == at::kBFloat16) {                                     \
+      using scalar_t = __nv_bfloat16;                                          \
+      __VA_ARGS__();                                                           \
     } else {                                                                   \
-      TORCH_CHECK(false, name, ": CUDA supports float32 and float64, got ", dtype); \
+      TORCH_CHECK(false, name, ": CUDA supports float32, float64, float16 and bfloat16, got ", dtype); \
     }                                                                          \
   }()
 
@@ -48,10 +62,10 @@ at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values
   at::Tensor out = at::empty({input.size(0), out_features}, input.options());
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear", [&] {
     check_launch(sparse_linear<scalar_t>(
-                     input.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                     data<scalar_t>(input), data<scalar_t>(values),
                      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-                     bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr,
-                     out.data_ptr<scalar_t>(), input.size(0), input.size(1), out_features,
+                     bias_c.defined() ? data<scalar_t>(bias_c) : nullptr,
+                     data<scalar_t>(out), input.size(0), input.size(1), out_features,
                      col_idx.numel(), current_stream()),
                  "sparse_linear");
   });
@@ -73,9 +87,9 @@ at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
   at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
   SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "sparse_linear_input_grad", [&] {
     check_launch(sparse_linear_input_grad<scalar_t>(
-                     grad_output.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                     data<scalar_t>(grad_output), data<scalar_t>(values),
                      col_ptr.data_ptr<int32_t>(), row_idx.data_ptr<int32_t>(),
-                     csr2csc.data_ptr<int32_t>(), grad_input.data_ptr<scalar_t>(),
+                     csr2csc.data_ptr<int32_t>(), data<scalar_t>(grad_input),
                      grad_output.size(0), in_features, grad_output.size(1),
                      row_idx.numel(), current_stream()),
                  "sparse_linear_input_grad");
@@ -100,9 +114,9 @@ at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
   at::Tensor grad_values = at::empty({col_idx.numel()}, input.options());
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear_value_grad", [&] {
     check_launch(sparse_linear_value_grad<scalar_t>(
-                     grad_output.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
+                     data<scalar_t>(grad_output), data<scalar_t>(input),
                      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-                     grad_values.data_ptr<scalar_t>(), input.size(0), input.size(1),
+                     data<scalar_t>(grad_values), input.size(0), input.size(1),
                      grad_output.size(1), col_idx.numel(), current_stream()),
                  "sparse_linear_value_grad");
   });
@@ -124,8 +138,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cuda(const at::Tensor& gates_,
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
   at::Tensor h = at::empty_like(c_prev), c = at::empty_like(c_prev);
   SK_DISPATCH_CUDA_FLOAT(gates.scalar_type(), "lstm_cell", [&] {
-    check_launch(lstm_cell<scalar_t>(gates.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                                     h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+    check_launch(lstm_cell<scalar_t>(data<scalar_t>(gates), data<scalar_t>(c_prev),
+                                     data<scalar_t>(h), data<scalar_t>(c),
                                      c_prev.size(0), c_prev.size(1), current_stream()),
                  "lstm_cell");
   });
@@ -143,10 +157,10 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(
   at::Tensor grad_gates = at::empty_like(gates), grad_c_prev = at::empty_like(c_prev);
   SK_DISPATCH_CUDA_FLOAT(gates.scalar_type(), "lstm_cell_backward", [&] {
     check_launch(lstm_cell_backward<scalar_t>(
-                     grad_h.data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
-                     gates.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                     c.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
-                     grad_c_prev.data_ptr<scalar_t>(), c_prev.size(0), c_prev.size(1),
+                     data<scalar_t>(grad_h), data<scalar_t>(grad_c),
+                     data<scalar_t>(gates), data<scalar_t>(c_prev),
+                     data<scalar_t>(c), data<scalar_t>(grad_gates),
+                     data<scalar_t>(grad_c_prev), c_prev.size(0), c_prev.size(1),
                      current_stream()),
                  "lstm_cell_backward");
   });

@@ -13,18 +13,18 @@ cudaError_t sparse_linear_input_grad(const T* grad_y, const T* values,
                                      const int32_t* row_idx,
                                      const int32_t* csr2csc, T* grad_x,
                                      int64_t n_rows, int64_t in_features,
-                                     int64_t out_features, int64_t nnz, cudaStream_t stream) {
-  return launch_csr_spmm<T>(grad_y, values, csr2csc, col_ptr, row_idx, nullptr, grad_x, n_rows,
-                            out_features, in_features, nnz, stream);
+                                     int64_t out_features, int64_t nnz, cudaStream_t stream,
+                                     const int32_t* col_order) {
+  return launch_csr_spmm<T>(grad_y, values, csr2csc, col_ptr, row_idx, col_order, nullptr, grad_x,
+                            n_rows, out_features, in_features, nnz, stream);
 }
 
 #define SK_INSTANTIATE(T)                                                                 \
   template cudaError_t sparse_linear_input_grad<T>(const T*, const T*, const int32_t*,    \
                                                    const int32_t*, const int32_t*, T*,    \
                                                    int64_t, int64_t, int64_t, int64_t,    \
-                                                   cudaStream_t);
-SK_INSTANTIATE(float)
-SK_INSTANTIATE(double)
+                                                   cudaStream_t, const int32_t*);
+SK_FOR_EACH_VALUE_TYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
 }  // namespace sparse_kernels::cuda

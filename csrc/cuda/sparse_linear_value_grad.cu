@@ -65,8 +65,7 @@ cudaError_t sparse_linear_value_grad(const T* grad_y, const T* x,
   template cudaError_t sparse_linear_value_grad<T>(const T*, const T*, const int32_t*,     \
                                                    const int32_t*, T*, int64_t, int64_t,   \
                                                    int64_t, int64_t, cudaStream_t);
-SK_INSTANTIATE(float)
-SK_INSTANTIATE(double)
+SK_FOR_EACH_VALUE_TYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
 }  // namespace sparse_kernels::cuda

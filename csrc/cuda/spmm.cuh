@@ -10,7 +10,10 @@
 // (kBatchTile accumulators in registers); a butterfly of warp shuffles then
 // sums the lanes' partial results, and lane b writes batch row b of the tile.
 // kLanes is picked from the mean row length so that short rows (recurrent
-// layers at high sparsity) do not leave most of a warp idle.
+// layers at high sparsity) do not leave most of a warp idle. With a row_order
+// (the rows sorted by decreasing length, as Sputnik does), neighbouring
+// subwarps, and so the warps of a block, get rows of similar length: less
+// time waiting for the longest row of a warp, and the long rows start first.
 #pragma once
 
 #include "accumulate.cuh"
@@ -25,9 +28,9 @@ template <typename T, int kLanes, int kBatchTile>
 __global__ void __launch_bounds__(kSpmmThreads)
     csr_spmm_kernel(const T* __restrict__ dense, const T* __restrict__ values,
                     const int32_t* __restrict__ value_index, const int32_t* __restrict__ ptr,
-                    const int32_t* __restrict__ idx, const T* __restrict__ bias,
-                    T* __restrict__ out, int64_t n_rows, int64_t dense_cols,
-                    int64_t sparse_rows) {
+                    const int32_t* __restrict__ idx, const int32_t* __restrict__ row_order,
+                    const T* __restrict__ bias, T* __restrict__ out, int64_t n_rows,
+                    int64_t dense_cols, int64_t sparse_rows) {
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "subwarp size");
   using Acc = acc_t<T>;
   const int64_t group = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kLanes;
@@ -35,7 +38,8 @@ __global__ void __launch_bounds__(kSpmmThreads)
   const int64_t tiles = (n_rows + kBatchTile - 1) / kBatchTile;
   // Groups past the end still take part in the shuffles (full-warp masks).
   const bool active = group < sparse_rows * tiles;
-  const int64_t r = active ? group % sparse_rows : 0;
+  const int64_t slot = active ? group % sparse_rows : 0;
+  const int64_t r = row_order != nullptr && active ? row_order[slot] : slot;
   const int64_t n0 = active ? group / sparse_rows * kBatchTile : 0;
   const int32_t begin = active ? ptr[r] : 0;
   const int32_t end = active ? ptr[r + 1] : 0;
@@ -65,19 +69,20 @@ __global__ void __launch_bounds__(kSpmmThreads)
 }
 
 // Launches csr_spmm_kernel with the subwarp size that fits the mean row
-// length (nnz / sparse_rows).
+// length (nnz / sparse_rows). row_order: null, or a permutation of the
+// sparse rows (the order in which subwarps take them).
 template <typename T>
 cudaError_t launch_csr_spmm(const T* dense, const T* values, const int32_t* value_index,
-                            const int32_t* ptr, const int32_t* idx, const T* bias, T* out,
-                            int64_t n_rows, int64_t dense_cols, int64_t sparse_rows,
-                            int64_t nnz, cudaStream_t stream) {
+                            const int32_t* ptr, const int32_t* idx, const int32_t* row_order,
+                            const T* bias, T* out, int64_t n_rows, int64_t dense_cols,
+                            int64_t sparse_rows, int64_t nnz, cudaStream_t stream) {
   if (n_rows == 0 || sparse_rows == 0) return cudaSuccess;
   const int64_t tiles = (n_rows + kSpmmBatchTile - 1) / kSpmmBatchTile;
   const int64_t mean_row = nnz / sparse_rows;
   auto go = [&](auto kernel, int lanes) {
     SK_LAUNCH(kernel, blocks_for(sparse_rows * tiles * lanes, kSpmmThreads), kSpmmThreads, 0,
-              stream, dense, values, value_index, ptr, idx, bias, out, n_rows, dense_cols,
-              sparse_rows);
+              stream, dense, values, value_index, ptr, idx, row_order, bias, out, n_rows,
+              dense_cols, sparse_rows);
   };
   if (mean_row <= 4) {
     go(csr_spmm_kernel<T, 4, kSpmmBatchTile>, 4);

@@ -11,16 +11,17 @@ namespace k = sparse_kernels::cuda;
                                                const int32_t* row_ptr, const int32_t* col_idx, \
                                                const T* bias, T* y, int64_t n_rows,          \
                                                int64_t in_features, int64_t out_features, \
-                                               int64_t nnz) {                                \
+                                               int64_t nnz, const int32_t* row_order) {      \
     return k::sparse_linear<T>(x, values, row_ptr, col_idx, bias, y, n_rows, in_features,   \
-                               out_features, nnz, nullptr);                                 \
+                               out_features, nnz, nullptr, row_order);                      \
   }                                                                                         \
   extern "C" int sk_emu_sparse_linear_input_grad_##suffix(                                  \
       const T* grad_y, const T* values, const int32_t* col_ptr, const int32_t* row_idx,     \
       const int32_t* csr2csc, T* grad_x, int64_t n_rows, int64_t in_features,               \
-      int64_t out_features, int64_t nnz) {                                                  \
+      int64_t out_features, int64_t nnz, const int32_t* col_order) {                        \
     return k::sparse_linear_input_grad<T>(grad_y, values, col_ptr, row_idx, csr2csc, grad_x, \
-                                          n_rows, in_features, out_features, nnz, nullptr); \
+                                          n_rows, in_features, out_features, nnz, nullptr,  \
+                                          col_order);                                       \
   }                                                                                         \
   extern "C" int sk_emu_sparse_linear_value_grad_##suffix(                                  \
       const T* grad_y, const T* x, const int32_t* row_ptr, const int32_t* col_idx,          \
@@ -42,3 +43,5 @@ namespace k = sparse_kernels::cuda;
 
 SK_EMU_EXPORT(float, f32)
 SK_EMU_EXPORT(double, f64)
+SK_EMU_EXPORT(__half, f16)
+SK_EMU_EXPORT(__nv_bfloat16, bf16)

@@ -13,7 +13,7 @@ import torch
 from . import build as emu_build
 
 SCHEDULES = {"forward": 0, "reverse": 1, "shuffled": 2}
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 
 
@@ -47,21 +47,22 @@ class EmulatedKernels:
     def _contig(*ts):
         return [None if t is None else t.detach().contiguous() for t in ts]
 
-    def sparse_linear(self, x, values, row_ptr, col_idx, bias=None):
-        x, values, row_ptr, col_idx, bias = self._contig(x, values, row_ptr, col_idx, bias)
+    def sparse_linear(self, x, values, row_ptr, col_idx, bias=None, row_order=None):
+        x, values, row_ptr, col_idx, bias, row_order = self._contig(x, values, row_ptr, col_idx, bias, row_order)
         out_f = row_ptr.numel() - 1
         y = torch.full((x.shape[0], out_f), float("nan"), dtype=x.dtype)
         self._call("sparse_linear", x.dtype, _ptr(x), _ptr(values), _ptr(row_ptr), _ptr(col_idx),
-                   _ptr(bias), _ptr(y), x.shape[0], x.shape[1], out_f, col_idx.numel())
+                   _ptr(bias), _ptr(y), x.shape[0], x.shape[1], out_f, col_idx.numel(), _ptr(row_order))
         return y
 
-    def sparse_linear_input_grad(self, grad_y, values, col_ptr, row_idx, csr2csc):
-        grad_y, values, col_ptr, row_idx, csr2csc = self._contig(grad_y, values, col_ptr, row_idx, csr2csc)
+    def sparse_linear_input_grad(self, grad_y, values, col_ptr, row_idx, csr2csc, col_order=None):
+        grad_y, values, col_ptr, row_idx, csr2csc, col_order = self._contig(
+            grad_y, values, col_ptr, row_idx, csr2csc, col_order)
         in_f = col_ptr.numel() - 1
         gx = torch.full((grad_y.shape[0], in_f), float("nan"), dtype=grad_y.dtype)
         self._call("sparse_linear_input_grad", grad_y.dtype, _ptr(grad_y), _ptr(values), _ptr(col_ptr),
                    _ptr(row_idx), _ptr(csr2csc), _ptr(gx), grad_y.shape[0], in_f, grad_y.shape[1],
-                   row_idx.numel())
+                   row_idx.numel(), _ptr(col_order))
         return gx
 
     def sparse_linear_value_grad(self, grad_y, x, row_ptr, col_idx):
