@@ -9,6 +9,7 @@ is skipped for lack of a GPU here."""
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 
 import pytest
@@ -125,6 +126,25 @@ def test_rows_taken_in_length_order(shape):
                                           col_order=_by_decreasing_length(csc.col_ptr))
     _close(gx, reference.sparse_linear_input_grad(grad_y, p["values"], p["row_ptr"], p["col_idx"], p["shape"]),
            torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_vector_loads_and_their_unaligned_fallback(dtype):
+    """Aligned index and value arrays take the 4-wide vector-load kernel, a
+    view at an odd offset the scalar one; both give the reference result."""
+    kernels = emulated.load()
+    p = _problem((5, 20, 200, 0.3), torch.float64, "cpu", seed=18)
+    x, values = p["x"].to(dtype), p["values"].to(dtype)
+    want = reference.sparse_linear(x.double(), values.double(), p["row_ptr"], p["col_idx"], p["shape"])
+    check = _close16 if dtype == torch.bfloat16 else (lambda got, w, d: _close(got, w.to(d), d))
+    y = kernels.sparse_linear(x, values, p["row_ptr"], p["col_idx"])
+    assert re.search(r"csr_spmm_kernel<[^,]+, 16, 4, 4>", kernels.last_kernel())  # 60 per row: 16 lanes x 4
+    check(y, want, dtype)
+    shifted_values = torch.cat([values.new_zeros(1), values])[1:]
+    shifted_cols = torch.cat([p["col_idx"].new_zeros(1), p["col_idx"]])[1:]
+    y = kernels.sparse_linear(x, shifted_values, p["row_ptr"], shifted_cols)
+    assert re.search(r"csr_spmm_kernel<[^,]+, 32, 4, 1>", kernels.last_kernel())
+    check(y, want, dtype)
 
 
 CELL_SHAPES = [(1, 1), (3, 7), (5, 33), (2, 300), (0, 4)]

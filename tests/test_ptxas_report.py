@@ -16,8 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import sparse_kernels
-from emu import ptxas_report
+# As setup.py does: point torch at the toolkit before cpp_extension reads it.
+if not os.environ.get("CUDA_HOME") and Path("/usr/local/cuda/bin/nvcc").exists():
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+from torch.utils import cpp_extension  # noqa: E402
+
+import sparse_kernels  # noqa: E402
+from emu import ptxas_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_SRC = ROOT / "csrc" / "cuda"
@@ -33,7 +38,7 @@ def _report_of(source: Path, archs: list[str]) -> str:
     """ptxas -v output for one kernel source, with the build's nvcc flags."""
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     includes = [CUDA_SRC, ROOT / "csrc" / "include"]
-    key = hashlib.sha256(repr((archs, source.name)).encode())
+    key = hashlib.sha256(repr((archs, source.name, cpp_extension.COMMON_NVCC_FLAGS)).encode())
     for header in sorted(CUDA_SRC.glob("*.cuh")) + sorted(CUDA_SRC.glob("*.h")) + [source]:
         key.update(header.read_bytes())
     for header in sorted((ROOT / "csrc" / "include").rglob("*.h")):
@@ -43,7 +48,9 @@ def _report_of(source: Path, archs: list[str]) -> str:
         return cache.read_text()
     cache.parent.mkdir(parents=True, exist_ok=True)
     obj = cache.with_suffix(".o")
-    cmd = [_nvcc(), "-std=c++17", "-O3", "-Xptxas=-v", "-Werror=all-warnings", *gencode,
+    # torch's flags for every nvcc compile of an extension (no implicit half
+    # conversions, ...), then setup.py's.
+    cmd = [_nvcc(), *cpp_extension.COMMON_NVCC_FLAGS, "-std=c++20", "-O3", "-Xptxas=-v", "-Werror=all-warnings", *gencode,
            *[f"-I{d}" for d in includes], "-c", str(source), "-o", str(obj)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, f"{source.name} does not compile:\n{done.stderr}"

@@ -9,6 +9,8 @@
 // coalesced), each nonzero loaded once and used for the whole batch tile
 // (kBatchTile accumulators in registers); a butterfly of warp shuffles then
 // sums the lanes' partial results, and lane b writes batch row b of the tile.
+// Indices and values are read kSpmmVector at a time (16-byte loads of int32
+// indices) where the arrays are aligned for it.
 // kLanes is picked from the mean row length so that short rows (recurrent
 // layers at high sparsity) do not leave most of a warp idle. With a row_order
 // (the rows sorted by decreasing length, as Sputnik does), neighbouring
@@ -23,8 +25,30 @@ namespace sparse_kernels::cuda {
 
 constexpr int kSpmmThreads = 128;
 constexpr int kSpmmBatchTile = 4;
+constexpr int kSpmmVector = 4;  // nonzeros per vector load: 16 bytes of int32 indices
 
-template <typename T, int kLanes, int kBatchTile>
+// kVec consecutive elements, aligned so that one load moves them all.
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec) Pack {
+  T v[kVec];
+};
+
+// One nonzero (value v, dense column `column`) into the batch tile's sums.
+template <typename T, int kBatchTile>
+__device__ __forceinline__ void accumulate_nonzero(acc_t<T> (&acc)[kBatchTile], acc_t<T> v,
+                                                   const T* column, int64_t n0, int64_t n_rows,
+                                                   int64_t dense_cols) {
+#pragma unroll
+  for (int b = 0; b < kBatchTile; ++b)
+    if (n0 + b < n_rows) acc[b] += v * to_acc(column[(n0 + b) * dense_cols]);
+}
+
+// kVec > 1: the row's nonzeros are read as aligned vectors of kVec indices
+// (and values, when they are not gathered through value_index); the at most
+// kVec - 1 nonzeros before the first aligned position and after the last are
+// read one by one, so no load leaves [begin, end). The host checks that the
+// base pointers are aligned before choosing kVec > 1.
+template <typename T, int kLanes, int kBatchTile, int kVec>
 __global__ void __launch_bounds__(kSpmmThreads)
     csr_spmm_kernel(const T* __restrict__ dense, const T* __restrict__ values,
                     const int32_t* __restrict__ value_index, const int32_t* __restrict__ ptr,
@@ -32,6 +56,7 @@ __global__ void __launch_bounds__(kSpmmThreads)
                     const T* __restrict__ bias, T* __restrict__ out, int64_t n_rows,
                     int64_t dense_cols, int64_t sparse_rows) {
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "subwarp size");
+  static_assert(kVec >= 1 && (kVec & (kVec - 1)) == 0, "vector width");
   using Acc = acc_t<T>;
   const int64_t group = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kLanes;
   const int lane = static_cast<int>(threadIdx.x % kLanes);
@@ -47,12 +72,35 @@ __global__ void __launch_bounds__(kSpmmThreads)
   Acc acc[kBatchTile];
 #pragma unroll
   for (int b = 0; b < kBatchTile; ++b) acc[b] = Acc(0);
-  for (int32_t k = begin + lane; k < end; k += kLanes) {
+  auto scalar = [&](int32_t k) {
     const Acc v = to_acc(values[value_index != nullptr ? value_index[k] : k]);
-    const T* column = dense + idx[k];
+    accumulate_nonzero<T, kBatchTile>(acc, v, dense + idx[k], n0, n_rows, dense_cols);
+  };
+  if constexpr (kVec == 1) {
+    for (int32_t k = begin + lane; k < end; k += kLanes) scalar(k);
+  } else {
+    const int32_t rounded_up = (begin + kVec - 1) & ~(kVec - 1);
+    const int32_t head_end = rounded_up < end ? rounded_up : end;
+    const int32_t rounded_down = end & ~(kVec - 1);
+    const int32_t body_end = rounded_down > head_end ? rounded_down : head_end;
+    for (int32_t k = begin + lane; k < head_end; k += kLanes) scalar(k);
+    for (int32_t k = body_end + lane; k < end; k += kLanes) scalar(k);
+    for (int32_t k0 = head_end + lane * kVec; k0 < body_end; k0 += kLanes * kVec) {
+      const Pack<int32_t, kVec> cols = *reinterpret_cast<const Pack<int32_t, kVec>*>(idx + k0);
+      if (value_index == nullptr) {
+        const Pack<T, kVec> vals = *reinterpret_cast<const Pack<T, kVec>*>(values + k0);
 #pragma unroll
-    for (int b = 0; b < kBatchTile; ++b)
-      if (n0 + b < n_rows) acc[b] += v * to_acc(column[(n0 + b) * dense_cols]);
+        for (int j = 0; j < kVec; ++j)
+          accumulate_nonzero<T, kBatchTile>(acc, to_acc(vals.v[j]), dense + cols.v[j], n0, n_rows,
+                                            dense_cols);
+      } else {
+        const Pack<int32_t, kVec> at = *reinterpret_cast<const Pack<int32_t, kVec>*>(value_index + k0);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j)
+          accumulate_nonzero<T, kBatchTile>(acc, to_acc(values[at.v[j]]), dense + cols.v[j], n0,
+                                            n_rows, dense_cols);
+      }
+    }
   }
 #pragma unroll
   for (int b = 0; b < kBatchTile; ++b)
@@ -68,32 +116,56 @@ __global__ void __launch_bounds__(kSpmmThreads)
       out[(n0 + b) * sparse_rows + r] = from_acc<T>(acc[b] + shift);
 }
 
-// Launches csr_spmm_kernel with the subwarp size that fits the mean row
-// length (nnz / sparse_rows). row_order: null, or a permutation of the
-// sparse rows (the order in which subwarps take them).
+inline bool aligned_to(const void* p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// Picks the subwarp width from the mean row length: the fewest lanes (4 to
+// 32) that cover a mean row in one pass of kVec-wide loads.
+template <typename T, int kVec>
+cudaError_t launch_csr_spmm_vec(const T* dense, const T* values, const int32_t* value_index,
+                                const int32_t* ptr, const int32_t* idx, const int32_t* row_order,
+                                const T* bias, T* out, int64_t n_rows, int64_t dense_cols,
+                                int64_t sparse_rows, int64_t nnz, cudaStream_t stream) {
+  const int64_t tiles = (n_rows + kSpmmBatchTile - 1) / kSpmmBatchTile;
+  const int64_t lanes_wanted = (nnz / sparse_rows + kVec - 1) / kVec;
+  auto go = [&](auto kernel, int lanes) {
+    SK_LAUNCH(kernel, blocks_for(sparse_rows * tiles * lanes, kSpmmThreads), kSpmmThreads, 0,
+              stream, dense, values, value_index, ptr, idx, row_order, bias, out, n_rows,
+              dense_cols, sparse_rows);
+  };
+  if (lanes_wanted <= 4) {
+    go(csr_spmm_kernel<T, 4, kSpmmBatchTile, kVec>, 4);
+  } else if (lanes_wanted <= 8) {
+    go(csr_spmm_kernel<T, 8, kSpmmBatchTile, kVec>, 8);
+  } else if (lanes_wanted <= 16) {
+    go(csr_spmm_kernel<T, 16, kSpmmBatchTile, kVec>, 16);
+  } else {
+    go(csr_spmm_kernel<T, 32, kSpmmBatchTile, kVec>, 32);
+  }
+  return cudaGetLastError();
+}
+
+// Vector loads when the index (and value) arrays are aligned for them, as
+// fresh allocations are; otherwise (a view at an odd offset) scalar loads.
+// row_order: null, or a permutation of the sparse rows (the order in which
+// subwarps take them).
 template <typename T>
 cudaError_t launch_csr_spmm(const T* dense, const T* values, const int32_t* value_index,
                             const int32_t* ptr, const int32_t* idx, const int32_t* row_order,
                             const T* bias, T* out, int64_t n_rows, int64_t dense_cols,
                             int64_t sparse_rows, int64_t nnz, cudaStream_t stream) {
   if (n_rows == 0 || sparse_rows == 0) return cudaSuccess;
-  const int64_t tiles = (n_rows + kSpmmBatchTile - 1) / kSpmmBatchTile;
-  const int64_t mean_row = nnz / sparse_rows;
-  auto go = [&](auto kernel, int lanes) {
-    SK_LAUNCH(kernel, blocks_for(sparse_rows * tiles * lanes, kSpmmThreads), kSpmmThreads, 0,
-              stream, dense, values, value_index, ptr, idx, row_order, bias, out, n_rows,
-              dense_cols, sparse_rows);
-  };
-  if (mean_row <= 4) {
-    go(csr_spmm_kernel<T, 4, kSpmmBatchTile>, 4);
-  } else if (mean_row <= 8) {
-    go(csr_spmm_kernel<T, 8, kSpmmBatchTile>, 8);
-  } else if (mean_row <= 16) {
-    go(csr_spmm_kernel<T, 16, kSpmmBatchTile>, 16);
-  } else {
-    go(csr_spmm_kernel<T, 32, kSpmmBatchTile>, 32);
-  }
-  return cudaGetLastError();
+  const bool vectors =
+      aligned_to(idx, sizeof(Pack<int32_t, kSpmmVector>)) &&
+      (value_index != nullptr ? aligned_to(value_index, sizeof(Pack<int32_t, kSpmmVector>))
+                              : aligned_to(values, sizeof(Pack<T, kSpmmVector>)));
+  if (vectors)
+    return launch_csr_spmm_vec<T, kSpmmVector>(dense, values, value_index, ptr, idx, row_order,
+                                               bias, out, n_rows, dense_cols, sparse_rows, nnz,
+                                               stream);
+  return launch_csr_spmm_vec<T, 1>(dense, values, value_index, ptr, idx, row_order, bias, out,
+                                   n_rows, dense_cols, sparse_rows, nnz, stream);
 }
 
 }  // namespace sparse_kernels::cuda

@@ -32,6 +32,11 @@ class EmulatedKernels:
         self._lib = ctypes.CDLL(str(library))
         self._lib.sk_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint64]
         self._lib.sk_emu_last_error_message.restype = ctypes.c_char_p
+        self._lib.sk_emu_last_kernel.restype = ctypes.c_char_p
+
+    def last_kernel(self) -> str:
+        """The demangled name of the kernel the latest launch ran."""
+        return self._lib.sk_emu_last_kernel().decode()
 
     def set_schedule(self, name: str, seed: int = 0) -> None:
         self._lib.sk_emu_set_schedule(SCHEDULES[name], seed)

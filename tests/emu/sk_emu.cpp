@@ -65,6 +65,7 @@ struct Launch {
 Launch* g_launch = nullptr;
 cudaError_t g_last_error = cudaSuccess;
 std::string g_last_message;
+std::string g_last_kernel;  // the kernel of the latest launch, for tests of launch choices
 Schedule g_schedule = Schedule::Forward;
 uint64_t g_seed = 0;
 std::unordered_map<const void*, size_t> g_max_dynamic_shared;
@@ -355,6 +356,7 @@ cudaError_t set_max_dynamic_shared(const void* kernel_id, int bytes) {
 cudaError_t run_grid(const char* launch_name, const void* kernel_id, dim3 grid, dim3 block,
                      size_t dynamic_smem, BlockBody body, void* context) {
   const std::string kernel_name = kernel_symbol(kernel_id, launch_name);
+  g_last_kernel = kernel_name;
   auto record = [&](cudaError_t error, std::string message) {
     if (g_last_error == cudaSuccess) {
       g_last_error = error;
@@ -447,4 +449,5 @@ void sk_emu_set_schedule(int schedule, uint64_t seed) {
   sk_emu::g_seed = seed;
 }
 const char* sk_emu_last_error_message() { return sk_emu::g_last_message.c_str(); }
+const char* sk_emu_last_kernel() { return sk_emu::g_last_kernel.c_str(); }
 }
