@@ -70,6 +70,10 @@ def cases(out_f: int = 4096, in_f: int = 1024, density: float = 0.1) -> list[Cas
                      out_f * in_f * s + n * in_f * s + n * out_f * s, 2 * n * out_f * in_f,
                      "bf16 tensor cores" if dtype == "bf16" else ""),
             ]
+        # The same step product with uint16 column indices (in <= 65536).
+        result.append(Case("sparse_linear, uint16 indices", f"W {out_f}x{in_f} at density {density}, step, batch 32",
+                           dtype, nnz * (s + 2) + (out_f + 1) * INDEX_BYTES + 32 * in_f * s + out_f * s
+                           + 32 * out_f * s, 2 * 32 * nnz))
         n = 32
         shape = f"H {hidden}, batch {n}"
         result += [

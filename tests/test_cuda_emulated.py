@@ -138,13 +138,38 @@ def test_vector_loads_and_their_unaligned_fallback(dtype):
     want = reference.sparse_linear(x.double(), values.double(), p["row_ptr"], p["col_idx"], p["shape"])
     check = _close16 if dtype == torch.bfloat16 else (lambda got, w, d: _close(got, w.to(d), d))
     y = kernels.sparse_linear(x, values, p["row_ptr"], p["col_idx"])
-    assert re.search(r"csr_spmm_kernel<[^,]+, 16, 4, 4>", kernels.last_kernel())  # 60 per row: 16 lanes x 4
+    assert re.search(r"csr_spmm_kernel<[^,]+, int, 16, 4, 4>", kernels.last_kernel())  # 60 per row: 16 lanes x 4
     check(y, want, dtype)
     shifted_values = torch.cat([values.new_zeros(1), values])[1:]
     shifted_cols = torch.cat([p["col_idx"].new_zeros(1), p["col_idx"]])[1:]
     y = kernels.sparse_linear(x, shifted_values, p["row_ptr"], shifted_cols)
-    assert re.search(r"csr_spmm_kernel<[^,]+, 32, 4, 1>", kernels.last_kernel())
+    assert re.search(r"csr_spmm_kernel<[^,]+, int, 32, 4, 1>", kernels.last_kernel())
     check(y, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_16bit_indices(dtype):
+    """uint16 column (and CSC row) indices, with indices above 32767 so that a
+    signed reading would show, through the vector and the scalar paths."""
+    kernels = emulated.load()
+    p = _problem((3, 70, 40000, 0.002), torch.float64, "cpu", seed=19)
+    x, values = p["x"].to(dtype), p["values"].to(dtype)
+    assert int(p["col_idx"].max()) > 32767
+    want = reference.sparse_linear(x.double(), values.double(), p["row_ptr"], p["col_idx"], p["shape"])
+    check = _close16 if dtype == torch.bfloat16 else (lambda got, w, d: _close(got, w.to(d), d))
+    aligned = p["col_idx"].to(torch.uint16)
+    shifted = torch.cat([aligned.new_zeros(1), aligned])[1:]
+    for cols, vec in ((aligned, 4), (shifted, 1)):
+        check(kernels.sparse_linear(x, values, p["row_ptr"], cols), want, dtype)
+        assert re.search(rf"csr_spmm_kernel<[^,]+, unsigned short, \d+, 4, {vec}>", kernels.last_kernel())
+    # Input gradient of a 40000 x 70 weight: its CSC rows index the 40000 outputs.
+    q = _problem((3, 40000, 70, 0.002), torch.float64, "cpu", seed=20)
+    csc = csr.csr_transpose(q["row_ptr"], q["col_idx"], 70)
+    grad_y = torch.randn(3, 40000, dtype=torch.float64).to(dtype)
+    values = q["values"].to(dtype)
+    got = kernels.sparse_linear_input_grad(grad_y, values, csc.col_ptr, csc.row_idx.to(torch.uint16), csc.csr2csc)
+    check(got, reference.sparse_linear_input_grad(grad_y.double(), values.double(), q["row_ptr"], q["col_idx"],
+                                                   q["shape"]), dtype)
 
 
 CELL_SHAPES = [(1, 1), (3, 7), (5, 33), (2, 300), (0, 4)]

@@ -18,19 +18,21 @@ namespace sparse_kernels::cuda {
 // y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null); nnz
 // (= row_ptr[out]) picks the work split without a device read. row_order:
 // null, or W's rows sorted by decreasing length (load balance, spmm.cuh).
-template <typename T>
+// Index: int32_t, or uint16_t column indices when in <= 65536.
+template <typename T, typename Index = int32_t>
 cudaError_t sparse_linear(const T* x, const T* values, const int32_t* row_ptr,
-                          const int32_t* col_idx, const T* bias, T* y,
+                          const Index* col_idx, const T* bias, T* y,
                           int64_t n_rows, int64_t in_features,
                           int64_t out_features, int64_t nnz, cudaStream_t stream,
                           const int32_t* row_order = nullptr);
 
 // grad_x (n_rows, in) = grad_y (n_rows, out) @ W through the CSC view;
-// col_order: null, or W's columns sorted by decreasing length.
-template <typename T>
+// col_order: null, or W's columns sorted by decreasing length. Index:
+// int32_t, or uint16_t row indices when out <= 65536.
+template <typename T, typename Index = int32_t>
 cudaError_t sparse_linear_input_grad(const T* grad_y, const T* values,
                                      const int32_t* col_ptr,
-                                     const int32_t* row_idx,
+                                     const Index* row_idx,
                                      const int32_t* csr2csc, T* grad_x,
                                      int64_t n_rows, int64_t in_features,
                                      int64_t out_features, int64_t nnz,

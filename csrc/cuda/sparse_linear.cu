@@ -5,21 +5,23 @@
 
 namespace sparse_kernels::cuda {
 
-template <typename T>
+template <typename T, typename Index>
 cudaError_t sparse_linear(const T* x, const T* values, const int32_t* row_ptr,
-                          const int32_t* col_idx, const T* bias, T* y,
+                          const Index* col_idx, const T* bias, T* y,
                           int64_t n_rows, int64_t in_features,
                           int64_t out_features, int64_t nnz, cudaStream_t stream,
                           const int32_t* row_order) {
-  return launch_csr_spmm<T>(x, values, nullptr, row_ptr, col_idx, row_order, bias, y, n_rows,
+  return launch_csr_spmm<T, Index>(x, values, nullptr, row_ptr, col_idx, row_order, bias, y, n_rows,
                             in_features, out_features, nnz, stream);
 }
 
-#define SK_INSTANTIATE(T)                                                                   \
-  template cudaError_t sparse_linear<T>(const T*, const T*, const int32_t*, const int32_t*, \
-                                        const T*, T*, int64_t, int64_t, int64_t, int64_t,   \
-                                        cudaStream_t, const int32_t*);
+#define SK_INSTANTIATE_INDEX(T, Index)                                                     \
+  template cudaError_t sparse_linear<T, Index>(const T*, const T*, const int32_t*,         \
+                                               const Index*, const T*, T*, int64_t, int64_t, \
+                                               int64_t, int64_t, cudaStream_t, const int32_t*);
+#define SK_INSTANTIATE(T) SK_INSTANTIATE_INDEX(T, int32_t) SK_INSTANTIATE_INDEX(T, uint16_t)
 SK_FOR_EACH_VALUE_TYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
+#undef SK_INSTANTIATE_INDEX
 
 }  // namespace sparse_kernels::cuda

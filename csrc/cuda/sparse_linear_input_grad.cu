@@ -7,24 +7,25 @@
 
 namespace sparse_kernels::cuda {
 
-template <typename T>
+template <typename T, typename Index>
 cudaError_t sparse_linear_input_grad(const T* grad_y, const T* values,
                                      const int32_t* col_ptr,
-                                     const int32_t* row_idx,
+                                     const Index* row_idx,
                                      const int32_t* csr2csc, T* grad_x,
                                      int64_t n_rows, int64_t in_features,
                                      int64_t out_features, int64_t nnz, cudaStream_t stream,
                                      const int32_t* col_order) {
-  return launch_csr_spmm<T>(grad_y, values, csr2csc, col_ptr, row_idx, col_order, nullptr, grad_x,
+  return launch_csr_spmm<T, Index>(grad_y, values, csr2csc, col_ptr, row_idx, col_order, nullptr, grad_x,
                             n_rows, out_features, in_features, nnz, stream);
 }
 
-#define SK_INSTANTIATE(T)                                                                 \
-  template cudaError_t sparse_linear_input_grad<T>(const T*, const T*, const int32_t*,    \
-                                                   const int32_t*, const int32_t*, T*,    \
-                                                   int64_t, int64_t, int64_t, int64_t,    \
-                                                   cudaStream_t, const int32_t*);
+#define SK_INSTANTIATE_INDEX(T, Index)                                                     \
+  template cudaError_t sparse_linear_input_grad<T, Index>(                                 \
+      const T*, const T*, const int32_t*, const Index*, const int32_t*, T*, int64_t, int64_t, \
+      int64_t, int64_t, cudaStream_t, const int32_t*);
+#define SK_INSTANTIATE(T) SK_INSTANTIATE_INDEX(T, int32_t) SK_INSTANTIATE_INDEX(T, uint16_t)
 SK_FOR_EACH_VALUE_TYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
+#undef SK_INSTANTIATE_INDEX
 
 }  // namespace sparse_kernels::cuda

@@ -10,7 +10,8 @@
 // (kBatchTile accumulators in registers); a butterfly of warp shuffles then
 // sums the lanes' partial results, and lane b writes batch row b of the tile.
 // Indices and values are read kSpmmVector at a time (16-byte loads of int32
-// indices) where the arrays are aligned for it.
+// indices) where the arrays are aligned for it. Index: int32_t, or uint16_t
+// when the dense dimension has at most 65536 columns (half the index bytes).
 // kLanes is picked from the mean row length so that short rows (recurrent
 // layers at high sparsity) do not leave most of a warp idle. With a row_order
 // (the rows sorted by decreasing length, as Sputnik does), neighbouring
@@ -48,11 +49,11 @@ __device__ __forceinline__ void accumulate_nonzero(acc_t<T> (&acc)[kBatchTile], 
 // kVec - 1 nonzeros before the first aligned position and after the last are
 // read one by one, so no load leaves [begin, end). The host checks that the
 // base pointers are aligned before choosing kVec > 1.
-template <typename T, int kLanes, int kBatchTile, int kVec>
+template <typename T, typename Index, int kLanes, int kBatchTile, int kVec>
 __global__ void __launch_bounds__(kSpmmThreads)
     csr_spmm_kernel(const T* __restrict__ dense, const T* __restrict__ values,
                     const int32_t* __restrict__ value_index, const int32_t* __restrict__ ptr,
-                    const int32_t* __restrict__ idx, const int32_t* __restrict__ row_order,
+                    const Index* __restrict__ idx, const int32_t* __restrict__ row_order,
                     const T* __restrict__ bias, T* __restrict__ out, int64_t n_rows,
                     int64_t dense_cols, int64_t sparse_rows) {
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "subwarp size");
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(kSpmmThreads)
     for (int32_t k = begin + lane; k < head_end; k += kLanes) scalar(k);
     for (int32_t k = body_end + lane; k < end; k += kLanes) scalar(k);
     for (int32_t k0 = head_end + lane * kVec; k0 < body_end; k0 += kLanes * kVec) {
-      const Pack<int32_t, kVec> cols = *reinterpret_cast<const Pack<int32_t, kVec>*>(idx + k0);
+      const Pack<Index, kVec> cols = *reinterpret_cast<const Pack<Index, kVec>*>(idx + k0);
       if (value_index == nullptr) {
         const Pack<T, kVec> vals = *reinterpret_cast<const Pack<T, kVec>*>(values + k0);
 #pragma unroll
@@ -122,9 +123,9 @@ inline bool aligned_to(const void* p, size_t bytes) {
 
 // Picks the subwarp width from the mean row length: the fewest lanes (4 to
 // 32) that cover a mean row in one pass of kVec-wide loads.
-template <typename T, int kVec>
+template <typename T, typename Index, int kVec>
 cudaError_t launch_csr_spmm_vec(const T* dense, const T* values, const int32_t* value_index,
-                                const int32_t* ptr, const int32_t* idx, const int32_t* row_order,
+                                const int32_t* ptr, const Index* idx, const int32_t* row_order,
                                 const T* bias, T* out, int64_t n_rows, int64_t dense_cols,
                                 int64_t sparse_rows, int64_t nnz, cudaStream_t stream) {
   const int64_t tiles = (n_rows + kSpmmBatchTile - 1) / kSpmmBatchTile;
@@ -135,13 +136,13 @@ cudaError_t launch_csr_spmm_vec(const T* dense, const T* values, const int32_t* 
               dense_cols, sparse_rows);
   };
   if (lanes_wanted <= 4) {
-    go(csr_spmm_kernel<T, 4, kSpmmBatchTile, kVec>, 4);
+    go(csr_spmm_kernel<T, Index, 4, kSpmmBatchTile, kVec>, 4);
   } else if (lanes_wanted <= 8) {
-    go(csr_spmm_kernel<T, 8, kSpmmBatchTile, kVec>, 8);
+    go(csr_spmm_kernel<T, Index, 8, kSpmmBatchTile, kVec>, 8);
   } else if (lanes_wanted <= 16) {
-    go(csr_spmm_kernel<T, 16, kSpmmBatchTile, kVec>, 16);
+    go(csr_spmm_kernel<T, Index, 16, kSpmmBatchTile, kVec>, 16);
   } else {
-    go(csr_spmm_kernel<T, 32, kSpmmBatchTile, kVec>, 32);
+    go(csr_spmm_kernel<T, Index, 32, kSpmmBatchTile, kVec>, 32);
   }
   return cudaGetLastError();
 }
@@ -150,21 +151,21 @@ cudaError_t launch_csr_spmm_vec(const T* dense, const T* values, const int32_t* 
 // fresh allocations are; otherwise (a view at an odd offset) scalar loads.
 // row_order: null, or a permutation of the sparse rows (the order in which
 // subwarps take them).
-template <typename T>
+template <typename T, typename Index>
 cudaError_t launch_csr_spmm(const T* dense, const T* values, const int32_t* value_index,
-                            const int32_t* ptr, const int32_t* idx, const int32_t* row_order,
+                            const int32_t* ptr, const Index* idx, const int32_t* row_order,
                             const T* bias, T* out, int64_t n_rows, int64_t dense_cols,
                             int64_t sparse_rows, int64_t nnz, cudaStream_t stream) {
   if (n_rows == 0 || sparse_rows == 0) return cudaSuccess;
   const bool vectors =
-      aligned_to(idx, sizeof(Pack<int32_t, kSpmmVector>)) &&
+      aligned_to(idx, sizeof(Pack<Index, kSpmmVector>)) &&
       (value_index != nullptr ? aligned_to(value_index, sizeof(Pack<int32_t, kSpmmVector>))
                               : aligned_to(values, sizeof(Pack<T, kSpmmVector>)));
   if (vectors)
-    return launch_csr_spmm_vec<T, kSpmmVector>(dense, values, value_index, ptr, idx, row_order,
+    return launch_csr_spmm_vec<T, Index, kSpmmVector>(dense, values, value_index, ptr, idx, row_order,
                                                bias, out, n_rows, dense_cols, sparse_rows, nnz,
                                                stream);
-  return launch_csr_spmm_vec<T, 1>(dense, values, value_index, ptr, idx, row_order, bias, out,
+  return launch_csr_spmm_vec<T, Index, 1>(dense, values, value_index, ptr, idx, row_order, bias, out,
                                    n_rows, dense_cols, sparse_rows, nnz, stream);
 }
 

@@ -6,23 +6,28 @@
 
 namespace k = sparse_kernels::cuda;
 
-#define SK_EMU_EXPORT(T, suffix)                                                            \
+// The two sparse products, for an index type (int32_t or uint16_t).
+#define SK_EMU_EXPORT_PRODUCTS(T, Index, suffix)                                           \
   extern "C" int sk_emu_sparse_linear_##suffix(const T* x, const T* values,                 \
-                                               const int32_t* row_ptr, const int32_t* col_idx, \
+                                               const int32_t* row_ptr, const Index* col_idx, \
                                                const T* bias, T* y, int64_t n_rows,          \
-                                               int64_t in_features, int64_t out_features, \
+                                               int64_t in_features, int64_t out_features,   \
                                                int64_t nnz, const int32_t* row_order) {      \
-    return k::sparse_linear<T>(x, values, row_ptr, col_idx, bias, y, n_rows, in_features,   \
-                               out_features, nnz, nullptr, row_order);                      \
+    return k::sparse_linear<T, Index>(x, values, row_ptr, col_idx, bias, y, n_rows,         \
+                                      in_features, out_features, nnz, nullptr, row_order);  \
   }                                                                                         \
   extern "C" int sk_emu_sparse_linear_input_grad_##suffix(                                  \
-      const T* grad_y, const T* values, const int32_t* col_ptr, const int32_t* row_idx,     \
+      const T* grad_y, const T* values, const int32_t* col_ptr, const Index* row_idx,       \
       const int32_t* csr2csc, T* grad_x, int64_t n_rows, int64_t in_features,               \
       int64_t out_features, int64_t nnz, const int32_t* col_order) {                        \
-    return k::sparse_linear_input_grad<T>(grad_y, values, col_ptr, row_idx, csr2csc, grad_x, \
-                                          n_rows, in_features, out_features, nnz, nullptr,  \
-                                          col_order);                                       \
-  }                                                                                         \
+    return k::sparse_linear_input_grad<T, Index>(grad_y, values, col_ptr, row_idx, csr2csc, \
+                                                 grad_x, n_rows, in_features, out_features, \
+                                                 nnz, nullptr, col_order);                  \
+  }
+
+#define SK_EMU_EXPORT(T, suffix)                                                            \
+  SK_EMU_EXPORT_PRODUCTS(T, int32_t, suffix)                                                \
+  SK_EMU_EXPORT_PRODUCTS(T, uint16_t, idx16_##suffix)                                       \
   extern "C" int sk_emu_sparse_linear_value_grad_##suffix(                                  \
       const T* grad_y, const T* x, const int32_t* row_ptr, const int32_t* col_idx,          \
       T* grad_values, int64_t n_rows, int64_t in_features, int64_t out_features,            \

@@ -17,6 +17,11 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", tor
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 
 
+def _index_suffix(index: torch.Tensor) -> str:
+    """The launchers take int32 indices, or uint16 ones (the "_idx16" exports)."""
+    return {torch.int32: "", torch.uint16: "_idx16"}[index.dtype]
+
+
 class EmulatorError(RuntimeError):
     """A launch the emulator reported as failed (bad configuration, divergent
     barrier, a warp collective naming an exited lane, a hang)."""
@@ -56,7 +61,7 @@ class EmulatedKernels:
         x, values, row_ptr, col_idx, bias, row_order = self._contig(x, values, row_ptr, col_idx, bias, row_order)
         out_f = row_ptr.numel() - 1
         y = torch.full((x.shape[0], out_f), float("nan"), dtype=x.dtype)
-        self._call("sparse_linear", x.dtype, _ptr(x), _ptr(values), _ptr(row_ptr), _ptr(col_idx),
+        self._call("sparse_linear" + _index_suffix(col_idx), x.dtype, _ptr(x), _ptr(values), _ptr(row_ptr), _ptr(col_idx),
                    _ptr(bias), _ptr(y), x.shape[0], x.shape[1], out_f, col_idx.numel(), _ptr(row_order))
         return y
 
@@ -65,7 +70,7 @@ class EmulatedKernels:
             grad_y, values, col_ptr, row_idx, csr2csc, col_order)
         in_f = col_ptr.numel() - 1
         gx = torch.full((grad_y.shape[0], in_f), float("nan"), dtype=grad_y.dtype)
-        self._call("sparse_linear_input_grad", grad_y.dtype, _ptr(grad_y), _ptr(values), _ptr(col_ptr),
+        self._call("sparse_linear_input_grad" + _index_suffix(row_idx), grad_y.dtype, _ptr(grad_y), _ptr(values), _ptr(col_ptr),
                    _ptr(row_idx), _ptr(csr2csc), _ptr(gx), grad_y.shape[0], in_f, grad_y.shape[1],
                    row_idx.numel(), _ptr(col_order))
         return gx
