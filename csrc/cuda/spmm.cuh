@@ -129,6 +129,9 @@ cudaError_t launch_csr_spmm_vec(const T* dense, const T* values, const int32_t* 
                                 const T* bias, T* out, int64_t n_rows, int64_t dense_cols,
                                 int64_t sparse_rows, int64_t nnz, cudaStream_t stream) {
   const int64_t tiles = (n_rows + kSpmmBatchTile - 1) / kSpmmBatchTile;
+  // grid.x is at most 2^31 - 1 blocks (checked for the widest subwarp).
+  if ((sparse_rows * tiles * 32 + kSpmmThreads - 1) / kSpmmThreads > 2147483647LL)
+    return cudaErrorInvalidValue;
   const int64_t lanes_wanted = (nnz / sparse_rows + kVec - 1) / kVec;
   auto go = [&](auto kernel, int lanes) {
     SK_LAUNCH(kernel, blocks_for(sparse_rows * tiles * lanes, kSpmmThreads), kSpmmThreads, 0,
