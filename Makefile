@@ -25,6 +25,9 @@ $(VENV)/.extension-built: $(VENV)/.deps-installed $(SOURCES)
 		|| (tail -n 60 $(BUILD_LOG); echo "build failed, full log in $(BUILD_LOG)"; exit 1)
 	@grep -m1 "sparse_kernels: CUDA kernels" $(BUILD_LOG) | sed 's/^ *//'
 	@echo "nvcc compilations in the build log: $$(grep -c 'bin/nvcc ' $(BUILD_LOG))"
+	@# The ptxas resource report (-Xptxas -v) of the kernels compiled: no local memory.
+	@if grep -q "sparse_kernels: CUDA kernels ON" $(BUILD_LOG); then \
+		$(PY) tests/emu/ptxas_report.py --allow-empty $(BUILD_LOG); fi
 	touch $@
 
 install: $(VENV)/.extension-built

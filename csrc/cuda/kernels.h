@@ -3,29 +3,41 @@
 // few seconds to compile and lets the kernels be built without torch.
 //
 // Index conventions are those of csrc/include/sparse_kernels/cpu_kernels.h.
-// Every launcher returns the launch's cudaError_t.
+// Every launcher returns the launch's cudaError_t. T is float, double, __half
+// or __nv_bfloat16 (accumulation in fp32 for the 16-bit types, see
+// accumulate.cuh).
 #pragma once
 
 #include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 namespace sparse_kernels::cuda {
 
-// y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null).
-template <typename T>
+// y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null); nnz
+// (= row_ptr[out]) picks the work split without a device read. row_order:
+// null, or W's rows sorted by decreasing length (load balance, spmm.cuh).
+// Index: int32_t, or uint16_t column indices when in <= 65536.
+template <typename T, typename Index = int32_t>
 cudaError_t sparse_linear(const T* x, const T* values, const int32_t* row_ptr,
-                          const int32_t* col_idx, const T* bias, T* y,
+                          const Index* col_idx, const T* bias, T* y,
                           int64_t n_rows, int64_t in_features,
-                          int64_t out_features, cudaStream_t stream);
+                          int64_t out_features, int64_t nnz, cudaStream_t stream,
+                          const int32_t* row_order = nullptr);
 
-// grad_x (n_rows, in) = grad_y (n_rows, out) @ W through the CSC view.
-template <typename T>
+// grad_x (n_rows, in) = grad_y (n_rows, out) @ W through the CSC view;
+// col_order: null, or W's columns sorted by decreasing length. Index:
+// int32_t, or uint16_t row indices when out <= 65536.
+template <typename T, typename Index = int32_t>
 cudaError_t sparse_linear_input_grad(const T* grad_y, const T* values,
                                      const int32_t* col_ptr,
-                                     const int32_t* row_idx,
+                                     const Index* row_idx,
                                      const int32_t* csr2csc, T* grad_x,
                                      int64_t n_rows, int64_t in_features,
-                                     int64_t out_features, cudaStream_t stream);
+                                     int64_t out_features, int64_t nnz,
+                                     cudaStream_t stream,
+                                     const int32_t* col_order = nullptr);
 
 // grad_values (nnz) = SDDMM of grad_y and x at the stored nonzeros.
 template <typename T>

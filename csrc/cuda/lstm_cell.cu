@@ -1,4 +1,6 @@
-// CUDA fused LSTM cell (pointwise part) and its backward: one thread per unit.
+// CUDA fused LSTM cell (pointwise part) and its backward: one thread per unit,
+// the gate math in the accumulation type (fp32 for 16-bit values).
+#include "accumulate.cuh"
 #include "kernels.h"
 #include "launch.cuh"
 #include "sparse_kernels/lstm_math.h"
@@ -13,8 +15,11 @@ __global__ void lstm_cell_kernel(const T* __restrict__ gates,
   if (e >= n_rows * hidden) return;
   const int64_t n = e / hidden, j = e % hidden;
   const T* g = gates + n * 4 * hidden;
-  lstm_unit_forward(g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j], c_prev[e],
-                    h + e, c + e);
+  acc_t<T> h_e, c_e;
+  lstm_unit_forward(to_acc(g[j]), to_acc(g[hidden + j]), to_acc(g[2 * hidden + j]),
+                    to_acc(g[3 * hidden + j]), to_acc(c_prev[e]), &h_e, &c_e);
+  h[e] = from_acc<T>(h_e);
+  c[e] = from_acc<T>(c_e);
 }
 
 template <typename T>
@@ -28,9 +33,15 @@ __global__ void lstm_cell_backward_kernel(
   const int64_t n = e / hidden, j = e % hidden;
   const T* g = gates + n * 4 * hidden;
   T* dg = grad_gates + n * 4 * hidden;
-  lstm_unit_backward(g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j], c_prev[e],
-                     c[e], grad_h[e], grad_c[e], dg + j, dg + hidden + j,
-                     dg + 2 * hidden + j, dg + 3 * hidden + j, grad_c_prev + e);
+  acc_t<T> di, df, dgg, dout, dc_prev;
+  lstm_unit_backward(to_acc(g[j]), to_acc(g[hidden + j]), to_acc(g[2 * hidden + j]),
+                     to_acc(g[3 * hidden + j]), to_acc(c_prev[e]), to_acc(c[e]),
+                     to_acc(grad_h[e]), to_acc(grad_c[e]), &di, &df, &dgg, &dout, &dc_prev);
+  dg[j] = from_acc<T>(di);
+  dg[hidden + j] = from_acc<T>(df);
+  dg[2 * hidden + j] = from_acc<T>(dgg);
+  dg[3 * hidden + j] = from_acc<T>(dout);
+  grad_c_prev[e] = from_acc<T>(dc_prev);
 }
 
 template <typename T>
@@ -61,8 +72,7 @@ cudaError_t lstm_cell_backward(const T* grad_h, const T* grad_c, const T* gates,
   template cudaError_t lstm_cell_backward<T>(const T*, const T*, const T*, const T*,   \
                                              const T*, T*, T*, int64_t, int64_t,       \
                                              cudaStream_t);
-SK_INSTANTIATE(float)
-SK_INSTANTIATE(double)
+SK_FOR_EACH_VALUE_TYPE(SK_INSTANTIATE)
 #undef SK_INSTANTIATE
 
 }  // namespace sparse_kernels::cuda

@@ -19,8 +19,37 @@ void check_launch(cudaError_t err, const char* what) {
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// CUDA kernels exist for float32 and float64.
+// The kernels' value type for a tensor's element type: at::Half and
+// at::BFloat16 have the layout of CUDA's __half and __nv_bfloat16.
+template <typename T>
+T* data(const at::Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+// CUDA kernels exist for float32, float64, float16 and bfloat16 (the 16-bit
+// types accumulate in fp32).
 #define SK_DISPATCH_CUDA_FLOAT(dtype, name, ...)                               \
+  [&] {                                                                        \
+    if ((dtype) == at::kFloat) {                                               \
+      using scalar_t = float;                                                  \
+      __VA_ARGS__();                                                           \
+    } else if ((dtype) == at::kDouble) {                                       \
+      using scalar_t = double;                                                 \
+      __VA_ARGS__();                                                           \
+    } else if ((dtype) == at::kHalf) {                                         \
+      using scalar_t = __half;                                                 \
+      __VA_ARGS__();                                                           \
+    } else if ((dtype) == at::kBFloat16) {                                     \
+      using scalar_t = __nv_bfloat16;                                          \
+      __VA_ARGS__();                                                           \
+    } else {                                                                   \
+      TORCH_CHECK(false, name, ": CUDA supports float32, float64, float16 and bfloat16, got ", dtype); \
+    }                                                                          \
+  }()
+
+// The GRU and Elman cell kernels exist for float32 and float64 only (their
+// math runs in the value type).
+#define SK_DISPATCH_CUDA_F32_F64(dtype, name, ...)                             \
   [&] {                                                                        \
     if ((dtype) == at::kFloat) {                                               \
       using scalar_t = float;                                                  \
@@ -50,11 +79,11 @@ at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values
   at::Tensor out = at::empty({input.size(0), out_features}, input.options());
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear", [&] {
     check_launch(sparse_linear<scalar_t>(
-                     input.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                     data<scalar_t>(input), data<scalar_t>(values),
                      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-                     bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr,
-                     out.data_ptr<scalar_t>(), input.size(0), input.size(1), out_features,
-                     current_stream()),
+                     bias_c.defined() ? data<scalar_t>(bias_c) : nullptr,
+                     data<scalar_t>(out), input.size(0), input.size(1), out_features,
+                     col_idx.numel(), current_stream()),
                  "sparse_linear");
   });
   return out;
@@ -75,11 +104,11 @@ at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
   at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
   SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "sparse_linear_input_grad", [&] {
     check_launch(sparse_linear_input_grad<scalar_t>(
-                     grad_output.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                     data<scalar_t>(grad_output), data<scalar_t>(values),
                      col_ptr.data_ptr<int32_t>(), row_idx.data_ptr<int32_t>(),
-                     csr2csc.data_ptr<int32_t>(), grad_input.data_ptr<scalar_t>(),
+                     csr2csc.data_ptr<int32_t>(), data<scalar_t>(grad_input),
                      grad_output.size(0), in_features, grad_output.size(1),
-                     current_stream()),
+                     row_idx.numel(), current_stream()),
                  "sparse_linear_input_grad");
   });
   return grad_input;
@@ -102,9 +131,9 @@ at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
   at::Tensor grad_values = at::empty({col_idx.numel()}, input.options());
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear_value_grad", [&] {
     check_launch(sparse_linear_value_grad<scalar_t>(
-                     grad_output.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
+                     data<scalar_t>(grad_output), data<scalar_t>(input),
                      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-                     grad_values.data_ptr<scalar_t>(), input.size(0), input.size(1),
+                     data<scalar_t>(grad_values), input.size(0), input.size(1),
                      grad_output.size(1), col_idx.numel(), current_stream()),
                  "sparse_linear_value_grad");
   });
@@ -126,8 +155,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cuda(const at::Tensor& gates_,
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
   at::Tensor h = at::empty_like(c_prev), c = at::empty_like(c_prev);
   SK_DISPATCH_CUDA_FLOAT(gates.scalar_type(), "lstm_cell", [&] {
-    check_launch(lstm_cell<scalar_t>(gates.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                                     h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+    check_launch(lstm_cell<scalar_t>(data<scalar_t>(gates), data<scalar_t>(c_prev),
+                                     data<scalar_t>(h), data<scalar_t>(c),
                                      c_prev.size(0), c_prev.size(1), current_stream()),
                  "lstm_cell");
   });
@@ -145,10 +174,10 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(
   at::Tensor grad_gates = at::empty_like(gates), grad_c_prev = at::empty_like(c_prev);
   SK_DISPATCH_CUDA_FLOAT(gates.scalar_type(), "lstm_cell_backward", [&] {
     check_launch(lstm_cell_backward<scalar_t>(
-                     grad_h.data_ptr<scalar_t>(), grad_c.data_ptr<scalar_t>(),
-                     gates.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                     c.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
-                     grad_c_prev.data_ptr<scalar_t>(), c_prev.size(0), c_prev.size(1),
+                     data<scalar_t>(grad_h), data<scalar_t>(grad_c),
+                     data<scalar_t>(gates), data<scalar_t>(c_prev),
+                     data<scalar_t>(c), data<scalar_t>(grad_gates),
+                     data<scalar_t>(grad_c_prev), c_prev.size(0), c_prev.size(1),
                      current_stream()),
                  "lstm_cell_backward");
   });
@@ -160,7 +189,7 @@ at::Tensor gru_cell_cuda(const at::Tensor& ig_, const at::Tensor& hg_, const at:
   TORCH_CHECK(ig.sizes() == hg.sizes() && ig.size(1) == 3 * h_prev.size(1),
               "GRU cell: ig and hg must be (N, 3*H) for h_prev (N, H)");
   at::Tensor h = at::empty_like(h_prev);
-  SK_DISPATCH_CUDA_FLOAT(ig.scalar_type(), "gru_cell", [&] {
+  SK_DISPATCH_CUDA_F32_F64(ig.scalar_type(), "gru_cell", [&] {
     check_launch(gru_cell<scalar_t>(ig.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(),
                                     h_prev.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
                                     h_prev.size(0), h_prev.size(1), current_stream()),
@@ -176,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward_cuda(const at::
   const at::Tensor grad_h = grad_h_.contiguous(), ig = ig_.contiguous(), hg = hg_.contiguous();
   const at::Tensor h_prev = h_prev_.contiguous();
   at::Tensor d_ig = at::empty_like(ig), d_hg = at::empty_like(hg), dh_prev = at::empty_like(h_prev);
-  SK_DISPATCH_CUDA_FLOAT(ig.scalar_type(), "gru_cell_backward", [&] {
+  SK_DISPATCH_CUDA_F32_F64(ig.scalar_type(), "gru_cell_backward", [&] {
     check_launch(gru_cell_backward<scalar_t>(
                      grad_h.data_ptr<scalar_t>(), ig.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(),
                      h_prev.data_ptr<scalar_t>(), d_ig.data_ptr<scalar_t>(),
@@ -190,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_backward_cuda(const at::
 at::Tensor rnn_cell_cuda(const at::Tensor& pre_, bool relu) {
   const at::Tensor pre = pre_.contiguous();
   at::Tensor h = at::empty_like(pre);
-  SK_DISPATCH_CUDA_FLOAT(pre.scalar_type(), "rnn_cell", [&] {
+  SK_DISPATCH_CUDA_F32_F64(pre.scalar_type(), "rnn_cell", [&] {
     check_launch(rnn_cell<scalar_t>(pre.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), pre.numel(),
                                     relu, current_stream()),
                  "rnn_cell");
@@ -201,7 +230,7 @@ at::Tensor rnn_cell_cuda(const at::Tensor& pre_, bool relu) {
 at::Tensor rnn_cell_backward_cuda(const at::Tensor& grad_h_, const at::Tensor& h_, bool relu) {
   const at::Tensor grad_h = grad_h_.contiguous(), h = h_.contiguous();
   at::Tensor grad_pre = at::empty_like(h);
-  SK_DISPATCH_CUDA_FLOAT(h.scalar_type(), "rnn_cell_backward", [&] {
+  SK_DISPATCH_CUDA_F32_F64(h.scalar_type(), "rnn_cell_backward", [&] {
     check_launch(rnn_cell_backward<scalar_t>(grad_h.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
                                              grad_pre.data_ptr<scalar_t>(), h.numel(), relu,
                                              current_stream()),

@@ -1,0 +1,52 @@
+// C interface over the launchers of csrc/cuda/kernels.h, compiled with the
+// emulator, for the Python tests (ctypes; raw host pointers play the device
+// pointers). Every function returns the launcher's cudaError_t; the message
+// of a failure is sk_emu_last_error_message().
+#include "kernels.h"
+
+namespace k = sparse_kernels::cuda;
+
+// The two sparse products, for an index type (int32_t or uint16_t).
+#define SK_EMU_EXPORT_PRODUCTS(T, Index, suffix)                                           \
+  extern "C" int sk_emu_sparse_linear_##suffix(const T* x, const T* values,                 \
+                                               const int32_t* row_ptr, const Index* col_idx, \
+                                               const T* bias, T* y, int64_t n_rows,          \
+                                               int64_t in_features, int64_t out_features,   \
+                                               int64_t nnz, const int32_t* row_order) {      \
+    return k::sparse_linear<T, Index>(x, values, row_ptr, col_idx, bias, y, n_rows,         \
+                                      in_features, out_features, nnz, nullptr, row_order);  \
+  }                                                                                         \
+  extern "C" int sk_emu_sparse_linear_input_grad_##suffix(                                  \
+      const T* grad_y, const T* values, const int32_t* col_ptr, const Index* row_idx,       \
+      const int32_t* csr2csc, T* grad_x, int64_t n_rows, int64_t in_features,               \
+      int64_t out_features, int64_t nnz, const int32_t* col_order) {                        \
+    return k::sparse_linear_input_grad<T, Index>(grad_y, values, col_ptr, row_idx, csr2csc, \
+                                                 grad_x, n_rows, in_features, out_features, \
+                                                 nnz, nullptr, col_order);                  \
+  }
+
+#define SK_EMU_EXPORT(T, suffix)                                                            \
+  SK_EMU_EXPORT_PRODUCTS(T, int32_t, suffix)                                                \
+  SK_EMU_EXPORT_PRODUCTS(T, uint16_t, idx16_##suffix)                                       \
+  extern "C" int sk_emu_sparse_linear_value_grad_##suffix(                                  \
+      const T* grad_y, const T* x, const int32_t* row_ptr, const int32_t* col_idx,          \
+      T* grad_values, int64_t n_rows, int64_t in_features, int64_t out_features,            \
+      int64_t nnz) {                                                                        \
+    return k::sparse_linear_value_grad<T>(grad_y, x, row_ptr, col_idx, grad_values, n_rows, \
+                                          in_features, out_features, nnz, nullptr);         \
+  }                                                                                         \
+  extern "C" int sk_emu_lstm_cell_##suffix(const T* gates, const T* c_prev, T* h, T* c,     \
+                                           int64_t n_rows, int64_t hidden) {                \
+    return k::lstm_cell<T>(gates, c_prev, h, c, n_rows, hidden, nullptr);                   \
+  }                                                                                         \
+  extern "C" int sk_emu_lstm_cell_backward_##suffix(                                        \
+      const T* grad_h, const T* grad_c, const T* gates, const T* c_prev, const T* c,        \
+      T* grad_gates, T* grad_c_prev, int64_t n_rows, int64_t hidden) {                      \
+    return k::lstm_cell_backward<T>(grad_h, grad_c, gates, c_prev, c, grad_gates,           \
+                                    grad_c_prev, n_rows, hidden, nullptr);                  \
+  }
+
+SK_EMU_EXPORT(float, f32)
+SK_EMU_EXPORT(double, f64)
+SK_EMU_EXPORT(__half, f16)
+SK_EMU_EXPORT(__nv_bfloat16, bf16)

@@ -1,0 +1,108 @@
+"""The CUDA kernels of csrc/cuda/, run on the CPU through the emulator, called
+with torch CPU tensors (ctypes over tests/emu/emu_api.cpp). Outputs are filled
+with NaN before each launch, so an element a kernel fails to write shows up.
+Test-only."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import torch
+
+from . import build as emu_build
+
+SCHEDULES = {"forward": 0, "reverse": 1, "shuffled": 2}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+
+
+def _index_suffix(index: torch.Tensor) -> str:
+    """The launchers take int32 indices, or uint16 ones (the "_idx16" exports)."""
+    return {torch.int32: "", torch.uint16: "_idx16"}[index.dtype]
+
+
+class EmulatorError(RuntimeError):
+    """A launch the emulator reported as failed (bad configuration, divergent
+    barrier, a warp collective naming an exited lane, a hang)."""
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+class EmulatedKernels:
+    def __init__(self, library: Path):
+        self.library = library
+        self._lib = ctypes.CDLL(str(library))
+        self._lib.sk_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint64]
+        self._lib.sk_emu_last_error_message.restype = ctypes.c_char_p
+        self._lib.sk_emu_last_kernel.restype = ctypes.c_char_p
+
+    def last_kernel(self) -> str:
+        """The demangled name of the kernel the latest launch ran."""
+        return self._lib.sk_emu_last_kernel().decode()
+
+    def set_schedule(self, name: str, seed: int = 0) -> None:
+        self._lib.sk_emu_set_schedule(SCHEDULES[name], seed)
+
+    def _call(self, name: str, dtype: torch.dtype, *args) -> None:
+        fn = getattr(self._lib, f"sk_emu_{name}_{_SUFFIX[dtype]}")
+        fn.restype = ctypes.c_int
+        err = fn(*[a if isinstance(a, (ctypes.c_void_p, type(None))) else _I(a) for a in args])
+        if err != 0:
+            raise EmulatorError(f"{name}: error {err}: {self._lib.sk_emu_last_error_message().decode()}")
+
+    @staticmethod
+    def _contig(*ts):
+        return [None if t is None else t.detach().contiguous() for t in ts]
+
+    def sparse_linear(self, x, values, row_ptr, col_idx, bias=None, row_order=None):
+        x, values, row_ptr, col_idx, bias, row_order = self._contig(x, values, row_ptr, col_idx, bias, row_order)
+        out_f = row_ptr.numel() - 1
+        y = torch.full((x.shape[0], out_f), float("nan"), dtype=x.dtype)
+        self._call("sparse_linear" + _index_suffix(col_idx), x.dtype, _ptr(x), _ptr(values), _ptr(row_ptr), _ptr(col_idx),
+                   _ptr(bias), _ptr(y), x.shape[0], x.shape[1], out_f, col_idx.numel(), _ptr(row_order))
+        return y
+
+    def sparse_linear_input_grad(self, grad_y, values, col_ptr, row_idx, csr2csc, col_order=None):
+        grad_y, values, col_ptr, row_idx, csr2csc, col_order = self._contig(
+            grad_y, values, col_ptr, row_idx, csr2csc, col_order)
+        in_f = col_ptr.numel() - 1
+        gx = torch.full((grad_y.shape[0], in_f), float("nan"), dtype=grad_y.dtype)
+        self._call("sparse_linear_input_grad" + _index_suffix(row_idx), grad_y.dtype, _ptr(grad_y), _ptr(values), _ptr(col_ptr),
+                   _ptr(row_idx), _ptr(csr2csc), _ptr(gx), grad_y.shape[0], in_f, grad_y.shape[1],
+                   row_idx.numel(), _ptr(col_order))
+        return gx
+
+    def sparse_linear_value_grad(self, grad_y, x, row_ptr, col_idx):
+        grad_y, x, row_ptr, col_idx = self._contig(grad_y, x, row_ptr, col_idx)
+        gv = torch.full((col_idx.numel(),), float("nan"), dtype=x.dtype)
+        self._call("sparse_linear_value_grad", x.dtype, _ptr(grad_y), _ptr(x), _ptr(row_ptr), _ptr(col_idx),
+                   _ptr(gv), x.shape[0], x.shape[1], grad_y.shape[1], col_idx.numel())
+        return gv
+
+    def lstm_cell(self, gates, c_prev):
+        gates, c_prev = self._contig(gates, c_prev)
+        h = torch.full_like(c_prev, float("nan"))
+        c = torch.full_like(c_prev, float("nan"))
+        self._call("lstm_cell", gates.dtype, _ptr(gates), _ptr(c_prev), _ptr(h), _ptr(c), *c_prev.shape)
+        return h, c
+
+    def lstm_cell_backward(self, grad_h, grad_c, gates, c_prev, c):
+        grad_h, grad_c, gates, c_prev, c = self._contig(grad_h, grad_c, gates, c_prev, c)
+        grad_gates = torch.full_like(gates, float("nan"))
+        grad_c_prev = torch.full_like(c_prev, float("nan"))
+        self._call("lstm_cell_backward", gates.dtype, _ptr(grad_h), _ptr(grad_c), _ptr(gates), _ptr(c_prev),
+                   _ptr(c), _ptr(grad_gates), _ptr(grad_c_prev), *c_prev.shape)
+        return grad_gates, grad_c_prev
+
+
+_loaded: dict[str | None, EmulatedKernels] = {}
+
+
+def load(plant_missing_barrier: str | None = None) -> EmulatedKernels:
+    """The emulated kernels (built on first use, cached in build/emu/)."""
+    if plant_missing_barrier not in _loaded:
+        _loaded[plant_missing_barrier] = EmulatedKernels(emu_build.build(plant_missing_barrier))
+    return _loaded[plant_missing_barrier]
