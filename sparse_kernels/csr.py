@@ -157,18 +157,52 @@ def _random_subsets(n_sets: int, universe: int, k: int, generator, device) -> to
     return result
 
 
-def random_csr(shape, density: float, *, init: str = "uniform", generator=None, device=None):
-    """A random CSR structure with exactly round(density * rows * cols) nonzeros.
+def block_diagonal_csr(rows: int, cols: int, n_blocks: int, row_groups: int = 1, device=None):
+    """(row_ptr, col_idx) of a block-diagonal pattern (Demeester et al.'s
+    predefined sparseness): the rows of each of ``row_groups`` equal row
+    groups (an LSTM weight's 4 gates) and the columns are cut into
+    ``n_blocks`` near-equal bands, row band i meeting column band i, so the
+    layer is ``n_blocks`` independent smaller networks side by side. Built
+    in O(nnz) memory."""
+    if n_blocks < 1:
+        raise ValueError(f"n_blocks must be positive, got {n_blocks}")
+    if row_groups < 1 or rows % row_groups:
+        raise ValueError(f"rows ({rows}) must split into row_groups ({row_groups}) equal groups")
+    group_rows = max(rows // row_groups, 1)
+    block = (torch.arange(rows, device=device) % group_rows) * n_blocks // group_rows
+    # Column band b is [ceil(b * cols / n), ceil((b + 1) * cols / n)).
+    band_start = (torch.arange(n_blocks + 1, device=device) * cols + n_blocks - 1) // n_blocks
+    starts, lengths = band_start[block], band_start[block + 1] - band_start[block]
+    row_ptr = torch.zeros(rows + 1, dtype=torch.long, device=device)
+    row_ptr[1:] = torch.cumsum(lengths, 0)
+    nnz = int(row_ptr[-1])
+    offsets = torch.arange(nnz, device=device) - torch.repeat_interleave(row_ptr[:-1], lengths, output_size=nnz)
+    col_idx = torch.repeat_interleave(starts, lengths, output_size=nnz) + offsets
+    return row_ptr.to(INDEX_DTYPE), col_idx.to(INDEX_DTYPE)
 
-    init="uniform": every row gets the same number of nonzeros (the remainder
-    spread over randomly chosen rows), columns uniform at random.
-    init="erdos_renyi": the nonzeros are a uniform random subset of all
-    positions (row lengths vary), an Erdős–Rényi graph G(n, M).
+
+def random_csr(shape, density: float, *, init: str = "uniform", generator=None, device=None,
+               row_groups: int = 1):
+    """A CSR structure for a new weight.
+
+    init="uniform": exactly round(density * rows * cols) nonzeros, the same
+    number in every row (the remainder spread over randomly chosen rows),
+    columns uniform at random.
+    init="erdos_renyi": exactly round(density * rows * cols) nonzeros, a
+    uniform random subset of all positions (row lengths vary), an
+    Erdős–Rényi graph G(n, M).
+    init="block_diagonal": the deterministic block-diagonal pattern of
+    :func:`block_diagonal_csr` with round(1 / density) blocks per row group
+    (so the density is about, not exactly, the one asked; 0 gives no entries).
     Returns (row_ptr, col_idx).
     """
     rows, cols = (int(s) for s in shape)
     nnz = exact_nnz((rows, cols), density)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if init == "block_diagonal":
+        if nnz == 0 or rows == 0:
+            return torch.zeros(rows + 1, dtype=INDEX_DTYPE, device=device), torch.empty(0, dtype=INDEX_DTYPE, device=device)
+        return block_diagonal_csr(rows, cols, max(1, round(1.0 / density)), row_groups, device)
     if init == "uniform":
         base, extra = divmod(nnz, rows) if rows else (0, 0)
         k_max = base + (1 if extra else 0)
@@ -189,4 +223,4 @@ def random_csr(shape, density: float, *, init: str = "uniform", generator=None, 
         r, c = flat // cols, flat % cols
         row_ptr, col_idx, _ = from_coordinates(r, c, (rows, cols))
         return row_ptr, col_idx
-    raise ValueError(f"init must be 'uniform' or 'erdos_renyi', got {init!r}")
+    raise ValueError(f"init must be 'uniform', 'erdos_renyi' or 'block_diagonal', got {init!r}")

@@ -87,12 +87,13 @@ class CSRWeight(nn.Module):
     @classmethod
     def random(cls, out_features: int, in_features: int, density: float, *, init: str = "uniform",
                generator: torch.Generator | None = None, dtype=None, device=None,
-               bound: float | None = None) -> "CSRWeight":
+               bound: float | None = None, row_groups: int = 1) -> "CSRWeight":
         """A random topology with exactly round(density * out * in) nonzeros
-        (``init``: "uniform" per row or "erdos_renyi"; see sparse_kernels.csr),
+        (``init``: "uniform" per row, "erdos_renyi" or "block_diagonal" with
+        ``row_groups`` gate groups; see sparse_kernels.csr.random_csr),
         values uniform in +-bound (default 1/sqrt(in_features), like nn.Linear)."""
         row_ptr, col_idx = csr_format.random_csr((out_features, in_features), density, init=init,
-                                                 generator=generator, device=device)
+                                                 generator=generator, device=device, row_groups=row_groups)
         if bound is None:
             bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
         values = torch.empty(col_idx.numel(), dtype=dtype, device=device)

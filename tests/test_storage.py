@@ -227,3 +227,25 @@ def test_random_weights_are_valid_and_compute_like_dense(rows, cols, density, in
     assert int(col_ptr[-1]) == w.nnz and sorted(csr2csc.tolist()) == list(range(w.nnz))
     x = torch.randn(n, cols, generator=g, dtype=torch.float64)
     torch.testing.assert_close(w(x), reference.sparse_linear(x, w.values, w.row_ptr, w.col_idx, (rows, cols)))
+
+
+@pytest.mark.parametrize("rows,cols,n_blocks,groups", [(8, 6, 2, 1), (12, 5, 3, 4), (16, 4, 4, 4), (9, 7, 7, 1),
+                                                       (4, 9, 1, 1)])
+def test_block_diagonal_csr_matches_its_dense_mask(rows, cols, n_blocks, groups):
+    from sparse_kernels.dst import block_diagonal_mask
+    row_ptr, col_idx = csr.block_diagonal_csr(rows, cols, n_blocks, groups)
+    csr.validate_csr(row_ptr, col_idx, (rows, cols))
+    w = CSRWeight(torch.randn(col_idx.numel()), row_ptr, col_idx, (rows, cols))
+    assert torch.equal(w.mask(), block_diagonal_mask(rows, cols, n_blocks, groups))
+
+
+def test_sparse_lstm_block_diagonal_init_is_per_gate():
+    from sparse_kernels import SparseLSTM
+    from sparse_kernels.dst import block_diagonal_mask
+    m = SparseLSTM(8, 12, num_layers=2, init="block_diagonal", density=0.25, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(m.weight_hh_l0.mask(), block_diagonal_mask(48, 12, 4, 4))
+    assert torch.equal(m.weight_ih_l0.mask(), block_diagonal_mask(48, 8, 4, 4))
+    x = torch.randn(5, 3, 8)
+    torch.testing.assert_close(m(x)[0], m.to_dense()(x)[0])
+    with pytest.raises(ValueError, match="init must be one of"):
+        SparseLSTM(8, 12, init="diagonal")

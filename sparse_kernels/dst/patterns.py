@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import csr as csr_format
+from ..csr import block_diagonal_csr  # noqa: F401  (re-exported)
 
 
 def block_diagonal_mask(rows: int, cols: int, n_blocks: int, row_groups: int = 1) -> torch.Tensor:
@@ -21,10 +21,3 @@ def block_diagonal_mask(rows: int, cols: int, n_blocks: int, row_groups: int = 1
     row_block = (torch.arange(rows) % max(group_rows, 1)) * n_blocks // max(group_rows, 1)
     col_block = torch.arange(cols) * n_blocks // max(cols, 1)
     return row_block.unsqueeze(1) == col_block.unsqueeze(0)
-
-
-def block_diagonal_csr(rows: int, cols: int, n_blocks: int, row_groups: int = 1):
-    """(row_ptr, col_idx) of :func:`block_diagonal_mask`."""
-    r, c = block_diagonal_mask(rows, cols, n_blocks, row_groups).nonzero(as_tuple=True)
-    row_ptr, col_idx, _ = csr_format.from_coordinates(r, c, (rows, cols))
-    return row_ptr, col_idx

@@ -10,7 +10,7 @@ import torch
 from ..csr import exact_nnz
 from ..storage import CSRWeight
 
-INITS = ("uniform", "erdos_renyi")
+INITS = ("uniform", "erdos_renyi", "block_diagonal")
 
 
 def resolve_density(density: float | None, sparsity: float | None) -> float:
@@ -32,11 +32,12 @@ def check_init(init: str) -> str:
 
 
 def make_weight(out_features: int, in_features: int, density: float, *, init: str, bound: float,
-                generator=None, dtype=None, device=None) -> CSRWeight:
+                generator=None, dtype=None, device=None, row_groups: int = 1) -> CSRWeight:
     """A random sparse weight, values uniform in [-bound, bound] (the dense
     module's own initialisation, applied to the stored entries only)."""
     return CSRWeight.random(out_features, in_features, density, init=init, generator=generator,
-                            dtype=dtype or torch.get_default_dtype(), device=device, bound=bound)
+                            dtype=dtype or torch.get_default_dtype(), device=device, bound=bound,
+                            row_groups=row_groups)
 
 
 def magnitude_mask(dense: torch.Tensor, density: float) -> torch.Tensor:

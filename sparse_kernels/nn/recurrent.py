@@ -56,7 +56,9 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
 
     Sparse options, keyword-only: ``density`` (or ``sparsity`` = 1 - density,
     default density 0.1) for every weight matrix, ``init`` ("uniform": equal
-    nonzeros per row; "erdos_renyi": uniform over the matrix), ``generator``.
+    nonzeros per row; "erdos_renyi": uniform over the matrix; "block_diagonal":
+    round(1/density) independent blocks per gate, Demeester et al.'s predefined
+    sparseness), ``generator``.
     ``weight_ih_l{k}{_reverse}`` and ``weight_hh_l{k}{_reverse}`` are
     :class:`~sparse_kernels.CSRWeight` submodules (state_dict keys
     ``weight_hh_l0.values``, ``.row_ptr``, ``.col_idx``); biases are dense
@@ -88,8 +90,10 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
                 if proj_size:
                     shapes[f"weight_hr_l{layer}{sfx}"] = (proj_size, hidden_size)
                 for name, (rows, cols) in shapes.items():
+                    # Block-diagonal patterns are cut per gate (Demeester et al.).
+                    groups = 1 if name.startswith("weight_hr") else GATES[self.mode]
                     self.add_module(name, make_weight(rows, cols, self.target_density, init=init, bound=bound,
-                                                      generator=generator, **factory))
+                                                      generator=generator, row_groups=groups, **factory))
                 for name in (f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"):
                     if bias:
                         b = torch.empty(gate_size, **factory).uniform_(-bound, bound, generator=generator)
