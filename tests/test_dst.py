@@ -269,6 +269,19 @@ def test_iht_thresholds_to_the_top_k_each_update():
     assert dst.updates == 6
 
 
+def test_iht_thresholds_at_the_last_step_too():
+    """Training for exactly total_steps ends with a thresholded model: the
+    optimizer cannot revive weights after the last update."""
+    torch.manual_seed(8)
+    model = TinyLM(density=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dst = DynamicSparsity(model, optimizer, "iht", total_steps=5, update_every=1, target_density=0.2)
+    _train(model, optimizer, dst, 5, _task())
+    assert dst.updates == 5
+    for w in dst.weights.values():
+        assert int((w.values.detach() != 0).sum()) <= round(0.2 * w.shape.numel())
+
+
 def test_predefined_block_diagonal_never_changes():
     torch.manual_seed(9)
     model = TinyLM(density=0.25)

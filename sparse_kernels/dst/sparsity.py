@@ -177,6 +177,10 @@ class DynamicSparsity:
             return False
         if self.method == "gradual":
             return step % self.update_every == 0 and self.start_step <= step <= self.end_step
+        if self.method == "iht":
+            # Shao: threshold after every BPTT update, the last one included,
+            # so that the trained model ends sparse.
+            return step % self.update_every == 0
         return step % self.update_every == 0 and step < self.stop_step
 
     def _gradual_density(self, name: str, step: int) -> float:
