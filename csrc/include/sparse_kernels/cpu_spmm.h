@@ -93,6 +93,10 @@ inline __attribute__((always_inline)) void spmm_rows_impl(const int32_t* ptr, co
       row_tile<T, 8, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
       j0 += 8;
     }
+    if (j0 + 4 <= n) {  // e.g. the 4 left of a batch of 20
+      row_tile<T, 4, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
+      j0 += 4;
+    }
     for (; j0 < n; ++j0) row_tile<T, 1, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
   }
 }
