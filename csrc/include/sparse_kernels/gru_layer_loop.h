@@ -16,31 +16,13 @@
 
 namespace sparse_kernels::layer {
 
-inline void check_gru_args(const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& values,
-                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                           const at::Tensor& batch_sizes) {
-  SK_CHECK_DIM(input_gates, 3);
-  SK_CHECK_DIM(h0, 2);
-  SK_CHECK_FLOAT(input_gates);
-  SK_CHECK_SAME_DTYPE(input_gates, h0);
-  SK_CHECK_SAME_DTYPE(input_gates, values);
-  SK_CHECK_INDEX(row_ptr);
-  SK_CHECK_INDEX(col_idx);
-  const int64_t hidden = h0.size(1);
-  TORCH_CHECK(input_gates.size(2) == 3 * hidden && h0.size(0) == input_gates.size(1),
-              "input_gates must be (T, B, 3*hidden) and h0 (B, hidden)");
-  TORCH_CHECK(row_ptr.numel() == 3 * hidden + 1, "W_hh must have 3*hidden rows");
-  TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
-  check_batch_sizes(batch_sizes, input_gates.size(0), input_gates.size(1));
-}
-
 // -> (output (T, B, H), h_n (B, H), hidden_gates (T, B, 3H) saved for the backward)
 template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer(
     const at::Tensor& input_gates_, const at::Tensor& h0, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const std::optional<at::Tensor>& hh_bias,
     const at::Tensor& batch_sizes, bool reverse) {
-  check_gru_args(input_gates_, h0, values, row_ptr, col_idx, batch_sizes);
+  check_recurrent_args(input_gates_, h0, values, row_ptr, col_idx, batch_sizes, 3);
   const at::Tensor input_gates = input_gates_.contiguous();
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = h0.size(1);
   at::Tensor output = at::zeros({steps, batch, hidden}, input_gates.options());
@@ -70,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward(
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
     const at::Tensor& batch_sizes, bool reverse) {
-  check_gru_args(input_gates, h0, values, row_ptr, col_idx, batch_sizes);
+  check_recurrent_args(input_gates, h0, values, row_ptr, col_idx, batch_sizes, 3);
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = h0.size(1);
   TORCH_CHECK(hidden_gates.sizes() == input_gates.sizes(), "hidden_gates must match input_gates");
   TORCH_CHECK(grad_output.sizes() == output.sizes() && output.dim() == 3 &&

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 
+#include "sparse_kernels/checks.h"
+
 namespace sparse_kernels::layer {
 
 inline void check_batch_sizes(const at::Tensor& batch_sizes, int64_t steps, int64_t batch) {
@@ -22,6 +24,28 @@ inline void check_batch_sizes(const at::Tensor& batch_sizes, int64_t steps, int6
     TORCH_CHECK(bs[t] >= 0 && bs[t] <= batch && (t == 0 || bs[t] <= bs[t - 1]),
                 "batch_sizes must be non-increasing and within [0, batch]");
   }
+}
+
+// The arguments of a single-state layer (GRU: gate_count 3, Elman RNN: 1):
+// input_gates (T, B, gate_count*H), h0 (B, H), W_hh CSR (gate_count*H rows).
+inline void check_recurrent_args(const at::Tensor& input_gates, const at::Tensor& h0,
+                                 const at::Tensor& values, const at::Tensor& row_ptr,
+                                 const at::Tensor& col_idx, const at::Tensor& batch_sizes,
+                                 int64_t gate_count) {
+  SK_CHECK_DIM(input_gates, 3);
+  SK_CHECK_DIM(h0, 2);
+  SK_CHECK_FLOAT(input_gates);
+  SK_CHECK_SAME_DTYPE(input_gates, h0);
+  SK_CHECK_SAME_DTYPE(input_gates, values);
+  SK_CHECK_INDEX(row_ptr);
+  SK_CHECK_INDEX(col_idx);
+  const int64_t hidden = h0.size(1);
+  TORCH_CHECK(input_gates.size(2) == gate_count * hidden && h0.size(0) == input_gates.size(1),
+              "input_gates must be (T, B, ", gate_count, "*hidden) and h0 (B, hidden)");
+  TORCH_CHECK(row_ptr.numel() == gate_count * hidden + 1, "W_hh must have ", gate_count,
+              "*hidden rows");
+  TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
+  check_batch_sizes(batch_sizes, input_gates.size(0), input_gates.size(1));
 }
 
 // The step processed just before step t (or -1 at the start of the sequence).

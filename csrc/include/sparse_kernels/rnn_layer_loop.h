@@ -16,30 +16,13 @@
 
 namespace sparse_kernels::layer {
 
-inline void check_rnn_args(const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& values,
-                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                           const at::Tensor& batch_sizes) {
-  SK_CHECK_DIM(input_gates, 3);
-  SK_CHECK_DIM(h0, 2);
-  SK_CHECK_FLOAT(input_gates);
-  SK_CHECK_SAME_DTYPE(input_gates, h0);
-  SK_CHECK_SAME_DTYPE(input_gates, values);
-  SK_CHECK_INDEX(row_ptr);
-  SK_CHECK_INDEX(col_idx);
-  TORCH_CHECK(input_gates.size(2) == h0.size(1) && h0.size(0) == input_gates.size(1),
-              "input_gates must be (T, B, hidden) and h0 (B, hidden)");
-  TORCH_CHECK(row_ptr.numel() == h0.size(1) + 1, "W_hh must have hidden rows");
-  TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
-  check_batch_sizes(batch_sizes, input_gates.size(0), input_gates.size(1));
-}
-
 // -> (output (T, B, H), h_n (B, H)); the output is all the backward needs.
 template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor> rnn_layer(const at::Tensor& input_gates_, const at::Tensor& h0,
                                              const at::Tensor& values, const at::Tensor& row_ptr,
                                              const at::Tensor& col_idx, const at::Tensor& batch_sizes,
                                              bool reverse, bool relu) {
-  check_rnn_args(input_gates_, h0, values, row_ptr, col_idx, batch_sizes);
+  check_recurrent_args(input_gates_, h0, values, row_ptr, col_idx, batch_sizes, 1);
   const at::Tensor input_gates = input_gates_.contiguous();
   const int64_t steps = input_gates.size(0);
   at::Tensor output = at::zeros_like(input_gates);
@@ -66,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward(
     const at::Tensor& h0, const at::Tensor& values, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& col_ptr, const at::Tensor& row_idx,
     const at::Tensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
-  check_rnn_args(output, h0, values, row_ptr, col_idx, batch_sizes);
+  check_recurrent_args(output, h0, values, row_ptr, col_idx, batch_sizes, 1);
   TORCH_CHECK(grad_output.sizes() == output.sizes(), "grad_output must have the shape of output");
   TORCH_CHECK(grad_h_n.sizes() == h0.sizes(), "grad_h_n must have the shape of h0");
   const int64_t steps = output.size(0), batch = output.size(1), hidden = h0.size(1);
