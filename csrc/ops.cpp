@@ -23,6 +23,23 @@ TORCH_LIBRARY(sparse_kernels, m) {
   m.def(
       "sparse_linear_value_grad(Tensor grad_output, Tensor input, "
       "Tensor row_ptr, Tensor col_idx) -> Tensor");
+  // Block-sparse (BSR) W (out x in): a CSR pattern over the grid of
+  // bh x bw blocks (block_row_ptr, block_col_idx: out/bh block rows, in/bw
+  // block columns) and values (nblocks, bh, bw), each block dense row-major.
+  // y = input @ W^T + bias; the transposed block index (block_col_ptr,
+  // block_row_idx, block_csr2csc) is passed in for the backward, as for
+  // sparse_linear.
+  m.def(
+      "bsr_linear(Tensor input, Tensor values, Tensor block_row_ptr, Tensor block_col_idx, "
+      "Tensor block_col_ptr, Tensor block_row_idx, Tensor block_csr2csc, Tensor? bias) -> Tensor");
+  // grad_input = grad_output @ W via the transposed block index.
+  m.def(
+      "bsr_linear_input_grad(Tensor grad_output, Tensor values, Tensor block_col_ptr, "
+      "Tensor block_row_idx, Tensor block_csr2csc) -> Tensor");
+  // The gradient of the stored blocks only: (nblocks, block_height, block_width).
+  m.def(
+      "bsr_linear_value_grad(Tensor grad_output, Tensor input, Tensor block_row_ptr, "
+      "Tensor block_col_idx, int block_height, int block_width) -> Tensor");
   // Fused LSTM cell pointwise part: gates [i|f|g|o] (N, 4H), c_prev -> (h, c).
   m.def("lstm_cell(Tensor gates, Tensor c_prev) -> (Tensor, Tensor)");
   m.def(

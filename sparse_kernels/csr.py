@@ -37,33 +37,36 @@ def _check_index_tensor(name: str, t) -> None:
         raise ValueError(f"{name} must be contiguous")
 
 
-def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, shape, values=None) -> None:
+def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, shape, values=None, *,
+                 names: tuple[str, str] = ("row_ptr", "col_idx")) -> None:
     """Check a CSR structure once (O(nnz)); raise TypeError/ValueError naming
-    the argument. The kernels never re-check it."""
+    the argument (``names``: what the caller calls row_ptr and col_idx, e.g.
+    a BSR pattern's block_row_ptr, block_col_idx). The kernels never re-check it."""
+    rp_name, ci_name = names
     rows, cols = (int(s) for s in shape)
     if rows < 0 or cols < 0:
         raise ValueError(f"shape must be non-negative, got {(rows, cols)}")
-    _check_index_tensor("row_ptr", row_ptr)
-    _check_index_tensor("col_idx", col_idx)
+    _check_index_tensor(rp_name, row_ptr)
+    _check_index_tensor(ci_name, col_idx)
     if row_ptr.device != col_idx.device:
-        raise ValueError(f"row_ptr and col_idx must be on one device, got {row_ptr.device} and {col_idx.device}")
+        raise ValueError(f"{rp_name} and {ci_name} must be on one device, got {row_ptr.device} and {col_idx.device}")
     nnz = col_idx.numel()
     if row_ptr.numel() != rows + 1:
-        raise ValueError(f"row_ptr must have rows + 1 = {rows + 1} entries, got {row_ptr.numel()}")
+        raise ValueError(f"{rp_name} must have rows + 1 = {rows + 1} entries, got {row_ptr.numel()}")
     if nnz > _INT32_MAX:
         raise ValueError(f"nnz = {nnz} does not fit int32 indices")
     if int(row_ptr[0]) != 0:
-        raise ValueError(f"row_ptr must start at 0, got {int(row_ptr[0])}")
+        raise ValueError(f"{rp_name} must start at 0, got {int(row_ptr[0])}")
     if int(row_ptr[-1]) != nnz:
-        raise ValueError(f"row_ptr must end at nnz = len(col_idx) = {nnz}, got {int(row_ptr[-1])}")
+        raise ValueError(f"{rp_name} must end at nnz = len({ci_name}) = {nnz}, got {int(row_ptr[-1])}")
     row_lengths = row_ptr.diff()
     if bool((row_lengths < 0).any()):
-        raise ValueError("row_ptr must be non-decreasing")
+        raise ValueError(f"{rp_name} must be non-decreasing")
     if nnz:
         if int(col_idx.min()) < 0 or int(col_idx.max()) >= cols:
-            raise ValueError(f"col_idx must be in [0, {cols}), got values in [{int(col_idx.min())}, {int(col_idx.max())}]")
+            raise ValueError(f"{ci_name} must be in [0, {cols}), got values in [{int(col_idx.min())}, {int(col_idx.max())}]")
         if bool((row_lengths > cols).any()):
-            raise ValueError("a row of row_ptr holds more entries than there are columns")
+            raise ValueError(f"a row of {rp_name} holds more entries than there are columns")
         # Within a row, columns strictly increase: a non-increase is only
         # allowed where a new row starts.
         non_increasing = col_idx[1:] <= col_idx[:-1]
@@ -71,7 +74,7 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, shape, values=Non
         starts = row_ptr[:-1][row_lengths > 0].long()
         row_starts[starts] = True
         if bool((non_increasing & ~row_starts[1:]).any()):
-            raise ValueError("col_idx must be strictly increasing within each row (sorted, no duplicates)")
+            raise ValueError(f"{ci_name} must be strictly increasing within each row (sorted, no duplicates)")
     if values is not None:
         if not isinstance(values, torch.Tensor):
             raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from . import bsr as bsr_format
 from .csr import CSCIndex, INDEX_DTYPE, csr_transpose, validate_csr
 
 _ops = torch.ops.sparse_kernels
@@ -130,6 +131,123 @@ def sparse_linear_value_grad(grad_output: torch.Tensor, input: torch.Tensor,
     return _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
 
 
+# --------------------------------------------------------------------------
+# Block-sparse (BSR) products: the pattern is a CSR over the grid of blocks
+# (see sparse_kernels.bsr), values (nblocks, bh, bw).
+
+def _check_block_values(values) -> None:
+    _check_float("values", values)
+    if values.dim() != 3 or not values.is_contiguous():
+        raise ValueError(f"values must be a contiguous 3-D tensor (nblocks, block_height, block_width), "
+                         f"got shape {tuple(values.shape)}")
+    if values.shape[1] < 1 or values.shape[2] < 1:
+        raise ValueError(f"blocks must be at least 1 x 1, got {tuple(values.shape[1:])}")
+
+
+def _check_block_csc(block_csc: CSCIndex, values: torch.Tensor, n_block_cols: int) -> None:
+    if not isinstance(block_csc, (tuple, list)) or len(block_csc) != 3:
+        raise TypeError("block_csc must be a CSCIndex (block_col_ptr, block_row_idx, block_csr2csc)")
+    for name, t in zip(("block_col_ptr", "block_row_idx", "block_csr2csc"), block_csc):
+        _check_index_like(name, t, values)
+    if block_csc[0].numel() != n_block_cols + 1:
+        raise ValueError(f"block_col_ptr must have block columns + 1 = {n_block_cols + 1} entries, "
+                         f"got {block_csc[0].numel()}")
+    if block_csc[1].numel() != values.shape[0] or block_csc[2].numel() != values.shape[0]:
+        raise ValueError("block_row_idx and block_csr2csc must have one entry per stored block")
+
+
+def bsr_linear(input: torch.Tensor, values: torch.Tensor, block_row_ptr: torch.Tensor,
+               block_col_idx: torch.Tensor, bias: torch.Tensor | None = None, *,
+               block_csc: CSCIndex | None = None, validate: bool = True) -> torch.Tensor:
+    """y = input @ W^T + bias for a block-sparse W of shape (out, in):
+    out = (len(block_row_ptr) - 1) * bh, blocks ``values`` (nblocks, bh, bw).
+
+    input: (*, in) with bw dividing in; returns (*, out). ``block_csc`` is
+    the transposed block index (csr.csr_transpose of the block pattern over
+    in / bw block columns), computed when not given. ``validate`` checks the
+    block structure (O(nblocks)); BSRWeight validates once and passes False.
+    Differentiable in input, values and bias.
+    """
+    _check_float("input", input)
+    _check_block_values(values)
+    _check_same("values", values, "input", input)
+    _check_index_like("block_row_ptr", block_row_ptr, values)
+    _check_index_like("block_col_idx", block_col_idx, values)
+    if input.dim() < 1:
+        raise ValueError("input must have at least one dimension (*, in_features)")
+    bh, bw = values.shape[1:]
+    in_features = input.shape[-1]
+    if in_features % bw:
+        raise ValueError(f"input must have a multiple of the block width {bw} as in_features, got {in_features}")
+    if block_row_ptr.numel() < 1:
+        raise ValueError("block_row_ptr must have block rows + 1 >= 1 entries")
+    out_features = (block_row_ptr.numel() - 1) * bh
+    shape = (out_features, in_features)
+    if validate:
+        bsr_format.validate_bsr(block_row_ptr, block_col_idx, shape, (bh, bw), values)
+    elif values.shape[0] != block_col_idx.numel():
+        raise ValueError(f"values must hold one block per block_col_idx entry ({block_col_idx.numel()}), "
+                         f"got {values.shape[0]}")
+    if bias is not None:
+        _check_float("bias", bias)
+        _check_same("bias", bias, "input", input)
+        if bias.shape != (out_features,):
+            raise ValueError(f"bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    n_block_cols = in_features // bw
+    if block_csc is None:
+        block_csc = csr_transpose(block_row_ptr, block_col_idx, n_block_cols)
+    else:
+        _check_block_csc(block_csc, values, n_block_cols)
+        if validate:
+            expected = csr_transpose(block_row_ptr, block_col_idx, n_block_cols)
+            if not all(torch.equal(a, b) for a, b in zip(block_csc, expected)):
+                raise ValueError("block_csc is not the transposed index of (block_row_ptr, block_col_idx)")
+    flat = input.reshape(-1, in_features)
+    out = _ops.bsr_linear(flat, values, block_row_ptr, block_col_idx, *block_csc, bias)
+    return out.reshape(*input.shape[:-1], out_features)
+
+
+def bsr_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, block_csc: CSCIndex) -> torch.Tensor:
+    """grad_output (N, out) @ W -> (N, in), through W's transposed block index."""
+    _check_float("grad_output", grad_output)
+    _check_block_values(values)
+    _check_same("values", values, "grad_output", grad_output)
+    if grad_output.dim() != 2:
+        raise ValueError(f"grad_output must be 2-D (N, out_features), got shape {tuple(grad_output.shape)}")
+    bh = values.shape[1]
+    if grad_output.shape[1] % bh:
+        raise ValueError(f"grad_output must have a multiple of the block height {bh} as out_features, "
+                         f"got {grad_output.shape[1]}")
+    if not isinstance(block_csc, (tuple, list)) or len(block_csc) != 3:
+        raise TypeError("block_csc must be a CSCIndex (block_col_ptr, block_row_idx, block_csr2csc)")
+    n_block_cols = block_csc[0].numel() - 1 if isinstance(block_csc[0], torch.Tensor) else 0
+    _check_block_csc(block_csc, values, n_block_cols)
+    return _ops.bsr_linear_input_grad(grad_output, values, *block_csc)
+
+
+def bsr_linear_value_grad(grad_output: torch.Tensor, input: torch.Tensor, block_row_ptr: torch.Tensor,
+                          block_col_idx: torch.Tensor, block_shape) -> torch.Tensor:
+    """(grad_output^T @ input) at the stored blocks only -> (nblocks, bh, bw)."""
+    bh, bw = bsr_format.check_block_shape(block_shape)
+    _check_float("grad_output", grad_output)
+    _check_float("input", input)
+    _check_same("input", input, "grad_output", grad_output)
+    _check_index_like("block_row_ptr", block_row_ptr, input)
+    _check_index_like("block_col_idx", block_col_idx, input)
+    if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
+        raise ValueError(
+            f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
+            f"{tuple(grad_output.shape)} and {tuple(input.shape)}")
+    if block_row_ptr.numel() < 1:
+        raise ValueError("block_row_ptr must have block rows + 1 >= 1 entries")
+    out_features = (block_row_ptr.numel() - 1) * bh
+    if grad_output.shape[1] != out_features:
+        raise ValueError(f"grad_output must have out_features = {out_features} columns, got {grad_output.shape[1]}")
+    if input.shape[1] % bw:
+        raise ValueError(f"input must have a multiple of the block width {bw} as in_features, got {input.shape[1]}")
+    return _ops.bsr_linear_value_grad(grad_output, input, block_row_ptr, block_col_idx, bh, bw)
+
+
 def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused LSTM pointwise cell: pre-activations gates (N, 4H) in nn.LSTM's
     order [i | f | g | o] and c_prev (N, H) -> (h, c). Differentiable."""
@@ -161,6 +279,21 @@ def _(grad_output, values, col_ptr, row_idx, csr2csc):
 @torch.library.register_fake("sparse_kernels::sparse_linear_value_grad")
 def _(grad_output, input, row_ptr, col_idx):
     return input.new_empty((col_idx.shape[0],))
+
+
+@torch.library.register_fake("sparse_kernels::bsr_linear")
+def _(input, values, block_row_ptr, block_col_idx, block_col_ptr, block_row_idx, block_csr2csc, bias):
+    return input.new_empty((input.shape[0], (block_row_ptr.shape[0] - 1) * values.shape[1]))
+
+
+@torch.library.register_fake("sparse_kernels::bsr_linear_input_grad")
+def _(grad_output, values, block_col_ptr, block_row_idx, block_csr2csc):
+    return grad_output.new_empty((grad_output.shape[0], (block_col_ptr.shape[0] - 1) * values.shape[2]))
+
+
+@torch.library.register_fake("sparse_kernels::bsr_linear_value_grad")
+def _(grad_output, input, block_row_ptr, block_col_idx, block_height, block_width):
+    return input.new_empty((block_col_idx.shape[0], block_height, block_width))
 
 
 @torch.library.register_fake("sparse_kernels::lstm_cell")
@@ -196,6 +329,30 @@ def _sparse_linear_backward(ctx, grad_output):
 
 torch.library.register_autograd(
     "sparse_kernels::sparse_linear", _sparse_linear_backward, setup_context=_sparse_linear_setup_context)
+
+
+def _bsr_linear_setup_context(ctx, inputs, output):
+    input, values, block_row_ptr, block_col_idx, block_col_ptr, block_row_idx, block_csr2csc, bias = inputs
+    ctx.save_for_backward(input, values, block_row_ptr, block_col_idx, block_col_ptr, block_row_idx,
+                          block_csr2csc)
+    ctx.has_bias = bias is not None
+
+
+def _bsr_linear_backward(ctx, grad_output):
+    input, values, block_row_ptr, block_col_idx, block_col_ptr, block_row_idx, block_csr2csc = ctx.saved_tensors
+    grad_input = grad_values = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _ops.bsr_linear_input_grad(grad_output, values, block_col_ptr, block_row_idx, block_csr2csc)
+    if ctx.needs_input_grad[1]:
+        grad_values = _ops.bsr_linear_value_grad(grad_output, input, block_row_ptr, block_col_idx,
+                                                 values.shape[1], values.shape[2])
+    if ctx.has_bias and ctx.needs_input_grad[7]:
+        grad_bias = grad_output.sum(0)
+    return grad_input, grad_values, None, None, None, None, None, grad_bias
+
+
+torch.library.register_autograd(
+    "sparse_kernels::bsr_linear", _bsr_linear_backward, setup_context=_bsr_linear_setup_context)
 
 
 def _lstm_cell_setup_context(ctx, inputs, output):
@@ -678,6 +835,67 @@ def gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, row_ptr: tor
     if not isinstance(k, int) or not 0 <= k <= free:
         raise ValueError(f"k must be an int in [0, {free}] (the unoccupied positions), got {k!r}")
     return _ops.gradient_regrow(grad_output, input, row_ptr, col_idx, occupied, k, block_rows)
+
+
+def block_gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, block_row_ptr: torch.Tensor,
+                          block_col_idx: torch.Tensor, occupied: torch.Tensor, k: int, block_shape,
+                          block_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """RigL's regrow for a block-sparse weight: the k unoccupied blocks whose
+    dense gradient block (of grad_output^T @ input) has the largest Frobenius
+    norm. The gradient is computed ``block_rows`` weight rows at a time
+    (whole block rows, at least one) with a running top-k, so it is never
+    held whole. Ties go to the lower position (row-major over the grid).
+    Returns CSR (grow_row_ptr, grow_col_idx) over the grid of blocks.
+    A torch implementation (one BLAS product per row chunk), on the inputs'
+    device."""
+    bh, bw = bsr_format.check_block_shape(block_shape)
+    _check_float("grad_output", grad_output)
+    _check_float("input", input)
+    _check_same("input", input, "grad_output", grad_output)
+    _check_pattern(block_row_ptr, block_col_idx)
+    _check_mask("occupied", occupied, block_col_idx.numel(), block_col_idx.device)
+    if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
+        raise ValueError(f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
+                         f"{tuple(grad_output.shape)} and {tuple(input.shape)}")
+    grid_rows = block_row_ptr.numel() - 1
+    if grad_output.shape[1] != grid_rows * bh:
+        raise ValueError(f"grad_output must have out_features = {grid_rows * bh} columns, "
+                         f"got {grad_output.shape[1]}")
+    if input.shape[1] % bw:
+        raise ValueError(f"input must have a multiple of the block width {bw} as in_features, got {input.shape[1]}")
+    if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
+        raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
+    grid_cols = input.shape[1] // bw
+    free = grid_rows * grid_cols - int(occupied.sum())
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= free:
+        raise ValueError(f"k must be an int in [0, {free}] (the unoccupied blocks), got {k!r}")
+    if block_col_idx.numel() and (int(block_col_idx.min()) < 0 or int(block_col_idx.max()) >= grid_cols):
+        raise ValueError(f"block_col_idx must be in [0, {grid_cols})")
+    device = grad_output.device
+    occupied_rows = torch.repeat_interleave(torch.arange(grid_rows, device=device),
+                                            block_row_ptr.diff().long().to(device))[occupied.to(device)]
+    occupied_flat = occupied_rows * grid_cols + block_col_idx.long().to(device)[occupied.to(device)]
+    chunk = max(1, block_rows // bh)
+    best_scores = grad_output.new_empty(0)
+    best_flat = torch.empty(0, dtype=torch.int64, device=device)
+    for r0 in range(0, grid_rows if k else 0, chunk):
+        r1 = min(grid_rows, r0 + chunk)
+        dense = grad_output[:, r0 * bh:r1 * bh].T @ input            # ((r1 - r0) * bh, in)
+        scores = bsr_format.block_norms(dense, (bh, bw)).reshape(-1)  # (r1 - r0) * grid_cols
+        here = occupied_flat[(occupied_flat >= r0 * grid_cols) & (occupied_flat < r1 * grid_cols)]
+        scores[here - r0 * grid_cols] = -1.0  # below every norm; at least k free blocks exist
+        flat = torch.arange(r0 * grid_cols, r1 * grid_cols, device=device)
+        # Ties to the lower position: a stable descending sort of the held
+        # candidates (already in position order) and the new ones after them.
+        scores, flat = torch.cat([best_scores, scores]), torch.cat([best_flat, flat])
+        order = torch.sort(scores, descending=True, stable=True).indices[:k]
+        order = order.sort().values  # keep position order for the next round's ties
+        best_scores, best_flat = scores[order], flat[order]
+    flat = best_flat.sort().values
+    grow_rows = flat // grid_cols
+    grow_row_ptr = torch.zeros(grid_rows + 1, dtype=INDEX_DTYPE, device=block_row_ptr.device)
+    grow_row_ptr[1:] = torch.cumsum(torch.bincount(grow_rows, minlength=grid_rows), 0).to(block_row_ptr.device)
+    return grow_row_ptr, (flat - grow_rows * grid_cols).to(INDEX_DTYPE).to(block_row_ptr.device).contiguous()
 
 
 def rebuild_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, keep: torch.Tensor, grow_row_ptr: torch.Tensor,

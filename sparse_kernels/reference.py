@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from .bsr import block_norms, bsr_to_dense
 from .csr import row_indices
 
 
@@ -28,6 +29,23 @@ def sparse_linear_input_grad(grad_output, values, row_ptr, col_idx, shape):
 def sparse_linear_value_grad(grad_output, input, row_ptr, col_idx):
     dense_grad = grad_output.T @ input
     return dense_grad[row_indices(row_ptr), col_idx.long()]
+
+
+def bsr_linear(input, values, block_row_ptr, block_col_idx, shape, bias=None):
+    weight = bsr_to_dense(values, block_row_ptr, block_col_idx, shape)
+    out = input @ weight.T
+    return out if bias is None else out + bias
+
+
+def bsr_linear_input_grad(grad_output, values, block_row_ptr, block_col_idx, shape):
+    return grad_output @ bsr_to_dense(values, block_row_ptr, block_col_idx, shape)
+
+
+def bsr_linear_value_grad(grad_output, input, block_row_ptr, block_col_idx, block_shape):
+    bh, bw = block_shape
+    dense_grad = grad_output.T @ input
+    blocks = dense_grad.reshape(dense_grad.shape[0] // bh, bh, dense_grad.shape[1] // bw, bw).transpose(1, 2)
+    return blocks[row_indices(block_row_ptr), block_col_idx.long()]
 
 
 def lstm_cell(gates, c_prev):
@@ -177,3 +195,12 @@ def rebuild_csr(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx, shape):
     new_row_ptr = torch.zeros(shape[0] + 1, dtype=torch.int32)
     new_row_ptr[1:] = torch.cumsum(present.sum(1), 0)
     return new_row_ptr, new_cols.to(torch.int32), slot_of[new_rows, new_cols]
+
+
+def block_gradient_regrow_scores(grad_output, input, block_row_ptr, block_col_idx, occupied, block_shape):
+    """Frobenius norm of every dense gradient block at the free blocks, -1 at
+    the occupied ones (the oracle of block_gradient_regrow)."""
+    scores = block_norms(grad_output.T @ input, block_shape)
+    rows = row_indices(block_row_ptr)
+    scores[rows[occupied], block_col_idx.long()[occupied]] = -1.0
+    return scores

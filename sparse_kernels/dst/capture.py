@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..storage import CSRWeight
+from ..storage import SparseWeight
 
 
 def previous_hidden(output: torch.Tensor, h0: torch.Tensor, batch_sizes, reverse: bool) -> torch.Tensor:
@@ -35,12 +35,12 @@ def previous_hidden(output: torch.Tensor, h0: torch.Tensor, batch_sizes, reverse
 class GradientCapture:
     """Hooks recording (grad_output, input) rows per weight for one step."""
 
-    def __init__(self, model: nn.Module, weights: dict[str, CSRWeight]):
+    def __init__(self, model: nn.Module, weights: dict[str, SparseWeight]):
         self._names = {id(w): name for name, w in weights.items()}
         self._rows: dict[str, tuple[list, list]] = {}
         self._handles = []
         for module in model.modules():
-            if isinstance(module, CSRWeight) and id(module) in self._names:
+            if isinstance(module, SparseWeight) and id(module) in self._names:
                 self._handles.append(module.register_forward_hook(self._on_linear))
             register = getattr(module, "register_recurrent_hook", None)
             if callable(register):

@@ -1,5 +1,5 @@
-"""DynamicSparsity: prune/regrow schedules for any model holding CSRWeights,
-added to an existing training loop in three lines:
+"""DynamicSparsity: prune/regrow schedules for any model holding sparse
+weights (CSRWeight, BSRWeight), added to an existing training loop in three lines:
 
     dst = DynamicSparsity(model, optimizer, method="st-rnn", total_steps=..., update_every=100)
     ...
@@ -8,6 +8,13 @@ added to an existing training loop in three lines:
 The topology work (prune, regrow, rebuild) runs in the C++ topology ops
 (sparse_kernels.ops), nothing dense is formed, and the optimizer's
 per-element state follows every rebuild (remap_optimizer_state).
+
+Every weight is handled through its slot view (storage.SparseWeight): a
+CSRWeight's slots are its entries, a BSRWeight's its blocks, so a
+block-sparse weight is pruned by block Frobenius norm, regrown block by
+block (RigL: by the Frobenius norm of the dense gradient's blocks, streamed
+in row blocks) and its optimizer state remapped block by block. Counts
+(prune/regrow budgets, stats) are in slots; densities in entries.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..storage import CSRWeight
+from ..storage import BSRWeight, SparseWeight
 from .capture import GradientCapture
 from .optim_state import remap_optimizer_state
 from .patterns import block_diagonal_csr
@@ -32,14 +39,14 @@ _GRANULARITIES = ("tensor", "gate", "row")
 _SEED_BOUND = 2**62
 
 
-def find_sparse_weights(model: nn.Module) -> dict[str, CSRWeight]:
-    """Every CSRWeight submodule (SparseLinear, SparseLSTMCell, SparseLSTM, a
-    bare CSRWeight...) by qualified name, each once."""
+def find_sparse_weights(model: nn.Module) -> dict[str, SparseWeight]:
+    """Every CSRWeight or BSRWeight submodule (of SparseLinear, SparseLSTMCell,
+    SparseLSTM..., or a bare one) by qualified name, each once."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     found, seen = {}, set()
     for name, module in model.named_modules():
-        if isinstance(module, CSRWeight) and id(module) not in seen:
+        if isinstance(module, SparseWeight) and id(module) not in seen:
             seen.add(id(module))
             found[name or "weight"] = module
     return found
@@ -53,7 +60,9 @@ def _cosine(rate: float, step: int, end: int) -> float:
 
 
 class DynamicSparsity:
-    """Dynamic sparse training of every CSRWeight of ``model``.
+    """Dynamic sparse training of every CSRWeight and BSRWeight of ``model``
+    (a BSRWeight's unit is the block: see the module docstring; "set" prunes
+    its blocks by norm, as a block has no sign).
 
     method:
       "st-rnn"     Selfish-RNN / ST-RNN (Liu et al.): magnitude prune, random
@@ -94,7 +103,8 @@ class DynamicSparsity:
     ``granularity`` ("tensor" | "gate" | "row": where prune and regrow counts
     are kept), ``allow_repick`` (may regrow what was just pruned),
     ``grow_init`` ("zero" | "uniform" in +-1/sqrt(in_features) | a callable
-    ``(weight, count, generator) -> count values``).
+    ``(weight, count, generator) -> count values`` (count slots: for a
+    BSRWeight count blocks, count * bh * bw values)).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: str = "st-rnn", *,
@@ -133,7 +143,7 @@ class DynamicSparsity:
         self.model, self.optimizer, self.method = model, optimizer, method
         self.weights = find_sparse_weights(model)
         if not self.weights:
-            raise ValueError("model holds no CSRWeight (sparse weights) to train")
+            raise ValueError("model holds no CSRWeight or BSRWeight (sparse weights) to train")
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         missing = [n for n, w in self.weights.items() if id(w.values) not in in_optimizer]
         if missing:
@@ -201,13 +211,20 @@ class DynamicSparsity:
             return theta * (step - self.start_step + 1) / freq
         return (theta * (self.ramp_step - self.start_step + 1) + phi * (step - self.ramp_step + 1)) / freq
 
-    def _set_narang_slope(self, name: str, w: CSRWeight) -> None:
+    @staticmethod
+    def _slot_rms(w: SparseWeight) -> torch.Tensor:
+        """Per slot the root mean square of its entries (|w| for a single
+        entry): a magnitude on the scale of one weight for any slot size."""
+        return (w.slot_magnitudes() / math.sqrt(w.slot_size)).cpu()
+
+    def _set_narang_slope(self, name: str, w: SparseWeight) -> None:
         # q: the magnitude below which a fraction 1 - final_density of all
         # positions (absent ones count as zeros) lies; Narang et al. derive
         # theta from it so that the threshold reaches q around end_step.
-        magnitudes = w.values.detach().abs().cpu().sort().values
-        below = int(round((1.0 - self.final_density) * w.shape.numel())) - (w.shape.numel() - w.nnz)
-        q = float(magnitudes[min(max(below, 0), w.nnz - 1)]) if w.nnz else 0.0
+        magnitudes = self._slot_rms(w).sort().values
+        grid, slots = math.prod(w.grid_shape), w.num_slots
+        below = int(round((1.0 - self.final_density) * grid)) - (grid - slots)
+        q = float(magnitudes[min(max(below, 0), slots - 1)]) if slots else 0.0
         span = 2 * (self.ramp_step - self.start_step) + 3 * (self.end_step - self.ramp_step)
         self.theta[name] = 2.0 * q * self.update_every / max(span, 1)
 
@@ -237,8 +254,8 @@ class DynamicSparsity:
     def _draw_seed(self) -> int:
         return int(torch.randint(_SEED_BOUND, (1,), generator=self.generator))
 
-    def _row_groups(self, w: CSRWeight) -> torch.Tensor:
-        rows = w.out_features
+    def _row_groups(self, w: SparseWeight) -> torch.Tensor:
+        rows = w.grid_shape[0]
         if self.granularity == "row":
             return torch.arange(rows + 1, dtype=torch.int64)
         if self.granularity == "gate" and rows % 4 == 0:
@@ -253,24 +270,26 @@ class DynamicSparsity:
         plans = {}
         for name, w in self.weights.items():
             row_groups = self._row_groups(w)
-            slot_groups = w.row_ptr.cpu().long()[row_groups]
-            values = w.values.detach().cpu()
+            slot_groups = w.pattern[0].cpu().long()[row_groups]
+            grid_cols = w.grid_shape[1]
+            # Entries for a CSR weight (signed), block norms for a BSR weight.
+            values = w.values.detach().cpu() if w.slot_size == 1 and w.values.dim() == 1 else w.slot_magnitudes().cpu()
             if self.method == "gradual" and self.schedule == "narang":
                 if name not in self.theta:
                     self._set_narang_slope(name, w)
-                below = int((values.abs() < self.narang_threshold(name, self.steps)).sum())
+                below = int((self._slot_rms(w) < self.narang_threshold(name, self.steps)).sum())
                 keep = ops.magnitude_prune(values, [below])
             elif self.method == "gradual":
-                target = int(round(self._gradual_density(name, self.steps) * w.shape.numel()))
-                keep = ops.magnitude_prune(values, [max(w.nnz - target, 0)])
-            elif self.method == "set":
+                target = int(round(self._gradual_density(name, self.steps) * math.prod(w.grid_shape)))
+                keep = ops.magnitude_prune(values, [max(w.num_slots - target, 0)])
+            elif self.method == "set" and not isinstance(w, BSRWeight):
                 keep = ops.signed_magnitude_prune(values, rate, slot_groups)
             else:
                 sizes = slot_groups.diff()
                 drop = (sizes.double() * rate).round().long()
                 if not self.allow_repick:
                     # Without re-picking, a group can give up only as many as it has room to regrow.
-                    room = row_groups.diff() * w.in_features - sizes
+                    room = row_groups.diff() * grid_cols - sizes
                     drop = torch.minimum(drop, room)
                 keep = ops.magnitude_prune(values, drop, slot_groups)
             plans[name] = (keep, row_groups, slot_groups)
@@ -290,7 +309,7 @@ class DynamicSparsity:
                 dropped[1:] = (~keep).long().cumsum(0)
                 counts[name] = dropped[slot_groups].diff()
                 if not self.allow_repick:  # SET near density 1: only the free room can be regrown
-                    room = row_groups.diff() * self.weights[name].in_features - slot_groups.diff()
+                    room = row_groups.diff() * self.weights[name].grid_shape[1] - slot_groups.diff()
                     counts[name] = torch.minimum(counts[name], room)
         if self.method == "snfs":
             counts = self._redistribute(plans, counts)
@@ -299,17 +318,27 @@ class DynamicSparsity:
     def _redistribute(self, plans, counts):
         """Sparse momentum (Dettmers & Zettlemoyer; Liu et al. Table 7): the
         total regrow budget goes to layers in proportion to the mean |momentum|
-        of their stored weights, capped by each layer's free room."""
-        budget = sum(int(c.sum()) for c in counts.values())
-        names = list(self.weights)
+        of their stored weights, capped by each layer's free room. Layers
+        trade slots only with layers of the same slot shape (entries with
+        CSR layers, same-shaped blocks with BSR layers), so nnz stays exact."""
+        by_shape = {}
+        for n, w in self.weights.items():
+            by_shape.setdefault(tuple(w.slot_shape), []).append(n)
+        result = {}
+        for names in by_shape.values():
+            result.update(self._redistribute_among(names, plans, counts))
+        return result
+
+    def _redistribute_among(self, names, plans, counts):
+        budget = sum(int(counts[n].sum()) for n in names)
         score = torch.tensor([self._mean_momentum(self.weights[n]) for n in names], dtype=torch.float64)
         if budget == 0 or float(score.sum()) <= 0:
-            return counts
+            return {n: counts[n] for n in names}
         room = []
         for n in names:
             w, (keep, _, _) = self.weights[n], plans[n]
             occupied = int(keep.numel() if not self.allow_repick else keep.sum())
-            room.append(w.shape.numel() - occupied)
+            room.append(math.prod(w.grid_shape) - occupied)
         room = torch.tensor(room, dtype=torch.int64)
         share = torch.zeros(len(names), dtype=torch.int64)
         # Proportional shares, capped; what a full layer cannot take goes to the rest.
@@ -326,49 +355,55 @@ class DynamicSparsity:
             open_layers = share < room
         return {n: share[i].reshape(1) for i, n in enumerate(names)}
 
-    def _mean_momentum(self, w: CSRWeight) -> float:
+    def _mean_momentum(self, w: SparseWeight) -> float:
         state = self.optimizer.state.get(w.values, {})
         buf = state.get("momentum_buffer", state.get("exp_avg"))
         if buf is None or buf.numel() == 0:
             return 0.0
         return float(buf.abs().mean())
 
-    def _rebuild(self, name: str, w: CSRWeight, keep: torch.Tensor, row_groups: torch.Tensor,
+    def _rebuild(self, name: str, w: SparseWeight, keep: torch.Tensor, row_groups: torch.Tensor,
                  grow_counts: torch.Tensor) -> None:
-        row_ptr, col_idx = w.row_ptr.cpu(), w.col_idx.cpu()
+        row_ptr, col_idx = (t.cpu() for t in w.pattern)
         occupied = keep if self.allow_repick else torch.ones_like(keep)
         k = int(grow_counts.sum())
         # Every rank takes every layer's rows (a collective in a distributed job).
         captured = self._capture.take(name) if self._capture is not None else None
         if self.method in _GRADIENT_GROWTH and captured is not None and k:
-            grad_output, inputs = (t.cpu() for t in captured)
-            grad_output = grad_output.to(w.values.dtype)
-            grow = ops.gradient_regrow(grad_output, inputs.to(w.values.dtype), row_ptr, col_idx, occupied, k,
-                                       self.block_rows)
+            grad_output, inputs = (t.cpu().to(w.values.dtype) for t in captured)
+            if isinstance(w, BSRWeight):
+                grow = ops.block_gradient_regrow(grad_output, inputs, row_ptr, col_idx, occupied, k,
+                                                 w.block_shape, self.block_rows)
+            else:
+                grow = ops.gradient_regrow(grad_output, inputs, row_ptr, col_idx, occupied, k, self.block_rows)
         else:
             # Random regrow; also RigL's fallback for a layer that saw no gradient this step.
-            grow = ops.random_regrow(row_ptr, col_idx, occupied, w.in_features, grow_counts, self._draw_seed(),
-                                     group_rows=row_groups)
+            grow = ops.random_regrow(row_ptr, col_idx, occupied, w.grid_shape[1], grow_counts,
+                                     self._draw_seed(), group_rows=row_groups)
         grow_values = None
+        grown_shape = (k, *w.slot_shape)
         if callable(self.grow_init) and k:
-            grow_values = torch.as_tensor(self.grow_init(w, k, self.generator), dtype=w.values.dtype).reshape(-1)
+            grow_values = torch.as_tensor(self.grow_init(w, k, self.generator),
+                                          dtype=w.values.dtype).reshape(grown_shape)
         elif self.grow_init == "uniform" and k:
             bound = 1.0 / math.sqrt(w.in_features) if w.in_features else 0.0
-            grow_values = torch.empty(k, dtype=w.values.dtype).uniform_(-bound, bound, generator=self.generator)
-        old_nnz = w.nnz
+            grow_values = torch.empty(grown_shape, dtype=w.values.dtype).uniform_(-bound, bound,
+                                                                                 generator=self.generator)
+        old_slots = w.num_slots
         perm = w.rebuild(keep, *grow, grow_values)
-        remap_optimizer_state(self.optimizer, w.values, perm, old_nnz)
+        remap_optimizer_state(self.optimizer, w.values, perm, old_slots)
         stats = self._layer_stats[name]
         pruned, regrown = int((~keep).sum()), int((perm < 0).sum())
         stats.update(pruned=pruned, regrown=regrown, total_pruned=stats["total_pruned"] + pruned,
                      total_regrown=stats["total_regrown"] + regrown,
-                     change_rate=regrown / w.nnz if w.nnz else 0.0)
+                     change_rate=regrown / w.num_slots if w.num_slots else 0.0)
 
     @torch.no_grad()
     def _hard_threshold(self) -> None:
         for name, w in self.weights.items():
-            k = int(round(self.target_density[name] * w.shape.numel()))
-            keep = ops.magnitude_prune(w.values.detach().cpu(), [max(w.nnz - k, 0)]).to(w.values.device)
+            k = int(round(self.target_density[name] * math.prod(w.grid_shape)))  # in slots
+            magnitudes = w.values.detach().cpu() if w.values.dim() == 1 else w.slot_magnitudes().cpu()
+            keep = ops.magnitude_prune(magnitudes, [max(w.num_slots - k, 0)]).to(w.values.device)
             zeroed = ~keep
             w.values[zeroed] = 0
             for key, value in self.optimizer.state.get(w.values, {}).items():
@@ -377,20 +412,22 @@ class DynamicSparsity:
             stats = self._layer_stats[name]
             n = int(zeroed.sum())
             stats.update(pruned=n, regrown=0, total_pruned=stats["total_pruned"] + n,
-                         change_rate=n / w.nnz if w.nnz else 0.0)
+                         change_rate=n / w.num_slots if w.num_slots else 0.0)
 
     def _apply_predefined(self, n_blocks: int | None) -> None:
         for name, w in self.weights.items():
             blocks = n_blocks or max(1, int(round(1.0 / max(w.density, 1e-12))))
-            row_groups = 4 if w.out_features % 4 == 0 and w.out_features >= 4 else 1
-            row_ptr, col_idx = block_diagonal_csr(w.out_features, w.in_features, blocks, row_groups)
+            rows, cols = w.grid_shape  # BSR: the bands are cut on the grid of blocks
+            row_groups = 4 if rows % 4 == 0 and rows >= 4 else 1
+            row_ptr, col_idx = block_diagonal_csr(rows, cols, blocks, row_groups)
             bound = float(w.values.detach().abs().max()) if w.nnz else 1.0 / math.sqrt(max(w.in_features, 1))
-            values = torch.empty(col_idx.numel(), dtype=w.values.dtype).uniform_(-bound, bound,
-                                                                                generator=self.generator)
-            old_nnz = w.nnz
+            values = torch.empty(col_idx.numel(), *w.slot_shape, dtype=w.values.dtype).uniform_(
+                -bound, bound, generator=self.generator)
+            old_slots = w.num_slots
             device = w.values.device
             w.set_pattern(row_ptr.to(device), col_idx.to(device), values.to(device), validate=False)
-            remap_optimizer_state(self.optimizer, w.values, torch.full((w.nnz,), -1, dtype=torch.int64), old_nnz)
+            remap_optimizer_state(self.optimizer, w.values, torch.full((w.num_slots,), -1, dtype=torch.int64),
+                                  old_slots)
 
     # ------------------------------------------------------------------ introspection
     def stats(self) -> dict:
@@ -409,8 +446,8 @@ class DynamicSparsity:
         digest = hashlib.sha256()
         for name, w in self.weights.items():
             digest.update(name.encode())
-            digest.update(w.row_ptr.cpu().numpy().tobytes())
-            digest.update(w.col_idx.cpu().numpy().tobytes())
+            for t in w.pattern:
+                digest.update(t.cpu().numpy().tobytes())
         return digest.hexdigest()
 
     def verify_ranks(self, group=None) -> bool:

@@ -7,8 +7,9 @@ import math
 
 import torch
 
+from .. import bsr as bsr_format
 from ..csr import exact_nnz
-from ..storage import CSRWeight
+from ..storage import BSRWeight, CSRWeight, SparseWeight
 
 INITS = ("uniform", "erdos_renyi", "block_diagonal")
 
@@ -31,13 +32,27 @@ def check_init(init: str) -> str:
     return init
 
 
+def check_block_shape(block_shape, owner: str):
+    """None (CSR: single entries) or (bh, bw) positive ints (BSR blocks)."""
+    if block_shape is None:
+        return None
+    return bsr_format.check_block_shape(block_shape, f"{owner}: block_shape")
+
+
 def make_weight(out_features: int, in_features: int, density: float, *, init: str, bound: float,
-                generator=None, dtype=None, device=None, row_groups: int = 1) -> CSRWeight:
+                generator=None, dtype=None, device=None, row_groups: int = 1, block_shape=None,
+                name: str = "the weight") -> SparseWeight:
     """A random sparse weight, values uniform in [-bound, bound] (the dense
-    module's own initialisation, applied to the stored entries only)."""
-    return CSRWeight.random(out_features, in_features, density, init=init, generator=generator,
-                            dtype=dtype or torch.get_default_dtype(), device=device, bound=bound,
-                            row_groups=row_groups)
+    module's own initialisation, applied to the stored entries only): a
+    CSRWeight, or with ``block_shape`` a BSRWeight whose density counts
+    blocks (exactly round(density * grid blocks) of them)."""
+    dtype = dtype or torch.get_default_dtype()
+    if block_shape is None:
+        return CSRWeight.random(out_features, in_features, density, init=init, generator=generator,
+                                dtype=dtype, device=device, bound=bound, row_groups=row_groups)
+    bsr_format.grid_shape((out_features, in_features), block_shape, name)
+    return BSRWeight.random(out_features, in_features, density, block_shape=block_shape, init=init,
+                            generator=generator, dtype=dtype, device=device, bound=bound, row_groups=row_groups)
 
 
 def magnitude_mask(dense: torch.Tensor, density: float) -> torch.Tensor:
@@ -50,20 +65,28 @@ def magnitude_mask(dense: torch.Tensor, density: float) -> torch.Tensor:
     return mask.reshape(dense.shape)
 
 
-def weight_from_dense(dense: torch.Tensor, density: float | None, mask: torch.Tensor | None) -> CSRWeight:
+def weight_from_dense(dense: torch.Tensor, density: float | None, mask: torch.Tensor | None,
+                      block_shape=None) -> SparseWeight:
     """from_dense for one matrix: a given mask wins, else magnitude at density,
-    else (neither) every entry is kept."""
+    else (neither) every entry is kept. With ``block_shape``: a BSRWeight,
+    the mask per block or per entry (a block is kept when any entry is),
+    magnitude = block Frobenius norm, density counted in blocks."""
+    if block_shape is not None:
+        if mask is None:
+            return BSRWeight.from_dense(dense.detach(), block_shape=block_shape,
+                                        density=1.0 if density is None else density)
+        return BSRWeight.from_dense(dense.detach(), mask, block_shape=block_shape)
     if mask is None:
         mask = magnitude_mask(dense, 1.0 if density is None else density)
     return CSRWeight.from_dense(dense.detach(), mask)
 
 
 class SparseWeightsMixin:
-    """nnz, density and the (name, CSRWeight) list of a module whose sparse
+    """nnz, density and the (name, SparseWeight) list of a module whose sparse
     matrices are the submodules named by its ``sparse_weight_names()``."""
 
     def sparse_weights(self):
-        """(name, CSRWeight) of every sparse matrix, for sparse-training tools."""
+        """(name, CSRWeight or BSRWeight) of every sparse matrix, for sparse-training tools."""
         return [(name, getattr(self, name)) for name in self.sparse_weight_names()]
 
     @property

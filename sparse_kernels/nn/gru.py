@@ -26,13 +26,15 @@ class SparseGRU(SparseRNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, density: float | None = None, sparsity: float | None = None,
-                 init: str = "uniform", generator: torch.Generator | None = None):
+                 init: str = "uniform", generator: torch.Generator | None = None, block_shape=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, device, dtype, density=density, sparsity=sparsity, init=init, generator=generator)
+                         0, device, dtype, density=density, sparsity=sparsity, init=init, generator=generator,
+                         block_shape=block_shape)
 
     def _run_direction(self, layer: int, sfx: str, x, states, batch_sizes, reverse: bool):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         # b_hh stays inside the step: r multiplies (W_hn h + b_hn).
         input_gates = w_ih(x, b_ih)
-        return ops.gru_layer(input_gates, states[0], w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                             w_hh.transposed_index(), b_hh, batch_sizes, reverse)
+        hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
+        return ops.gru_layer(input_gates, states[0], hh_values, hh_row_ptr, hh_col_idx, hh_csc, b_hh, batch_sizes,
+                             reverse)

@@ -8,9 +8,8 @@ import operator
 import torch
 from torch import nn
 
-from ..csr import row_indices
-from ..storage import CSRWeight
-from ._common import check_init, make_weight, resolve_density, weight_from_dense
+from ..storage import SparseWeight
+from ._common import check_block_shape, check_init, make_weight, resolve_density, weight_from_dense
 
 __all__ = ["SparseLinear"]
 
@@ -27,7 +26,7 @@ def _check_size(owner: str, name: str, value) -> int:
     return value
 
 
-def _check_input_dtype(owner: str, name: str, input: torch.Tensor, weight: CSRWeight) -> None:
+def _check_input_dtype(owner: str, name: str, input: torch.Tensor, weight: SparseWeight) -> None:
     """The op would also refuse a dtype mismatch, but in terms of its own
     arguments ("values"); a module user should hear about the module."""
     if input.dtype != weight.values.dtype:
@@ -37,9 +36,9 @@ def _check_input_dtype(owner: str, name: str, input: torch.Tensor, weight: CSRWe
 
 def _load_dense_weights(module: nn.Module, names, state_dict, prefix: str, error_msgs) -> None:
     """Rewrite dense 2-D entries ``prefix + name`` of a state_dict (a dense
-    nn.Linear / nn.LSTMCell checkpoint) into the CSR entries of the CSRWeight
-    ``module.<name>``, in place, so that the CSRWeight child then loads them
-    as usual.
+    nn.Linear / nn.LSTMCell checkpoint) into the sparse entries of the
+    CSRWeight or BSRWeight ``module.<name>``, in place, so that the weight
+    child then loads them as usual.
 
     The module's current pattern is kept and only the values at its stored
     positions are read from the dense tensor: the pattern is part of the
@@ -49,7 +48,7 @@ def _load_dense_weights(module: nn.Module, names, state_dict, prefix: str, error
 
     load_state_dict hands this dict on to the children after the parent's
     ``_load_from_state_dict`` returns (and works on a copy of the caller's
-    dict), which is what makes the rewrite visible to the CSRWeight.
+    dict), which is what makes the rewrite visible to the sparse weight.
     """
     for name in names:
         key = prefix + name
@@ -57,7 +56,7 @@ def _load_dense_weights(module: nn.Module, names, state_dict, prefix: str, error
         if not (isinstance(dense, torch.Tensor) and dense.dim() == 2):
             continue
         del state_dict[key]
-        weight: CSRWeight = getattr(module, name)
+        weight: SparseWeight = getattr(module, name)
         if tuple(dense.shape) != tuple(weight.shape):
             error_msgs.append(f"size mismatch for {key}: copying a dense weight of shape "
                               f"{tuple(dense.shape)}, the sparse weight has shape {tuple(weight.shape)}.")
@@ -65,16 +64,21 @@ def _load_dense_weights(module: nn.Module, names, state_dict, prefix: str, error
         if not dense.is_floating_point():
             error_msgs.append(f"{key}: a dense weight must be floating-point, got {dense.dtype}")
             continue
-        rows, cols = row_indices(weight.row_ptr), weight.col_idx.long()
-        state_dict[key + ".values"] = dense.detach().to(rows.device)[rows, cols]
-        state_dict[key + ".row_ptr"] = weight.row_ptr.clone()
-        state_dict[key + ".col_idx"] = weight.col_idx.clone()
+        state_dict[key + ".values"] = weight.values_at(dense)
+        for buffer, t in weight.pattern_state().items():
+            state_dict[f"{key}.{buffer}"] = t.clone()
         state_dict[key + "._extra_state"] = weight.get_extra_state()
 
 
 class SparseLinear(nn.Module):
     """nn.Linear with a CSR weight: ``y = x @ W^T + b`` computed from the
     nonzeros only, in the forward and in both backward products.
+
+    ``block_shape=(bh, bw)`` makes the weight a
+    :class:`~sparse_kernels.BSRWeight` instead: dense bh x bw blocks (bh
+    dividing out_features, bw in_features), ``density`` counted in blocks,
+    computed by the BSR kernels (state dict ``weight.values`` of shape
+    (nblocks, bh, bw), ``weight.block_row_ptr``, ``weight.block_col_idx``).
 
     ``weight`` is a :class:`~sparse_kernels.CSRWeight` submodule, so the state
     dict holds ``weight.values`` (the trainable nonzeros), ``weight.row_ptr``,
@@ -92,16 +96,18 @@ class SparseLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  density: float | None = None, sparsity: float | None = None, init: str = "uniform",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, block_shape=None) -> None:
         super().__init__()
         self.in_features = _check_size("SparseLinear", "in_features", in_features)
         self.out_features = _check_size("SparseLinear", "out_features", out_features)
         density = resolve_density(density, sparsity)
         check_init(init)
+        self.block_shape = check_block_shape(block_shape, "SparseLinear")
         # The same bound nn.Linear gets from kaiming_uniform_(a=sqrt(5)).
         bound = self._init_bound()
         self.weight = make_weight(self.out_features, self.in_features, density, init=init, bound=bound,
-                                  generator=generator, dtype=dtype, device=device)
+                                  generator=generator, dtype=dtype, device=device, block_shape=self.block_shape,
+                                  name="SparseLinear: the weight")
         if bias:
             self.bias = nn.Parameter(torch.empty(self.out_features, dtype=self.weight.values.dtype,
                                                  device=self.weight.values.device))
@@ -132,8 +138,9 @@ class SparseLinear(nn.Module):
         return self.weight.density
 
     def extra_repr(self) -> str:
+        blocks = f", block_shape={self.block_shape}" if self.block_shape else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, density={self.density:.4f}, nnz={self.nnz}")
+                f"bias={self.bias is not None}{blocks}, density={self.density:.4f}, nnz={self.nnz}")
 
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -150,17 +157,19 @@ class SparseLinear(nn.Module):
     # ------------------------------------------------------------------ dense conversion
     @classmethod
     def from_dense(cls, linear: nn.Linear, density: float | None = None,
-                   mask: torch.Tensor | None = None) -> "SparseLinear":
+                   mask: torch.Tensor | None = None, *, block_shape=None) -> "SparseLinear":
         """A SparseLinear holding ``linear``'s weights: the entries where
         ``mask`` is true if given, else the round(density * numel) largest
         magnitudes, else (neither) every entry, zeros included, so that the
-        result computes exactly what ``linear`` does."""
+        result computes exactly what ``linear`` does. With ``block_shape``:
+        whole blocks (mask per block or per entry; largest block norms)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_dense expects an nn.Linear, got {type(linear).__name__}")
-        weight = weight_from_dense(linear.weight, density, mask)
         # density=0: build without drawing a pattern we are about to replace.
         module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                     device=linear.weight.device, dtype=linear.weight.dtype, density=0.0)
+                     device=linear.weight.device, dtype=linear.weight.dtype, density=0.0,
+                     block_shape=block_shape)
+        weight = weight_from_dense(linear.weight, density, mask, module.block_shape)
         module.weight = weight
         if linear.bias is not None:
             with torch.no_grad():

@@ -46,10 +46,10 @@ class SparseLSTM(SparseRNNBase):
         input_gates = w_ih(x, None if b_ih is None else b_ih + b_hh)
         projection = None
         if self.proj_size:
-            w_hr = getattr(self, f"weight_hr_l{layer}{sfx}")
-            projection = (w_hr.values, w_hr.row_ptr, w_hr.col_idx, w_hr.transposed_index())
-        out, h_n, c_n = ops.lstm_layer(input_gates, h0, c0, w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                                       w_hh.transposed_index(), batch_sizes, reverse, projection)
+            projection = getattr(self, f"weight_hr_l{layer}{sfx}").csr_operands()
+        hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
+        out, h_n, c_n = ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
+                                       batch_sizes, reverse, projection)
         for hook in list(getattr(self, "_recurrent_hooks", {}).values()):
             hook(w_hh, input_gates, out, h0, batch_sizes, reverse)
         return out, h_n, c_n

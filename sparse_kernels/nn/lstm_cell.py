@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..storage import CSRWeight
-from ._common import check_init, make_weight, resolve_density, weight_from_dense
+from ..storage import SparseWeight
+from ._common import check_block_shape, check_init, make_weight, resolve_density, weight_from_dense
 from .linear import _check_input_dtype, _check_size, _load_dense_weights
 
 __all__ = ["SparseLSTMCell"]
@@ -27,7 +27,10 @@ class SparseLSTMCell(nn.Module):
     ``ops.lstm_cell``. ``density`` (or ``sparsity``; default density 0.1)
     applies to each matrix separately, exactly round(density * numel) stored
     entries each; all stored values and biases start uniform in
-    +-1/sqrt(hidden_size), like nn.LSTMCell.
+    +-1/sqrt(hidden_size), like nn.LSTMCell. ``block_shape=(bh, bw)`` makes
+    both matrices :class:`~sparse_kernels.BSRWeight` (bh dividing 4 *
+    hidden_size, bw dividing input_size and hidden_size), computed by the BSR
+    kernels.
 
     A dense nn.LSTMCell state_dict can be loaded: the current patterns are
     kept and their values are read from the dense weights (entries outside
@@ -37,18 +40,20 @@ class SparseLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  density: float | None = None, sparsity: float | None = None, init: str = "uniform",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, block_shape=None) -> None:
         super().__init__()
         self.input_size = _check_size("SparseLSTMCell", "input_size", input_size)
         self.hidden_size = _check_size("SparseLSTMCell", "hidden_size", hidden_size)
         self.bias = bool(bias)
         density = resolve_density(density, sparsity)
         check_init(init)
+        self.block_shape = check_block_shape(block_shape, "SparseLSTMCell")
         bound = self._init_bound()
         gates = 4 * self.hidden_size
-        kwargs = dict(init=init, bound=bound, generator=generator, dtype=dtype, device=device)
-        self.weight_ih = make_weight(gates, self.input_size, density, **kwargs)
-        self.weight_hh = make_weight(gates, self.hidden_size, density, **kwargs)
+        kwargs = dict(init=init, bound=bound, generator=generator, dtype=dtype, device=device,
+                      block_shape=self.block_shape)
+        self.weight_ih = make_weight(gates, self.input_size, density, name="SparseLSTMCell: weight_ih", **kwargs)
+        self.weight_hh = make_weight(gates, self.hidden_size, density, name="SparseLSTMCell: weight_hh", **kwargs)
         if bias:
             values = self.weight_ih.values
             self.bias_ih = nn.Parameter(torch.empty(gates, dtype=values.dtype, device=values.device))
@@ -86,6 +91,8 @@ class SparseLSTMCell(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
+        if self.block_shape:
+            s += f", block_shape={self.block_shape}"
         return s + f", density={self.density:.4f}, nnz={self.nnz}"
 
     # ------------------------------------------------------------------ compute
@@ -143,12 +150,13 @@ class SparseLSTMCell(nn.Module):
     # ------------------------------------------------------------------ dense conversion
     @classmethod
     def from_dense(cls, cell: nn.LSTMCell, density: float | None = None,
-                   mask: dict[str, torch.Tensor] | None = None) -> "SparseLSTMCell":
+                   mask: dict[str, torch.Tensor] | None = None, *, block_shape=None) -> "SparseLSTMCell":
         """A SparseLSTMCell holding ``cell``'s weights. Per matrix: the entries
         where ``mask[name]`` is true if given ({"weight_ih": m1, "weight_hh":
         m2}; a matrix left out of the dict falls back to density), else its
         round(density * numel) largest magnitudes, else (neither) every entry,
-        so that the result computes exactly what ``cell`` does."""
+        so that the result computes exactly what ``cell`` does. With
+        ``block_shape``: whole blocks (see SparseLinear.from_dense)."""
         if not isinstance(cell, nn.LSTMCell):
             raise TypeError(f"from_dense expects an nn.LSTMCell, got {type(cell).__name__}")
         if mask is None:
@@ -159,11 +167,12 @@ class SparseLSTMCell(nn.Module):
         unknown = set(mask) - set(_WEIGHTS)
         if unknown:
             raise ValueError(f"mask has unknown keys {sorted(unknown)}; expected a subset of {list(_WEIGHTS)}")
-        weights = {name: weight_from_dense(getattr(cell, name), density, mask.get(name)) for name in _WEIGHTS}
         has_bias = cell.bias_ih is not None
         # density=0: build without drawing patterns we are about to replace.
         module = cls(cell.input_size, cell.hidden_size, bias=has_bias, device=cell.weight_ih.device,
-                     dtype=cell.weight_ih.dtype, density=0.0)
+                     dtype=cell.weight_ih.dtype, density=0.0, block_shape=block_shape)
+        weights = {name: weight_from_dense(getattr(cell, name), density, mask.get(name), module.block_shape)
+                   for name in _WEIGHTS}
         for name, weight in weights.items():
             setattr(module, name, weight)
         if has_bias:
@@ -180,7 +189,7 @@ class SparseLSTMCell(nn.Module):
                            device=values.device, dtype=values.dtype)
         with torch.no_grad():
             for name in _WEIGHTS:
-                weight: CSRWeight = getattr(self, name)
+                weight: SparseWeight = getattr(self, name)
                 getattr(cell, name).copy_(weight.to_dense())
             if self.bias:
                 cell.bias_ih.copy_(self.bias_ih)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..storage import CSRWeight
-from ._common import SparseWeightsMixin, check_init, make_weight, resolve_density, weight_from_dense
+from ._common import (SparseWeightsMixin, check_block_shape, check_init, make_weight, resolve_density,
+                      weight_from_dense)
 from .linear import _load_dense_weights
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -58,11 +58,19 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
     default density 0.1) for every weight matrix, ``init`` ("uniform": equal
     nonzeros per row; "erdos_renyi": uniform over the matrix; "block_diagonal":
     round(1/density) independent blocks per gate, Demeester et al.'s predefined
-    sparseness), ``generator``.
+    sparseness), ``generator``, ``block_shape``.
     ``weight_ih_l{k}{_reverse}`` and ``weight_hh_l{k}{_reverse}`` are
     :class:`~sparse_kernels.CSRWeight` submodules (state_dict keys
     ``weight_hh_l0.values``, ``.row_ptr``, ``.col_idx``); biases are dense
     Parameters named as in torch.nn.
+
+    ``block_shape=(bh, bw)`` makes every matrix a
+    :class:`~sparse_kernels.BSRWeight` of dense bh x bw blocks (bh must
+    divide the rows of every matrix, bw its columns; density counts blocks).
+    The input projection then runs on the BSR kernels; the recurrent (and
+    projection) matrices enter the C++ layer loop through their cached
+    element-level CSR view (``BSRWeight.csr_operands``), whose values are a
+    differentiable gather of the blocks.
     """
 
     mode: str = ""  # "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"
@@ -71,9 +79,11 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *, density: float | None = None,
-                 sparsity: float | None = None, init: str = "uniform", generator: torch.Generator | None = None):
+                 sparsity: float | None = None, init: str = "uniform", generator: torch.Generator | None = None,
+                 block_shape=None):
         super().__init__()
         _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        self.block_shape = check_block_shape(block_shape, f"Sparse{self._name}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
@@ -93,7 +103,9 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
                     # Block-diagonal patterns are cut per gate (Demeester et al.).
                     groups = 1 if name.startswith("weight_hr") else GATES[self.mode]
                     self.add_module(name, make_weight(rows, cols, self.target_density, init=init, bound=bound,
-                                                      generator=generator, row_groups=groups, **factory))
+                                                      generator=generator, row_groups=groups,
+                                                      block_shape=self.block_shape,
+                                                      name=f"Sparse{self._name}: {name}", **factory))
                 for name in (f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"):
                     if bias:
                         b = torch.empty(gate_size, **factory).uniform_(-bound, bound, generator=generator)
@@ -135,6 +147,8 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.block_shape:
+            s += f", block_shape={self.block_shape}"
         return s + f", density={self.density:.4f}, nnz={self.nnz}"
 
     # ------------------------------------------------------------------ forward
@@ -277,22 +291,27 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
         return config
 
     @classmethod
-    def from_dense(cls, module: nn.Module, density: float | None = None, mask: dict | None = None):
+    def from_dense(cls, module: nn.Module, density: float | None = None, mask: dict | None = None, *,
+                   block_shape=None):
         """Sparsify a trained torch.nn layer. ``mask`` (dict name -> bool tensor)
         wins for the matrices it names; the others keep their ``density``
-        largest magnitudes (all entries when density is None)."""
+        largest magnitudes (all entries when density is None). With
+        ``block_shape``: whole blocks (masks per block or per entry, largest
+        block norms)."""
         if not isinstance(module, cls.dense_class):
             raise TypeError(f"module must be an {cls.dense_class.__name__}, got {type(module).__name__}")
         mask = dict(mask or {})
         param = module.weight_ih_l0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the dense module already warned about its own dropout
-            sparse = cls(**cls._config_of_dense(module), density=0.0, dtype=param.dtype, device=param.device)
+            sparse = cls(**cls._config_of_dense(module), density=0.0, dtype=param.dtype, device=param.device,
+                         block_shape=block_shape)
         unknown = set(mask) - set(sparse.sparse_weight_names())
         if unknown:
             raise ValueError(f"mask names unknown weights: {sorted(unknown)}")
         for name in sparse.sparse_weight_names():
-            setattr(sparse, name, weight_from_dense(getattr(module, name), density, mask.get(name)))
+            setattr(sparse, name, weight_from_dense(getattr(module, name), density, mask.get(name),
+                                                    sparse.block_shape))
         if sparse.bias:
             with torch.no_grad():
                 for name, p in sparse.named_parameters(recurse=False):

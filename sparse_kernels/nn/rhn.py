@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..storage import CSRWeight
-from ._common import SparseWeightsMixin, changed_options_repr, check_init, make_weight, resolve_density
+from ..storage import SparseWeight
+from ._common import (SparseWeightsMixin, changed_options_repr, check_block_shape, check_init, make_weight,
+                      resolve_density)
 from ._sequence import from_time_major, state_in, state_out, to_time_major
 from .recurrent import _validate_config
 
@@ -44,7 +45,11 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
     out); ``forward(input, h0=None) -> (output, h_n)`` with h_n of shape
     (num_layers, B, hidden_size). Sparse options are keyword-only:
     ``density`` (or ``sparsity``; default density 0.1) for every matrix,
-    ``init`` ("uniform" or "erdos_renyi", as Liu et al.), ``generator``.
+    ``init`` ("uniform" or "erdos_renyi", as Liu et al.), ``generator``,
+    ``block_shape=(bh, bw)`` (every matrix a BSRWeight of dense blocks: W's
+    input projection on the BSR kernels, each R_l through its element-level
+    CSR view in the C++ loop; bh must divide 2 * hidden_size, bw the input
+    and hidden sizes).
 
     Parameters: ``weight_ih_l{k}`` (W, 2H x input), ``weight_hh_l{k}_d{j}``
     (R_{j+1}, 2H x H) are :class:`~sparse_kernels.CSRWeight` submodules;
@@ -60,7 +65,7 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
     def __init__(self, input_size: int, hidden_size: int, depth: int = 1, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, device=None, dtype=None,
                  *, density: float | None = None, sparsity: float | None = None, init: str = "uniform",
-                 generator: torch.Generator | None = None, transform_bias: float = -2.0):
+                 generator: torch.Generator | None = None, transform_bias: float = -2.0, block_shape=None):
         super().__init__()
         _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, 0)
         try:
@@ -74,6 +79,7 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
         self.transform_bias = float(transform_bias)
         self.init = check_init(init)
         self.target_density = resolve_density(density, sparsity)
+        self.block_shape = check_block_shape(block_shape, "SparseRHN")
         factory = dict(dtype=dtype or torch.get_default_dtype(), device=device)
         bound = 1.0 / math.sqrt(hidden_size)
         for layer in range(num_layers):
@@ -82,7 +88,8 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
             shapes.update({f"weight_hh_l{layer}_d{j}": hidden_size for j in range(depth)})
             for name, cols in shapes.items():
                 self.add_module(name, make_weight(2 * hidden_size, cols, self.target_density, init=init,
-                                                  bound=bound, generator=generator, **factory))
+                                                  bound=bound, generator=generator, block_shape=self.block_shape,
+                                                  name=f"SparseRHN: {name}", **factory))
             for j in range(depth):
                 if bias:
                     b = torch.empty(2 * hidden_size, **factory)
@@ -98,7 +105,8 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
                 for name in (f"weight_ih_l{layer}", *(f"weight_hh_l{layer}_d{j}" for j in range(self.depth)))]
 
     def extra_repr(self) -> str:
-        options = changed_options_repr(self, dict(num_layers=1, bias=True, batch_first=False, dropout=0.0))
+        options = changed_options_repr(self, dict(num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                                                  block_shape=None))
         return (f"{self.input_size}, {self.hidden_size}, depth={self.depth}{options}, "
                 f"density={self.density:.4f}, nnz={self.nnz}")
 
@@ -124,7 +132,7 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
         return from_time_major(x, layout), state_out(torch.stack(finals), layout)
 
     def _run_layer(self, layer: int, x: torch.Tensor, h0: torch.Tensor, batch_sizes):
-        w: CSRWeight = getattr(self, f"weight_ih_l{layer}")
+        w: SparseWeight = getattr(self, f"weight_ih_l{layer}")
         recurrent = [getattr(self, f"weight_hh_l{layer}_d{j}") for j in range(self.depth)]
         if self.bias:
             biases = torch.stack([getattr(self, f"bias_l{layer}_d{j}") for j in range(self.depth)])
@@ -132,6 +140,5 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
             biases = x.new_zeros(self.depth, 2 * self.hidden_size)
         # The input projection of every timestep: one sparse product over T*B rows.
         input_gates = w(x)
-        return ops.rhn_layer(input_gates, h0, [r.values for r in recurrent], [r.row_ptr for r in recurrent],
-                             [r.col_idx for r in recurrent], [r.transposed_index() for r in recurrent], biases,
-                             batch_sizes)
+        values, row_ptr, col_idx, csc = (list(part) for part in zip(*(r.csr_operands() for r in recurrent)))
+        return ops.rhn_layer(input_gates, h0, values, row_ptr, col_idx, csc, biases, batch_sizes)

@@ -27,13 +27,15 @@ class SparseRNN(SparseRNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *, density: float | None = None,
-                 sparsity: float | None = None, init: str = "uniform", generator: torch.Generator | None = None):
+                 sparsity: float | None = None, init: str = "uniform", generator: torch.Generator | None = None,
+                 block_shape=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, device, dtype, density=density, sparsity=sparsity, init=init, generator=generator)
+                         0, device, dtype, density=density, sparsity=sparsity, init=init, generator=generator,
+                         block_shape=block_shape)
 
     def _extra_config_repr(self) -> str:
         return f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else ""
@@ -48,5 +50,6 @@ class SparseRNN(SparseRNNBase):
     def _run_direction(self, layer: int, sfx: str, x, states, batch_sizes, reverse: bool):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         input_gates = w_ih(x, None if b_ih is None else b_ih + b_hh)
-        return ops.rnn_layer(input_gates, states[0], w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                             w_hh.transposed_index(), batch_sizes, reverse, self.nonlinearity)
+        hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
+        return ops.rnn_layer(input_gates, states[0], hh_values, hh_row_ptr, hh_col_idx, hh_csc, batch_sizes,
+                             reverse, self.nonlinearity)

@@ -10,7 +10,7 @@ import sys
 import torch
 from torch import nn
 
-from ..storage import CSRWeight
+from ..storage import SparseWeight
 
 
 def _unique_parameters(module: nn.Module):
@@ -24,7 +24,7 @@ def parameter_counts(model: nn.Module) -> dict:
     for the recurrent stack alone (``model.rnn``)."""
     def counts(module):
         stored = sum(p.numel() for p in _unique_parameters(module))
-        dense = stored + sum(w.shape.numel() - w.nnz for w in module.modules() if isinstance(w, CSRWeight))
+        dense = stored + sum(w.shape.numel() - w.nnz for w in module.modules() if isinstance(w, SparseWeight))
         return stored, dense
     stored, dense = counts(model)
     out = {"stored": stored, "dense": dense}

@@ -43,3 +43,17 @@ inline void check_weight_gradient_args(const at::Tensor& grad_output, const at::
               " columns, got ", grad_output.size(1));
 }
 }  // namespace sparse_kernels
+
+// The block values of a BSR matrix: contiguous (nblocks, bh, bw), one block
+// per block_col_idx (or block_row_idx) entry, blocks of at least 1 x 1.
+namespace sparse_kernels {
+inline void check_block_values(const at::Tensor& values, const at::Tensor& block_index) {
+  TORCH_CHECK(values.dim() == 3 && values.is_contiguous(),
+              "values must be contiguous 3-D (nblocks, block_height, block_width), got shape ",
+              values.sizes());
+  TORCH_CHECK(values.size(0) == block_index.numel(), "values must hold one block per block index entry (",
+              block_index.numel(), "), got ", values.size(0));
+  TORCH_CHECK(values.size(1) >= 1 && values.size(2) >= 1, "blocks must be at least 1 x 1, got ",
+              values.size(1), " x ", values.size(2));
+}
+}  // namespace sparse_kernels

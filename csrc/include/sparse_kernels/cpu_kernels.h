@@ -37,6 +37,21 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output,
                                     const at::Tensor& row_ptr,
                                     const at::Tensor& col_idx);
 
+// Block-sparse (BSR) W: block_row_ptr / block_col_idx over the grid of
+// blocks, values (nblocks, bh, bw). y = input @ W^T + bias: (N, in) -> (N, out).
+at::Tensor bsr_linear(const at::Tensor& input, const at::Tensor& values, const at::Tensor& block_row_ptr,
+                      const at::Tensor& block_col_idx, const std::optional<at::Tensor>& bias);
+
+// grad_input = grad_output @ W through the transposed block index.
+at::Tensor bsr_linear_input_grad(const at::Tensor& grad_output, const at::Tensor& values,
+                                 const at::Tensor& block_col_ptr, const at::Tensor& block_row_idx,
+                                 const at::Tensor& block_csr2csc);
+
+// The gradient of the stored blocks: (nblocks, block_height, block_width).
+at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output, const at::Tensor& input,
+                                 const at::Tensor& block_row_ptr, const at::Tensor& block_col_idx,
+                                 int64_t block_height, int64_t block_width);
+
 // Fused LSTM cell pointwise part: gates (N, 4H) pre-activations [i|f|g|o],
 // c_prev (N, H) -> (h, c).
 std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& gates,

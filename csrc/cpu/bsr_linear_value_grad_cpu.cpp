@@ -1,0 +1,61 @@
+// CPU value gradient of bsr_linear: for every stored block k at block (br, bc),
+// grad_values[k] = grad_output[:, br*bh : (br+1)*bh]^T @ input[:, bc*bw : (bc+1)*bw],
+// a small dense GEMM over all N rows. The dense gradient is never formed.
+#include <torch/library.h>
+
+#include "sparse_kernels/checks.h"
+#include "sparse_kernels/cpu_bsr.h"
+#include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_spmm.h"
+
+namespace sparse_kernels::cpu {
+
+at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output_, const at::Tensor& input_,
+                                 const at::Tensor& block_row_ptr, const at::Tensor& block_col_idx,
+                                 int64_t block_height, int64_t block_width) {
+  SK_CHECK_DIM(grad_output_, 2);
+  SK_CHECK_DIM(input_, 2);
+  SK_CHECK_FLOAT(grad_output_);
+  SK_CHECK_SAME_DTYPE(grad_output_, input_);
+  SK_CHECK_INDEX(block_row_ptr);
+  SK_CHECK_INDEX(block_col_idx);
+  TORCH_CHECK(block_height >= 1 && block_width >= 1, "the block shape must be at least 1 x 1, got ",
+              block_height, " x ", block_width);
+  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
+  TORCH_CHECK(grad_output_.size(0) == input_.size(0),
+              "grad_output and input must have the same number of rows, got ", grad_output_.size(0), " and ",
+              input_.size(0));
+  const int64_t bh = block_height, bw = block_width;
+  const int64_t n_rows = input_.size(0);
+  const int64_t in_features = input_.size(1);
+  const int64_t out_features = grad_output_.size(1);
+  TORCH_CHECK(out_features == (block_row_ptr.numel() - 1) * bh, "grad_output must have out_features = ",
+              (block_row_ptr.numel() - 1) * bh, " columns, got ", out_features);
+  TORCH_CHECK(in_features % bw == 0, "input must have a multiple of the block width ", bw,
+              " as in_features, got ", in_features);
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const at::Tensor input = input_.contiguous();
+  at::Tensor grad_values = at::zeros({block_col_idx.numel(), bh, bw}, input.options());
+  if (n_rows == 0 || block_col_idx.numel() == 0) return grad_values;
+
+  // Each block's gradient is a GEMM over the N rows: contiguous in the
+  // transposed activations.
+  const at::Tensor grad_t =
+      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
+  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
+  const int32_t* rp = block_row_ptr.data_ptr<int32_t>();
+  const int32_t* ci = block_col_idx.data_ptr<int32_t>();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bsr_linear_value_grad_cpu", [&] {
+    parallel_over_rows(rp, block_row_ptr.numel() - 1, [&](int64_t r0, int64_t r1) {
+      bsr_value_grad_rows_dispatch(rp, ci, bh, bw, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),
+                                   grad_values.data_ptr<scalar_t>(), n_rows, r0, r1);
+    });
+  });
+  return grad_values;
+}
+
+}  // namespace sparse_kernels::cpu
+
+TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
+  m.impl("bsr_linear_value_grad", &sparse_kernels::cpu::bsr_linear_value_grad);
+}
