@@ -38,17 +38,29 @@ at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output_, const at::Tenso
   at::Tensor grad_values = at::zeros({block_col_idx.numel(), bh, bw}, input.options());
   if (n_rows == 0 || block_col_idx.numel() == 0) return grad_values;
 
-  // Each block's gradient is a GEMM over the N rows: contiguous in the
-  // transposed activations.
-  const at::Tensor grad_t =
-      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
-  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
+  // Each block's gradient is a GEMM over the N rows: as outer products over
+  // the row-major activations (the block's columns are contiguous in every
+  // row of input) or as dot products over the transposed ones (batch on
+  // the lanes), whichever suits the block shape (bsr_value_grad_use_outer).
   const int32_t* rp = block_row_ptr.data_ptr<int32_t>();
   const int32_t* ci = block_col_idx.data_ptr<int32_t>();
+  const int64_t block_rows = block_row_ptr.numel() - 1;
+  if (bsr_value_grad_use_outer(bh, bw, n_rows)) {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bsr_linear_value_grad_cpu", [&] {
+      parallel_over_rows(rp, block_rows, [&](int64_t r0, int64_t r1) {
+        bsr_value_grad_outer_dispatch(rp, ci, bh, bw, grad_output.data_ptr<scalar_t>(), out_features,
+                                      input.data_ptr<scalar_t>(), in_features, grad_values.data_ptr<scalar_t>(),
+                                      n_rows, r0, r1);
+      });
+    });
+    return grad_values;
+  }
+  const at::Tensor grad_t = grad_output.t().contiguous();
+  const at::Tensor input_t = input.t().contiguous();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bsr_linear_value_grad_cpu", [&] {
-    parallel_over_rows(rp, block_row_ptr.numel() - 1, [&](int64_t r0, int64_t r1) {
-      bsr_value_grad_rows_dispatch(rp, ci, bh, bw, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),
-                                   grad_values.data_ptr<scalar_t>(), n_rows, r0, r1);
+    parallel_over_rows(rp, block_rows, [&](int64_t r0, int64_t r1) {
+      bsr_value_grad_lanes_dispatch(rp, ci, bh, bw, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),
+                                    grad_values.data_ptr<scalar_t>(), n_rows, r0, r1);
     });
   });
   return grad_values;

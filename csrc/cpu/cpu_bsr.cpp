@@ -24,16 +24,30 @@ SK_CPU_CLONES void bsr_spmm_rows_f64(const int32_t* ptr, const int32_t* idx, con
   }
 }
 
-SK_CPU_CLONES void bsr_value_grad_rows_f32(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
-                                           const float* grad_t, const float* input_t, float* grad_v, int64_t n,
-                                           int64_t r0, int64_t r1) {
-  bsr_value_grad_rows_range(ptr, idx, bh, bw, grad_t, input_t, grad_v, n, r0, r1);
+SK_CPU_CLONES void bsr_value_grad_outer_f32(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                            const float* grad_output, int64_t out_features, const float* input,
+                                            int64_t in_features, float* grad_v, int64_t n, int64_t r0,
+                                            int64_t r1) {
+  bsr_value_grad_outer_range(ptr, idx, bh, bw, grad_output, out_features, input, in_features, grad_v, n, r0, r1);
 }
 
-SK_CPU_CLONES void bsr_value_grad_rows_f64(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
-                                           const double* grad_t, const double* input_t, double* grad_v,
-                                           int64_t n, int64_t r0, int64_t r1) {
-  bsr_value_grad_rows_range(ptr, idx, bh, bw, grad_t, input_t, grad_v, n, r0, r1);
+SK_CPU_CLONES void bsr_value_grad_outer_f64(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                            const double* grad_output, int64_t out_features, const double* input,
+                                            int64_t in_features, double* grad_v, int64_t n, int64_t r0,
+                                            int64_t r1) {
+  bsr_value_grad_outer_range(ptr, idx, bh, bw, grad_output, out_features, input, in_features, grad_v, n, r0, r1);
+}
+
+SK_CPU_CLONES void bsr_value_grad_lanes_f32(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                            const float* grad_t, const float* input_t, float* grad_v, int64_t n,
+                                            int64_t r0, int64_t r1) {
+  bsr_value_grad_lanes_range(ptr, idx, bh, bw, grad_t, input_t, grad_v, n, r0, r1);
+}
+
+SK_CPU_CLONES void bsr_value_grad_lanes_f64(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                            const double* grad_t, const double* input_t, double* grad_v,
+                                            int64_t n, int64_t r0, int64_t r1) {
+  bsr_value_grad_lanes_range(ptr, idx, bh, bw, grad_t, input_t, grad_v, n, r0, r1);
 }
 
 }  // namespace sparse_kernels::cpu

@@ -14,7 +14,8 @@
 // W's block columns (the transposed block index, values read through
 // block_csr2csc), out_t rows are W's columns and each block is read
 // transposed. The value gradient is a small dense GEMM per stored block,
-// grad_t[rows] (bh x N) times input_t[cols]^T (N x bw), register-tiled.
+// grad_output[:, rows]^T (bh x N) times input[:, cols] (N x bw), summed as
+// outer products with the block's columns on the lanes (register-tiled).
 //
 // SIMD is chosen at run time (cpu_simd.h).
 #pragma once
@@ -65,29 +66,42 @@ inline __attribute__((always_inline)) void bsr_tile(const int32_t* idx, const T*
     for (int j = 0; j < W; ++j) out[r * n + j] = acc[r][j];
 }
 
-// One batch column j (a remainder column, or the whole batch when N < 4):
-// one dot product per output row, over the block's reduction index (for
-// the forward at N = 1, contiguous in both the values and x).
+// One batch column j (a remainder column, or the whole batch when N < 4).
+// Forward: one dot product per output row over the block's columns
+// (contiguous in the values, and in x at N = 1). Input gradient: the block
+// read transposed has its output index contiguous in the values, so each
+// block adds w[c, :] * x[c] to all its output rows at once instead.
 template <typename T, bool kTrans>
 inline __attribute__((always_inline)) void bsr_column(const int32_t* idx, const T* v, const int32_t* perm,
                                                       int32_t k0, int32_t k1, int64_t bh, int64_t bw,
                                                       int64_t out_dim, const T* dense_t, int64_t n, int64_t j,
                                                       const T* bias, T* out) {
-  const int64_t red = kTrans ? bh : bw;
-  const int64_t out_stride = kTrans ? 1 : bw;
-  const int64_t red_stride = kTrans ? bw : 1;
   const int64_t block_size = bh * bw;
-  for (int64_t i = 0; i < out_dim; ++i) {
-    T acc = bias ? bias[i] : T(0);
+  if constexpr (kTrans) {
+    for (int64_t i = 0; i < out_dim; ++i) out[i * n + j] = T(0);
     for (int32_t k = k0; k < k1; ++k) {
-      const T* w = v + static_cast<int64_t>(kTrans ? perm[k] : k) * block_size + i * out_stride;
-      const T* x = dense_t + static_cast<int64_t>(idx[k]) * red * n + j;
-      T part = T(0);
-#pragma omp simd reduction(+ : part)
-      for (int64_t c = 0; c < red; ++c) part += w[c * red_stride] * x[c * n];
-      acc += part;
+      const T* vb = v + static_cast<int64_t>(perm[k]) * block_size;
+      const T* x = dense_t + static_cast<int64_t>(idx[k]) * bh * n + j;
+      for (int64_t c = 0; c < bh; ++c) {
+        const T xc = x[c * n];
+        const T* w = vb + c * bw;
+#pragma omp simd
+        for (int64_t i = 0; i < out_dim; ++i) out[i * n + j] += w[i] * xc;
+      }
     }
-    out[i * n + j] = acc;
+  } else {
+    for (int64_t i = 0; i < out_dim; ++i) {
+      T acc = bias ? bias[i] : T(0);
+      for (int32_t k = k0; k < k1; ++k) {
+        const T* w = v + static_cast<int64_t>(k) * block_size + i * bw;
+        const T* x = dense_t + static_cast<int64_t>(idx[k]) * bw * n + j;
+        T part = T(0);
+#pragma omp simd reduction(+ : part)
+        for (int64_t c = 0; c < bw; ++c) part += w[c] * x[c * n];
+        acc += part;
+      }
+      out[i * n + j] = acc;
+    }
   }
 }
 
@@ -146,11 +160,93 @@ inline __attribute__((always_inline)) void bsr_spmm_rows(const int32_t* ptr, con
   }
 }
 
-// grad_v[RI x RC sub-block at (i0, c0)] of one stored block:
-// dot(g row i, x row c) over the n batch values, vectorised over the batch
-// (kLanes partial sums per pair, added at the end).
+// grad_v[RI x W sub-block at (i0, c0)] of one stored block, from the
+// row-major activations: a sum over the batch of outer products
+// grad_output[j, rows]^T input[j, cols], the block's columns on the SIMD
+// lanes and RI rows of accumulators, so there is no horizontal reduction
+// at the end (which would cost as much as the products for N ~ 64).
+template <typename T, int RI, int W>
+inline __attribute__((always_inline)) void bsr_vg_outer_tile(const T* g, int64_t g_stride, const T* x,
+                                                               int64_t x_stride, int64_t n, T* out,
+                                                               int64_t bw) {
+  T acc[RI][W];
+  for (int r = 0; r < RI; ++r)
+    for (int c = 0; c < W; ++c) acc[r][c] = T(0);
+  for (int64_t j = 0; j < n; ++j) {
+    const T* xr = x + j * x_stride;
+    const T* gr = g + j * g_stride;
+    for (int r = 0; r < RI; ++r) {
+      const T gv = gr[r];
+#pragma omp simd
+      for (int c = 0; c < W; ++c) acc[r][c] += gv * xr[c];
+    }
+  }
+  for (int r = 0; r < RI; ++r)
+    for (int c = 0; c < W; ++c) out[r * bw + c] = acc[r][c];
+}
+
+// Rows [0, bh) of one block's gradient over its columns [c0, c0 + W).
+template <typename T, int W>
+inline __attribute__((always_inline)) void bsr_vg_outer_columns(const T* g, int64_t g_stride, const T* x,
+                                                                  int64_t x_stride, int64_t n, T* out,
+                                                                  int64_t bh, int64_t bw) {
+  int64_t i0 = 0;
+  for (; i0 + 4 <= bh; i0 += 4)
+    bsr_vg_outer_tile<T, 4, W>(g + i0, g_stride, x, x_stride, n, out + i0 * bw, bw);
+  switch (bh - i0) {
+    case 3: bsr_vg_outer_tile<T, 3, W>(g + i0, g_stride, x, x_stride, n, out + i0 * bw, bw); break;
+    case 2: bsr_vg_outer_tile<T, 2, W>(g + i0, g_stride, x, x_stride, n, out + i0 * bw, bw); break;
+    case 1: bsr_vg_outer_tile<T, 1, W>(g + i0, g_stride, x, x_stride, n, out + i0 * bw, bw); break;
+    default: break;
+  }
+}
+
+// grad_v[k] (bh x bw) = grad_output[:, block row]^T @ input[:, block column]
+// for the stored blocks of block rows [r0, r1); grad_output (n, out) and
+// input (n, in) row-major. Column chunks are the outer loop so that the
+// block's slice of input stays in cache across the row chunks.
+template <typename T>
+inline __attribute__((always_inline)) void bsr_value_grad_outer_range(const int32_t* ptr, const int32_t* idx,
+                                                                     int64_t bh, int64_t bw,
+                                                                     const T* grad_output, int64_t out_features,
+                                                                     const T* input, int64_t in_features,
+                                                                     T* grad_v, int64_t n, int64_t r0,
+                                                                     int64_t r1) {
+  constexpr int kWide = kBsrWideTile<T>;
+  const int64_t block_size = bh * bw;
+  for (int64_t br = r0; br < r1; ++br) {
+    const T* g = grad_output + br * bh;
+    for (int32_t k = ptr[br]; k < ptr[br + 1]; ++k) {
+      const T* x = input + static_cast<int64_t>(idx[k]) * bw;
+      T* out = grad_v + static_cast<int64_t>(k) * block_size;
+      int64_t c0 = 0;
+      for (; c0 + kWide <= bw; c0 += kWide)
+        bsr_vg_outer_columns<T, kWide>(g, out_features, x + c0, in_features, n, out + c0, bh, bw);
+      if constexpr (kWide > 8) {
+        if (c0 + 8 <= bw) {
+          bsr_vg_outer_columns<T, 8>(g, out_features, x + c0, in_features, n, out + c0, bh, bw);
+          c0 += 8;
+        }
+      }
+      if (c0 + 4 <= bw) {
+        bsr_vg_outer_columns<T, 4>(g, out_features, x + c0, in_features, n, out + c0, bh, bw);
+        c0 += 4;
+      }
+      for (; c0 < bw; ++c0)
+        bsr_vg_outer_columns<T, 1>(g, out_features, x + c0, in_features, n, out + c0, bh, bw);
+    }
+  }
+}
+
+// The value gradient with the batch on the lanes instead, from the
+// transposed activations: grad_v[RI x RC sub-block at (i0, c0)] of one
+// stored block as dot(g row i, x row c) over the n batch values (kLanes
+// partial sums per pair, added at the end). Better than the outer products
+// for narrow or short blocks (1 x 8, 4 x 4), whose columns or rows fill
+// too few lanes or accumulators, once N is large enough to pay for the
+// final reductions.
 template <typename T, int RI, int RC>
-inline __attribute__((always_inline)) void bsr_value_grad_tile(const T* g, const T* x, int64_t n, T* out,
+inline __attribute__((always_inline)) void bsr_vg_lanes_tile(const T* g, const T* x, int64_t n, T* out,
                                                                int64_t bw) {
   constexpr int kLanes = 32 / static_cast<int>(sizeof(T));  // one AVX2 register
   T acc[RI][RC][kLanes] = {};
@@ -174,14 +270,14 @@ inline __attribute__((always_inline)) void bsr_value_grad_tile(const T* g, const
 }
 
 template <typename T, int RI>
-inline __attribute__((always_inline)) void bsr_value_grad_rows(const T* g, const T* x, int64_t n, T* out,
+inline __attribute__((always_inline)) void bsr_vg_lanes_rows(const T* g, const T* x, int64_t n, T* out,
                                                                int64_t bw) {
   int64_t c0 = 0;
-  for (; c0 + 4 <= bw; c0 += 4) bsr_value_grad_tile<T, RI, 4>(g, x + c0 * n, n, out + c0, bw);
+  for (; c0 + 4 <= bw; c0 += 4) bsr_vg_lanes_tile<T, RI, 4>(g, x + c0 * n, n, out + c0, bw);
   switch (bw - c0) {
-    case 3: bsr_value_grad_tile<T, RI, 3>(g, x + c0 * n, n, out + c0, bw); break;
-    case 2: bsr_value_grad_tile<T, RI, 2>(g, x + c0 * n, n, out + c0, bw); break;
-    case 1: bsr_value_grad_tile<T, RI, 1>(g, x + c0 * n, n, out + c0, bw); break;
+    case 3: bsr_vg_lanes_tile<T, RI, 3>(g, x + c0 * n, n, out + c0, bw); break;
+    case 2: bsr_vg_lanes_tile<T, RI, 2>(g, x + c0 * n, n, out + c0, bw); break;
+    case 1: bsr_vg_lanes_tile<T, RI, 1>(g, x + c0 * n, n, out + c0, bw); break;
     default: break;
   }
 }
@@ -189,7 +285,7 @@ inline __attribute__((always_inline)) void bsr_value_grad_rows(const T* g, const
 // grad_v[k] (bh x bw) = grad_t[block row rows] (bh x n) @ input_t[block
 // column rows]^T (n x bw) for the stored blocks of block rows [r0, r1).
 template <typename T>
-inline __attribute__((always_inline)) void bsr_value_grad_rows_range(const int32_t* ptr, const int32_t* idx,
+inline __attribute__((always_inline)) void bsr_value_grad_lanes_range(const int32_t* ptr, const int32_t* idx,
                                                                      int64_t bh, int64_t bw, const T* grad_t,
                                                                      const T* input_t, T* grad_v, int64_t n,
                                                                      int64_t r0, int64_t r1) {
@@ -200,8 +296,8 @@ inline __attribute__((always_inline)) void bsr_value_grad_rows_range(const int32
       const T* x = input_t + static_cast<int64_t>(idx[k]) * bw * n;
       T* out = grad_v + static_cast<int64_t>(k) * block_size;
       int64_t i0 = 0;
-      for (; i0 + 2 <= bh; i0 += 2) bsr_value_grad_rows<T, 2>(g_row + i0 * n, x, n, out + i0 * bw, bw);
-      if (i0 < bh) bsr_value_grad_rows<T, 1>(g_row + i0 * n, x, n, out + i0 * bw, bw);
+      for (; i0 + 2 <= bh; i0 += 2) bsr_vg_lanes_rows<T, 2>(g_row + i0 * n, x, n, out + i0 * bw, bw);
+      if (i0 < bh) bsr_vg_lanes_rows<T, 1>(g_row + i0 * n, x, n, out + i0 * bw, bw);
     }
   }
 }
@@ -213,11 +309,25 @@ void bsr_spmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v, c
 void bsr_spmm_rows_f64(const int32_t* ptr, const int32_t* idx, const double* v, const int32_t* perm, int64_t bh,
                        int64_t bw, const double* dense_t, const double* bias, double* out_t, int64_t n,
                        int64_t r0, int64_t r1);
-void bsr_value_grad_rows_f32(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw, const float* grad_t,
-                             const float* input_t, float* grad_v, int64_t n, int64_t r0, int64_t r1);
-void bsr_value_grad_rows_f64(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
-                             const double* grad_t, const double* input_t, double* grad_v, int64_t n, int64_t r0,
-                             int64_t r1);
+void bsr_value_grad_outer_f32(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                              const float* grad_output, int64_t out_features, const float* input,
+                              int64_t in_features, float* grad_v, int64_t n, int64_t r0, int64_t r1);
+void bsr_value_grad_outer_f64(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                              const double* grad_output, int64_t out_features, const double* input,
+                              int64_t in_features, double* grad_v, int64_t n, int64_t r0, int64_t r1);
+void bsr_value_grad_lanes_f32(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw, const float* grad_t,
+                              const float* input_t, float* grad_v, int64_t n, int64_t r0, int64_t r1);
+void bsr_value_grad_lanes_f64(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                              const double* grad_t, const double* input_t, double* grad_v, int64_t n, int64_t r0,
+                              int64_t r1);
+
+// Which value-gradient loop suits a block shape and batch (measured on
+// AVX2: the outer products win for blocks of at least 4 x 8 and for any
+// block at small N; the batch-on-lanes dot products for 1 x 8, 4 x 4... at
+// larger N).
+inline bool bsr_value_grad_use_outer(int64_t bh, int64_t bw, int64_t n) {
+  return n < 16 || (bh >= 4 && bw >= 8);
+}
 
 // perm == nullptr: the forward; else the input gradient through the
 // transposed block index.
@@ -231,15 +341,25 @@ inline void bsr_spmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const
                                    int64_t r0, int64_t r1) {
   bsr_spmm_rows_f64(ptr, idx, v, perm, bh, bw, d, b, o, n, r0, r1);
 }
-inline void bsr_value_grad_rows_dispatch(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
-                                         const float* g, const float* x, float* gv, int64_t n, int64_t r0,
-                                         int64_t r1) {
-  bsr_value_grad_rows_f32(ptr, idx, bh, bw, g, x, gv, n, r0, r1);
+inline void bsr_value_grad_outer_dispatch(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                          const float* g, int64_t out_f, const float* x, int64_t in_f,
+                                          float* gv, int64_t n, int64_t r0, int64_t r1) {
+  bsr_value_grad_outer_f32(ptr, idx, bh, bw, g, out_f, x, in_f, gv, n, r0, r1);
 }
-inline void bsr_value_grad_rows_dispatch(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
-                                         const double* g, const double* x, double* gv, int64_t n, int64_t r0,
-                                         int64_t r1) {
-  bsr_value_grad_rows_f64(ptr, idx, bh, bw, g, x, gv, n, r0, r1);
+inline void bsr_value_grad_outer_dispatch(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                          const double* g, int64_t out_f, const double* x, int64_t in_f,
+                                          double* gv, int64_t n, int64_t r0, int64_t r1) {
+  bsr_value_grad_outer_f64(ptr, idx, bh, bw, g, out_f, x, in_f, gv, n, r0, r1);
+}
+inline void bsr_value_grad_lanes_dispatch(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                          const float* g, const float* x, float* gv, int64_t n, int64_t r0,
+                                          int64_t r1) {
+  bsr_value_grad_lanes_f32(ptr, idx, bh, bw, g, x, gv, n, r0, r1);
+}
+inline void bsr_value_grad_lanes_dispatch(const int32_t* ptr, const int32_t* idx, int64_t bh, int64_t bw,
+                                          const double* g, const double* x, double* gv, int64_t n, int64_t r0,
+                                          int64_t r1) {
+  bsr_value_grad_lanes_f64(ptr, idx, bh, bw, g, x, gv, n, r0, r1);
 }
 
 }  // namespace sparse_kernels::cpu
