@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from sparse_kernels import bsr
-from sparse_kernels import (BSRWeight, SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRHN, SparseRNN,
+from sparse_kernels import (BSRWeight, SparseEmbedding, SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRHN, SparseRNN,
                             reference)
 from conftest import TOL
 
@@ -221,3 +221,8 @@ def test_rhn_with_blocks_equals_the_same_matrices_in_csr():
         torch.testing.assert_close(w.values.grad, w.values_at(dense_grad), **F64)
     with pytest.raises(ValueError, match=r"SparseRHN: weight_ih_l0 of shape \(16, 6\) is not tiled"):
         SparseRHN(6, 8, block_shape=(4, 4))
+
+
+def test_embedding_refuses_block_shape_with_the_reason():
+    with pytest.raises(ValueError, match="SparseEmbedding: block_shape is not supported"):
+        SparseEmbedding(16, 8, density=0.5, block_shape=(4, 4))

@@ -116,8 +116,13 @@ class SparseEmbedding(SparseWeightsMixin, nn.Module):
                  sparse: bool = False, _weight: torch.Tensor | None = None, _freeze: bool = False,
                  device=None, dtype=None, *, density: float | None = None, sparsity: float | None = None,
                  frequency_ranks: torch.Tensor | None = None, dims_per_row: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, block_shape=None) -> None:
         super().__init__()
+        if block_shape is not None:
+            # The other sparse modules take block_shape=; say why this one does not.
+            raise ValueError("SparseEmbedding: block_shape is not supported: a lookup gathers rows and has no "
+                             "product for dense blocks to speed up, and its pattern is the predefined per-row "
+                             "prefix (dims_per_row / density); leave block_shape=None")
         self.num_embeddings = _check_size("SparseEmbedding", "num_embeddings", num_embeddings)
         self.embedding_dim = _check_size("SparseEmbedding", "embedding_dim", embedding_dim)
         self.padding_idx = self._check_padding_idx(padding_idx)
