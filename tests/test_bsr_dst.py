@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sparse_kernels import BSRWeight, SparseLinear, SparseLSTM, bsr, csr, ops, reference
-from sparse_kernels.dst import DynamicSparsity, remap_optimizer_state
+from sparse_kernels.dst import DynamicSparsity, remap_optimizer_state, replicate_hidden_units
 
 
 def _gen(seed):
@@ -280,3 +280,8 @@ def test_loss_decreases_and_checkpoint_restores_exactly():
         else:
             assert a == state2[k], k
     assert dst.pattern_checksum() == dst2.pattern_checksum()
+
+
+def test_replicating_units_refuses_block_sparse_layers():
+    with pytest.raises(ValueError, match="block-sparse SparseLSTM"):
+        replicate_hidden_units(SparseLSTM(8, 8, block_shape=(4, 4)), 12)

@@ -48,6 +48,31 @@ cudaError_t sparse_linear_value_grad(const T* grad_y, const T* x,
                                      int64_t out_features, int64_t nnz,
                                      cudaStream_t stream);
 
+// Block-sparse (BSR) W with bh x bw blocks: block_row_ptr (out/bh + 1),
+// block_col_idx (nblocks), values (nblocks, bh, bw), each block row-major;
+// the transposed block index is (block_col_ptr, block_row_idx,
+// block_csr2csc). tensor_cores: allow the WMMA kernels where they apply
+// (16 x 16 blocks, fp16/bf16, sm_80+; see bsr.cuh), else the SIMT ones.
+// y (n_rows, out) = x (n_rows, in) @ W^T + bias (bias may be null).
+template <typename T>
+cudaError_t bsr_linear(const T* x, const T* values, const int32_t* block_row_ptr, const int32_t* block_col_idx,
+                       const T* bias, T* y, int64_t n_rows, int64_t in_features, int64_t out_features,
+                       int64_t bh, int64_t bw, cudaStream_t stream, bool tensor_cores = true);
+
+// grad_x (n_rows, in) = grad_y (n_rows, out) @ W through the transposed block index.
+template <typename T>
+cudaError_t bsr_linear_input_grad(const T* grad_y, const T* values, const int32_t* block_col_ptr,
+                                  const int32_t* block_row_idx, const int32_t* block_csr2csc, T* grad_x,
+                                  int64_t n_rows, int64_t in_features, int64_t out_features, int64_t bh,
+                                  int64_t bw, cudaStream_t stream, bool tensor_cores = true);
+
+// grad_values (nblocks, bh, bw) = grad_y^T @ x at the stored blocks.
+template <typename T>
+cudaError_t bsr_linear_value_grad(const T* grad_y, const T* x, const int32_t* block_row_ptr,
+                                  const int32_t* block_col_idx, T* grad_values, int64_t n_rows,
+                                  int64_t in_features, int64_t out_features, int64_t bh, int64_t bw,
+                                  int64_t nblocks, cudaStream_t stream, bool tensor_cores = true);
+
 template <typename T>
 cudaError_t lstm_cell(const T* gates, const T* c_prev, T* h, T* c,
                       int64_t n_rows, int64_t hidden, cudaStream_t stream);

@@ -140,6 +140,100 @@ at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
   return grad_values;
 }
 
+// ---- Block-sparse (BSR) products: the checks of the CPU kernels (csrc/cpu/bsr_linear*_cpu.cpp).
+at::Tensor bsr_linear_cuda(const at::Tensor& input_, const at::Tensor& values, const at::Tensor& block_row_ptr,
+                           const at::Tensor& block_col_idx, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const std::optional<at::Tensor>& bias) {
+  SK_CHECK_DIM(input_, 2);
+  SK_CHECK_SAME_DTYPE(input_, values);
+  SK_CHECK_INDEX(block_row_ptr);
+  SK_CHECK_INDEX(block_col_idx);
+  check_block_values(values, block_col_idx);
+  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
+  const int64_t bh = values.size(1), bw = values.size(2);
+  const int64_t out_features = (block_row_ptr.numel() - 1) * bh;
+  TORCH_CHECK(input_.size(1) % bw == 0, "input must have a multiple of the block width ", bw,
+              " as in_features, got ", input_.size(1));
+  if (bias.has_value()) {
+    SK_CHECK_SAME_DTYPE(input_, (*bias));
+    TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_features, "bias must have shape (", out_features,
+                "), got ", bias->sizes());
+  }
+  const c10::cuda::CUDAGuard guard(input_.device());
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
+  at::Tensor out = at::empty({input.size(0), out_features}, input.options());
+  SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "bsr_linear", [&] {
+    check_launch(bsr_linear<scalar_t>(data<scalar_t>(input), data<scalar_t>(values),
+                                      block_row_ptr.data_ptr<int32_t>(), block_col_idx.data_ptr<int32_t>(),
+                                      bias_c.defined() ? data<scalar_t>(bias_c) : nullptr, data<scalar_t>(out),
+                                      input.size(0), input.size(1), out_features, bh, bw, current_stream()),
+                 "bsr_linear");
+  });
+  return out;
+}
+
+at::Tensor bsr_linear_input_grad_cuda(const at::Tensor& grad_output_, const at::Tensor& values,
+                                      const at::Tensor& block_col_ptr, const at::Tensor& block_row_idx,
+                                      const at::Tensor& block_csr2csc) {
+  SK_CHECK_DIM(grad_output_, 2);
+  SK_CHECK_SAME_DTYPE(grad_output_, values);
+  SK_CHECK_INDEX(block_col_ptr);
+  SK_CHECK_INDEX(block_row_idx);
+  SK_CHECK_INDEX(block_csr2csc);
+  check_block_values(values, block_row_idx);
+  TORCH_CHECK(block_csr2csc.numel() == block_row_idx.numel(),
+              "block_row_idx and block_csr2csc must have one entry per block");
+  TORCH_CHECK(block_col_ptr.numel() >= 1, "block_col_ptr must have block columns + 1 entries");
+  const int64_t bh = values.size(1), bw = values.size(2);
+  TORCH_CHECK(grad_output_.size(1) % bh == 0, "grad_output must have a multiple of the block height ", bh,
+              " as out_features, got ", grad_output_.size(1));
+  const c10::cuda::CUDAGuard guard(grad_output_.device());
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const int64_t in_features = (block_col_ptr.numel() - 1) * bw;
+  at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
+  SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "bsr_linear_input_grad", [&] {
+    check_launch(bsr_linear_input_grad<scalar_t>(
+                     data<scalar_t>(grad_output), data<scalar_t>(values), block_col_ptr.data_ptr<int32_t>(),
+                     block_row_idx.data_ptr<int32_t>(), block_csr2csc.data_ptr<int32_t>(),
+                     data<scalar_t>(grad_input), grad_output.size(0), in_features, grad_output.size(1), bh, bw,
+                     current_stream()),
+                 "bsr_linear_input_grad");
+  });
+  return grad_input;
+}
+
+at::Tensor bsr_linear_value_grad_cuda(const at::Tensor& grad_output_, const at::Tensor& input_,
+                                      const at::Tensor& block_row_ptr, const at::Tensor& block_col_idx,
+                                      int64_t block_height, int64_t block_width) {
+  SK_CHECK_DIM(grad_output_, 2);
+  SK_CHECK_DIM(input_, 2);
+  SK_CHECK_SAME_DTYPE(grad_output_, input_);
+  SK_CHECK_INDEX(block_row_ptr);
+  SK_CHECK_INDEX(block_col_idx);
+  TORCH_CHECK(block_height >= 1 && block_width >= 1, "the block shape must be at least 1 x 1, got ",
+              block_height, " x ", block_width);
+  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
+  TORCH_CHECK(grad_output_.size(0) == input_.size(0) &&
+                  grad_output_.size(1) == (block_row_ptr.numel() - 1) * block_height,
+              "grad_output must have shape (input.size(0), out_features)");
+  TORCH_CHECK(input_.size(1) % block_width == 0, "input must have a multiple of the block width ", block_width,
+              " as in_features, got ", input_.size(1));
+  const c10::cuda::CUDAGuard guard(input_.device());
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const at::Tensor input = input_.contiguous();
+  at::Tensor grad_values = at::empty({block_col_idx.numel(), block_height, block_width}, input.options());
+  SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "bsr_linear_value_grad", [&] {
+    check_launch(bsr_linear_value_grad<scalar_t>(
+                     data<scalar_t>(grad_output), data<scalar_t>(input), block_row_ptr.data_ptr<int32_t>(),
+                     block_col_idx.data_ptr<int32_t>(), data<scalar_t>(grad_values), input.size(0),
+                     input.size(1), grad_output.size(1), block_height, block_width, block_col_idx.numel(),
+                     current_stream()),
+                 "bsr_linear_value_grad");
+  });
+  return grad_values;
+}
+
 void check_cell(const at::Tensor& gates, const at::Tensor& c_prev) {
   SK_CHECK_DIM(gates, 2);
   SK_CHECK_DIM(c_prev, 2);
@@ -357,6 +451,9 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CUDA, m) {
   m.impl("sparse_linear", &sparse_kernels::cuda::sparse_linear_cuda);
   m.impl("sparse_linear_input_grad", &sparse_kernels::cuda::sparse_linear_input_grad_cuda);
   m.impl("sparse_linear_value_grad", &sparse_kernels::cuda::sparse_linear_value_grad_cuda);
+  m.impl("bsr_linear", &sparse_kernels::cuda::bsr_linear_cuda);
+  m.impl("bsr_linear_input_grad", &sparse_kernels::cuda::bsr_linear_input_grad_cuda);
+  m.impl("bsr_linear_value_grad", &sparse_kernels::cuda::bsr_linear_value_grad_cuda);
   m.impl("lstm_cell", &sparse_kernels::cuda::lstm_cell_cuda);
   m.impl("lstm_cell_backward", &sparse_kernels::cuda::lstm_cell_backward_cuda);
   m.impl("lstm_layer", &sparse_kernels::cuda::lstm_layer_cuda);

@@ -62,6 +62,9 @@ def replicate_hidden_units(lstm: SparseLSTM, hidden_size: int, *,
         raise TypeError(f"lstm must be a SparseLSTM, got {type(lstm).__name__}")
     if lstm.proj_size:
         raise ValueError("replicating units of an LSTM with proj_size > 0 is not supported")
+    if getattr(lstm, "block_shape", None) is not None:
+        raise ValueError("replicating units of a block-sparse SparseLSTM (block_shape set) is not supported: "
+                         "copied units would split blocks")
     old = lstm.hidden_size
     if not isinstance(hidden_size, int) or hidden_size < old:
         raise ValueError(f"hidden_size must be an int >= the current hidden size {old}, got {hidden_size!r}")

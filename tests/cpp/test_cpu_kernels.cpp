@@ -210,6 +210,61 @@ void test_sparse_linear_value_grad() {
   }
 }
 
+// --- Block-sparse (BSR) weights: a random block mask over the grid of blocks.
+struct BsrShape {
+  int64_t n, grid_rows, grid_cols, bh, bw;
+  double density;
+};
+
+// Batches through every tile width (16/8/4 and single columns), blocks 1 x 8
+// to 16 x 16, odd and non-square ones, no blocks, N = 0, one block column.
+const BsrShape kBsrShapes[] = {
+    {37, 6, 5, 1, 8, 0.4}, {21, 5, 4, 4, 4, 0.5}, {1, 4, 3, 8, 8, 0.5},  {19, 3, 3, 16, 16, 0.5},
+    {33, 4, 3, 3, 5, 0.5}, {24, 2, 3, 5, 12, 0.6}, {3, 3, 4, 4, 4, 0.0}, {0, 3, 4, 2, 2, 0.5},
+    {6, 4, 1, 8, 2, 0.7},
+};
+
+void test_bsr_linear() {
+  for (const auto dtype : kDtypes) {
+    for (const auto& s : kBsrShapes) {
+      const Tensor mask = at::rand({s.grid_rows, s.grid_cols}, at::kDouble) < s.density;
+      const Tensor nz = at::nonzero(mask);
+      const Tensor rows = nz.select(1, 0).contiguous(), cols = nz.select(1, 1).contiguous();
+      const Tensor block_row_ptr = exclusive_cumsum_int32(mask.sum(1));
+      const Tensor block_col_idx = cols.to(at::kInt);
+      const auto options = at::TensorOptions().dtype(dtype);
+      const Tensor values = at::randn({nz.size(0), s.bh, s.bw}, options);
+      // The dense weight: blocks placed on a (grid_rows, grid_cols, bh, bw) grid.
+      Tensor grid = at::zeros({s.grid_rows, s.grid_cols, s.bh, s.bw}, options);
+      grid.index_put_({rows, cols}, values);
+      const Tensor dense = grid.transpose(1, 2).reshape({s.grid_rows * s.bh, s.grid_cols * s.bw});
+      const Tensor perm = at::argsort(cols, /*stable=*/true);
+      const Tensor block_csr2csc = perm.to(at::kInt);
+      const Tensor block_row_idx = rows.index_select(0, perm).to(at::kInt);
+      const Tensor block_col_ptr = exclusive_cumsum_int32(mask.sum(0));
+      std::fprintf(stderr, "  bsr N=%ld grid=%ldx%ld block=%ldx%ld nblocks=%ld %s\n", static_cast<long>(s.n),
+                   static_cast<long>(s.grid_rows), static_cast<long>(s.grid_cols), static_cast<long>(s.bh),
+                   static_cast<long>(s.bw), static_cast<long>(nz.size(0)), c10::toString(dtype));
+      const Tensor x = at::randn({s.n, s.grid_cols * s.bw}, options);
+      const Tensor bias = at::randn({s.grid_rows * s.bh}, options);
+      const Tensor grad_y = at::randn({s.n, s.grid_rows * s.bh}, options);
+      EXPECT_CLOSE(sparse_kernels::cpu::bsr_linear(x, values, block_row_ptr, block_col_idx, bias),
+                   at::matmul(x, dense.t()) + bias);
+      EXPECT_CLOSE(sparse_kernels::cpu::bsr_linear(x, values, block_row_ptr, block_col_idx, std::nullopt),
+                   at::matmul(x, dense.t()));
+      EXPECT_CLOSE(sparse_kernels::cpu::bsr_linear_input_grad(grad_y, values, block_col_ptr, block_row_idx,
+                                                              block_csr2csc),
+                   at::matmul(grad_y, dense));
+      const Tensor dense_grad = at::matmul(grad_y.t(), x)
+                                    .reshape({s.grid_rows, s.bh, s.grid_cols, s.bw})
+                                    .transpose(1, 2)
+                                    .index({rows, cols});
+      EXPECT_CLOSE(sparse_kernels::cpu::bsr_linear_value_grad(grad_y, x, block_row_ptr, block_col_idx, s.bh, s.bw),
+                   dense_grad);
+    }
+  }
+}
+
 // (N, H) shapes: N = 0, H = 1, one large enough for parallel_for (grain 1024).
 const std::pair<int64_t, int64_t> kCellShapes[] = {{3, 5}, {0, 4}, {2, 1}, {64, 33}, {1, 1}};
 
@@ -270,8 +325,9 @@ void test_dispatcher() {
   auto& dispatcher = c10::Dispatcher::singleton();
   for (const char* name :
        {"sparse_kernels::sparse_linear", "sparse_kernels::sparse_linear_input_grad",
-        "sparse_kernels::sparse_linear_value_grad", "sparse_kernels::lstm_cell",
-        "sparse_kernels::lstm_cell_backward"}) {
+        "sparse_kernels::sparse_linear_value_grad", "sparse_kernels::bsr_linear",
+        "sparse_kernels::bsr_linear_input_grad", "sparse_kernels::bsr_linear_value_grad",
+        "sparse_kernels::lstm_cell", "sparse_kernels::lstm_cell_backward"}) {
     const auto op = dispatcher.findSchema({name, ""});
     EXPECT(op.has_value());
     if (!op) {
@@ -410,6 +466,7 @@ const Case kCases[] = {
     {"sparse_linear", test_sparse_linear},
     {"sparse_linear_input_grad", test_sparse_linear_input_grad},
     {"sparse_linear_value_grad", test_sparse_linear_value_grad},
+    {"bsr_linear", test_bsr_linear},
     {"lstm_cell", test_lstm_cell},
     {"lstm_cell_backward", test_lstm_cell_backward},
     {"dispatcher", test_dispatcher},

@@ -44,6 +44,27 @@ namespace k = sparse_kernels::cuda;
       T* grad_gates, T* grad_c_prev, int64_t n_rows, int64_t hidden) {                      \
     return k::lstm_cell_backward<T>(grad_h, grad_c, gates, c_prev, c, grad_gates,           \
                                     grad_c_prev, n_rows, hidden, nullptr);                  \
+  }                                                                                         \
+  extern "C" int sk_emu_bsr_linear_##suffix(const T* x, const T* values, const int32_t* rp,  \
+                                            const int32_t* ci, const T* bias, T* y,         \
+                                            int64_t n_rows, int64_t in_f, int64_t out_f,    \
+                                            int64_t bh, int64_t bw, int64_t tensor_cores) { \
+    return k::bsr_linear<T>(x, values, rp, ci, bias, y, n_rows, in_f, out_f, bh, bw,        \
+                            nullptr, tensor_cores != 0);                                    \
+  }                                                                                         \
+  extern "C" int sk_emu_bsr_linear_input_grad_##suffix(                                     \
+      const T* grad_y, const T* values, const int32_t* cp, const int32_t* ri,               \
+      const int32_t* perm, T* grad_x, int64_t n_rows, int64_t in_f, int64_t out_f,          \
+      int64_t bh, int64_t bw, int64_t tensor_cores) {                                       \
+    return k::bsr_linear_input_grad<T>(grad_y, values, cp, ri, perm, grad_x, n_rows, in_f,  \
+                                       out_f, bh, bw, nullptr, tensor_cores != 0);          \
+  }                                                                                         \
+  extern "C" int sk_emu_bsr_linear_value_grad_##suffix(                                     \
+      const T* grad_y, const T* x, const int32_t* rp, const int32_t* ci, T* grad_values,    \
+      int64_t n_rows, int64_t in_f, int64_t out_f, int64_t bh, int64_t bw, int64_t nblocks, \
+      int64_t tensor_cores) {                                                               \
+    return k::bsr_linear_value_grad<T>(grad_y, x, rp, ci, grad_values, n_rows, in_f, out_f, \
+                                       bh, bw, nblocks, nullptr, tensor_cores != 0);        \
   }
 
 SK_EMU_EXPORT(float, f32)

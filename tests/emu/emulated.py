@@ -82,6 +82,37 @@ class EmulatedKernels:
                    _ptr(gv), x.shape[0], x.shape[1], grad_y.shape[1], col_idx.numel())
         return gv
 
+    def bsr_linear(self, x, values, block_row_ptr, block_col_idx, bias=None, tensor_cores=True):
+        x, values, block_row_ptr, block_col_idx, bias = self._contig(x, values, block_row_ptr, block_col_idx, bias)
+        bh, bw = values.shape[1:]
+        out_f = (block_row_ptr.numel() - 1) * bh
+        y = torch.full((x.shape[0], out_f), float("nan"), dtype=x.dtype)
+        self._call("bsr_linear", x.dtype, _ptr(x), _ptr(values), _ptr(block_row_ptr), _ptr(block_col_idx),
+                   _ptr(bias), _ptr(y), x.shape[0], x.shape[1], out_f, bh, bw, int(tensor_cores))
+        return y
+
+    def bsr_linear_input_grad(self, grad_y, values, block_col_ptr, block_row_idx, block_csr2csc,
+                              tensor_cores=True):
+        grad_y, values, block_col_ptr, block_row_idx, block_csr2csc = self._contig(
+            grad_y, values, block_col_ptr, block_row_idx, block_csr2csc)
+        bh, bw = values.shape[1:]
+        in_f = (block_col_ptr.numel() - 1) * bw
+        gx = torch.full((grad_y.shape[0], in_f), float("nan"), dtype=grad_y.dtype)
+        self._call("bsr_linear_input_grad", grad_y.dtype, _ptr(grad_y), _ptr(values), _ptr(block_col_ptr),
+                   _ptr(block_row_idx), _ptr(block_csr2csc), _ptr(gx), grad_y.shape[0], in_f, grad_y.shape[1],
+                   bh, bw, int(tensor_cores))
+        return gx
+
+    def bsr_linear_value_grad(self, grad_y, x, block_row_ptr, block_col_idx, block_height, block_width,
+                              tensor_cores=True):
+        grad_y, x, block_row_ptr, block_col_idx = self._contig(grad_y, x, block_row_ptr, block_col_idx)
+        nblocks = block_col_idx.numel()
+        gv = torch.full((nblocks, block_height, block_width), float("nan"), dtype=x.dtype)
+        self._call("bsr_linear_value_grad", x.dtype, _ptr(grad_y), _ptr(x), _ptr(block_row_ptr),
+                   _ptr(block_col_idx), _ptr(gv), x.shape[0], x.shape[1], grad_y.shape[1], block_height,
+                   block_width, nblocks, int(tensor_cores))
+        return gv
+
     def lstm_cell(self, gates, c_prev):
         gates, c_prev = self._contig(gates, c_prev)
         h = torch.full_like(c_prev, float("nan"))

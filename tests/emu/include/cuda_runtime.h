@@ -63,7 +63,7 @@ struct dim3 {
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // GNU form: allowed among the decl-specifiers, as in CUDA
 // One storage per kernel instantiation, reused by the blocks as they run one
 // after another: per-block shared memory. The section lets the emulator
 // poison it before each block (see above).
