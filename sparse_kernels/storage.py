@@ -93,6 +93,26 @@ class SparseWeight(nn.Module):
         """One non-negative magnitude per slot (detached), for magnitude pruning."""
         raise NotImplementedError
 
+    def rebuild(self, keep: torch.Tensor, grow_row_ptr: torch.Tensor, grow_col_idx: torch.Tensor,
+                grow_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Keep the slots where ``keep`` is true, add the grid positions of
+        the CSR (grow_row_ptr, grow_col_idx); returns the slot permutation."""
+        raise NotImplementedError
+
+    # -- what the modules use besides forward
+    def csr_operands(self):
+        """(values, row_ptr, col_idx, transposed index) of the element-level
+        CSR, for the whole-layer ops; differentiable in ``values``."""
+        raise NotImplementedError
+
+    def values_at(self, dense: torch.Tensor) -> torch.Tensor:
+        """A dense (out, in) matrix read at this pattern, shaped like ``values``."""
+        raise NotImplementedError
+
+    def pattern_state(self) -> dict:
+        """The persistent pattern buffers by state_dict name."""
+        raise NotImplementedError
+
 
 class CSRWeight(SparseWeight):
     """A sparse (out_features x in_features) matrix in CSR form.
