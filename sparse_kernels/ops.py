@@ -885,6 +885,11 @@ def block_gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, block_
         here = occupied_flat[(occupied_flat >= r0 * grid_cols) & (occupied_flat < r1 * grid_cols)]
         scores[here - r0 * grid_cols] = -1.0  # below every norm; at least k free blocks exist
         flat = torch.arange(r0 * grid_cols, r1 * grid_cols, device=device)
+        if best_scores.numel() == k:
+            # Once k are held, only a score above the smallest held can enter
+            # (a tie loses: the held one has the lower position).
+            entering = scores > best_scores.min()
+            scores, flat = scores[entering], flat[entering]
         # Ties to the lower position: a stable descending sort of the held
         # candidates (already in position order) and the new ones after them.
         scores, flat = torch.cat([best_scores, scores]), torch.cat([best_flat, flat])
