@@ -237,6 +237,48 @@ def test_snfs_keeps_the_total_and_moves_budget_by_momentum():
         validate_csr(w.row_ptr, w.col_idx, w.shape, w.values)
 
 
+@pytest.mark.parametrize("optimizer_name,beta", [("sgd", 0.9), ("adam", 0.8), ("sgd", 0.0)])
+def test_snfs_regrows_where_the_windowed_momentum_is_largest(optimizer_name, beta):
+    """The oracle: the dense gradient of every step (grad_y^T x at every
+    position, from a dense twin), summed with weights beta^age over the
+    momentum window; the regrown positions are its top-k among the absent."""
+    torch.manual_seed(9)
+    layer = SparseLinear(12, 10, bias=False, density=0.3)
+    if optimizer_name == "sgd":
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.0, momentum=beta)
+    else:
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.0, betas=(beta, 0.99))
+    window, period = 3, 5
+    dst = DynamicSparsity(layer, optimizer, "snfs", total_steps=20, update_every=period, prune_rate=0.4,
+                          momentum_window=window)
+    dense_grads = []
+    for _ in range(period):
+        x, g = torch.randn(7, 12), torch.randn(7, 10)
+        twin = layer.weight.to_dense().detach().requires_grad_()
+        (x @ twin.t()).backward(g)
+        dense_grads.append(twin.grad)
+        optimizer.zero_grad()
+        layer(x).backward(g)
+        optimizer.step()
+        old_mask = layer.weight.mask()
+        updated = dst.step()
+    assert updated
+    momentum = sum(beta ** age * grad for age, grad in enumerate(reversed(dense_grads[-window:])))
+    grown = layer.weight.mask() & ~old_mask
+    k = int(grown.sum())
+    assert k == dst.stats()["layers"]["weight"]["regrown"] > 0
+    scores = momentum.abs().masked_fill(old_mask, -1).flatten()
+    expected = torch.zeros(grown.numel(), dtype=torch.bool).index_fill(0, scores.topk(k).indices, True)
+    assert torch.equal(grown.flatten(), expected)
+
+
+def test_snfs_rejects_a_bad_momentum_window():
+    layer = SparseLinear(4, 4)
+    with pytest.raises(ValueError, match="momentum_window"):
+        DynamicSparsity(layer, torch.optim.SGD(layer.parameters(), lr=0.1), "snfs", total_steps=5,
+                        momentum_window=0)
+
+
 def test_gradual_pruning_follows_its_schedule_and_shrinks_storage():
     torch.manual_seed(7)
     model = TinyLM(density=1.0)
