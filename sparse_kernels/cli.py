@@ -101,7 +101,7 @@ def _human(n) -> str:
 def cmd_train_lm(args) -> int:
     from .train import LMConfig, load_ptb, synthetic_lm, train_lm
     config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
-                      lr_decay=args.lr_decay)
+                      lr_decay=args.lr_decay, embedding_density=args.embedding_density)
     config.validate()
     corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=args.seed)
     result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress)
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--batch-size", type=int, default=20)
     lm.add_argument("--bptt", type=int, default=35)
     lm.add_argument("--tie", action="store_true", help="tie the decoder to the embedding")
+    lm.add_argument("--embedding-density", type=float, default=None,
+                    help="sparse word embeddings sized by word frequency (Demeester et al.), this density")
     lm.add_argument("--lr-decay", type=float, default=1.33, help="lr /= this when validation stops improving")
     lm.set_defaults(func=cmd_train_lm)
 

@@ -46,6 +46,9 @@ class CSRWeight(nn.Module):
         for name in CSCIndex._fields:
             self.register_buffer(name, None, persistent=False)
         self._csc_key = None
+        # False for a predefined pattern that sparse training must leave alone
+        # (SparseEmbedding's frequency prefixes); see dst.find_sparse_weights.
+        self.dynamic = True
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from sparse_kernels import SparseLinear, SparseLSTM, SparseLSTMCell, csr
+from sparse_kernels import SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRNN, csr
 from sparse_kernels.csr import validate_csr
 from sparse_kernels.dst import DynamicSparsity, block_diagonal_mask, find_sparse_weights
 
@@ -71,6 +71,24 @@ def test_find_sparse_weights_reaches_every_module_kind():
     names = set(find_sparse_weights(model))
     assert {n for n, _ in model.rnn.sparse_weights()} <= {n.split(".", 1)[1] for n in names if n.startswith("rnn.")}
     assert {"cell.weight_ih", "cell.weight_hh", "decoder.weight"} <= names
+
+
+@pytest.mark.parametrize("method", ["st-rnn", "predefined"])
+def test_a_predefined_embedding_pattern_is_left_alone(method):
+    """SparseEmbedding's frequency prefixes are Demeester's fixed pattern: no
+    method prunes, regrows or re-patterns them."""
+    from sparse_kernels import SparseEmbedding
+    model = nn.Sequential(SparseEmbedding(20, 8, density=0.5), SparseLinear(8, 8, density=0.5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    dst = DynamicSparsity(model, optimizer, method, total_steps=4, update_every=1)
+    assert set(dst.weights) == {"1.weight"}
+    pattern = (model[0].weight.row_ptr.clone(), model[0].weight.col_idx.clone())
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randint(20, (5,))).pow(2).sum().backward()
+        optimizer.step()
+        dst.step()
+    assert torch.equal(model[0].weight.row_ptr, pattern[0]) and torch.equal(model[0].weight.col_idx, pattern[1])
 
 
 @pytest.mark.parametrize("method,granularity", [("st-rnn", "tensor"), ("st-rnn", "gate"), ("st-rnn", "row"),
@@ -139,18 +157,19 @@ def test_set_prunes_both_signs_and_grows_random_values():
     assert bool((w.to_dense()[grown] != 0).all())  # SET's new weights are random, not zero
 
 
-def _rigl_model(bidirectional, packed):
+def _rigl_model(bidirectional, packed, kind=SparseLSTM):
     torch.manual_seed(3)
-    lstm = SparseLSTM(5, 6, num_layers=1, density=0.3, bidirectional=bidirectional, dtype=torch.float64)
+    lstm = kind(5, 6, num_layers=1, density=0.3, bidirectional=bidirectional, dtype=torch.float64)
     x = torch.randn(4, 3, 5, dtype=torch.float64)
     if packed:
         x = pack_padded_sequence(x, torch.tensor([4, 3, 2]))
     return lstm, x
 
 
+@pytest.mark.parametrize("kind", [SparseLSTM, SparseRNN], ids=["lstm", "elman"])
 @pytest.mark.parametrize("bidirectional,packed", [(False, False), (True, False), (True, True)])
-def test_rigl_regrows_the_largest_dense_gradients(bidirectional, packed):
-    lstm, x = _rigl_model(bidirectional, packed)
+def test_rigl_regrows_the_largest_dense_gradients(bidirectional, packed, kind):
+    lstm, x = _rigl_model(bidirectional, packed, kind)
     optimizer = torch.optim.SGD(lstm.parameters(), lr=0.0)
     dst = DynamicSparsity(lstm, optimizer, "rigl", total_steps=10, update_every=1, prune_rate=0.3)
     dense = lstm.to_dense()  # the oracle: nn.LSTM's dense gradient at every position
@@ -170,6 +189,19 @@ def test_rigl_regrows_the_largest_dense_gradients(bidirectional, packed):
         scores = getattr(dense, name).grad.abs().masked_fill(old_masks[name], -1).flatten()
         expected = torch.zeros_like(grown.flatten()).index_fill(0, scores.topk(k).indices, True)
         assert torch.equal(grown.flatten(), expected), name
+
+
+def test_rigl_warns_when_a_weight_has_no_gradient_rows():
+    """A GRU's W_hh output is gated by r inside the C++ loop: no rows are
+    captured for it, RigL regrows it at random and says so."""
+    gru, x = _rigl_model(False, False, SparseGRU)
+    optimizer = torch.optim.SGD(gru.parameters(), lr=0.0)
+    dst = DynamicSparsity(gru, optimizer, "rigl", total_steps=10, update_every=1, prune_rate=0.3)
+    gru(x)[0].sum().backward()
+    optimizer.step()
+    with pytest.warns(UserWarning, match="weight_hh_l0.*at random"):
+        assert dst.step()
+    assert all(dst.stats()["layers"][n]["regrown"] > 0 for n in dst.weights)
 
 
 def test_rigl_rejects_row_granularity():
@@ -384,20 +416,38 @@ def test_update_properties(out_f, in_f, density, rate, repick, granularity):
         assert optimizer.state[w.values]["momentum_buffer"].shape == (nnz,)
 
 
+@pytest.mark.parametrize("kind,extra", [("lstm", {}), ("gru", {}), ("elman", {"nonlinearity": "relu"}),
+                                        ("lstm", {"proj_size": 3})], ids=["lstm", "gru", "elman-relu", "lstm-proj"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_replicating_hidden_units_preserves_the_function(bidirectional):
-    from sparse_kernels.dst import replicate_hidden_units
+def test_replicating_hidden_units_preserves_the_function(bidirectional, kind, extra):
+    from sparse_kernels.dst import replicate_hidden_units, replicate_input_features
     torch.manual_seed(10)
-    small = SparseLSTM(5, 4, num_layers=2, density=0.5, bidirectional=bidirectional, dtype=torch.float64)
+    cls = {"lstm": SparseLSTM, "gru": SparseGRU, "elman": SparseRNN}[kind]
+    small = cls(5, 4, num_layers=2, density=0.5, bidirectional=bidirectional, dtype=torch.float64, **extra)
     grown, source = replicate_hidden_units(small, 7, generator=torch.Generator().manual_seed(1))
     assert grown.hidden_size == 7 and source[:4].tolist() == [0, 1, 2, 3]
+    assert source.shape == (7,) and bool((source[4:] < 4).all())  # new units copy old ones
+    assert type(grown) is cls and grown.proj_size == small.proj_size
+    assert getattr(grown, "nonlinearity", None) == getattr(small, "nonlinearity", None)
     x = torch.randn(6, 3, 5, dtype=torch.float64)
-    out_small, (h_small, c_small) = small(x)
-    out_grown, (h_grown, c_grown) = grown(x)
+    out_small, state_small = small(x)
+    out_grown, state_grown = grown(x)
     directions = 2 if bidirectional else 1
-    columns = torch.cat([d * 4 + source for d in range(directions)])
-    torch.testing.assert_close(out_grown, out_small[..., columns])
-    torch.testing.assert_close(c_grown, c_small[..., source])
+    if extra.get("proj_size"):
+        torch.testing.assert_close(out_grown, out_small)  # the projection's output does not grow
+        torch.testing.assert_close(state_grown[1], state_small[1][..., source])  # cell states repeat
+    else:
+        columns = torch.cat([d * 4 + source for d in range(directions)])
+        torch.testing.assert_close(out_grown, out_small[..., columns])
+        if kind == "lstm":
+            torch.testing.assert_close(state_grown[1], state_small[1][..., source])
+        # A decoder reading the output keeps its function once rewired.
+        for decoder in (nn.Linear(4 * directions, 3, dtype=torch.float64),
+                        SparseLinear(4 * directions, 3, density=0.6, dtype=torch.float64)):
+            rewired = replicate_input_features(decoder, source, directions)
+            torch.testing.assert_close(rewired(out_grown), decoder(out_small))
+        with pytest.raises(ValueError, match="reads 5 features"):
+            replicate_input_features(nn.Linear(5, 3), source, directions)
     for _, w in grown.sparse_weights():
         validate_csr(w.row_ptr, w.col_idx, w.shape, w.values)
     # Sparse training continues on the grown network.

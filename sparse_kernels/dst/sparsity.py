@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -34,12 +35,13 @@ _SEED_BOUND = 2**62
 
 def find_sparse_weights(model: nn.Module) -> dict[str, CSRWeight]:
     """Every CSRWeight submodule (SparseLinear, SparseLSTMCell, SparseLSTM, a
-    bare CSRWeight...) by qualified name, each once."""
+    bare CSRWeight...) by qualified name, each once; weights whose pattern is
+    predefined (``dynamic = False``: SparseEmbedding's) are left out."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     found, seen = {}, set()
     for name, module in model.named_modules():
-        if isinstance(module, CSRWeight) and id(module) not in seen:
+        if isinstance(module, CSRWeight) and getattr(module, "dynamic", True) and id(module) not in seen:
             seen.add(id(module))
             found[name or "weight"] = module
     return found
@@ -386,6 +388,9 @@ class DynamicSparsity:
             grow = ops.gradient_regrow(grad_output, inputs.to(w.values.dtype), row_ptr, col_idx, occupied, k,
                                        self.block_rows)
         else:
+            if self.method in _GRADIENT_GROWTH and k:
+                warnings.warn(f"{self.method}: no gradient rows were captured for {name!r} (not called as a "
+                              f"module, or a GRU/RHN recurrent weight); its {k} positions regrow at random")
             # Random regrow; also RigL's fallback for a layer that saw no gradient this step.
             grow = ops.random_regrow(row_ptr, col_idx, occupied, w.in_features, grow_counts, self._draw_seed(),
                                      group_rows=row_groups)

@@ -23,8 +23,9 @@ class LMConfig(RunConfig):
     bptt: int = 35
     tie_weights: bool = False
     lr_decay: float = 1.33       # lr /= lr_decay when the validation loss stops decreasing
+    embedding_density: float | None = None  # Demeester's frequency-sized sparse embedding; None: dense
 
-    model_keys = RunConfig.model_keys + ("tie_weights",)
+    model_keys = RunConfig.model_keys + ("tie_weights", "embedding_density")
 
     def _validate(self) -> None:
         super()._validate()
@@ -33,6 +34,10 @@ class LMConfig(RunConfig):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr_decay < 1.0:
             raise ValueError(f"lr_decay must be >= 1, got {self.lr_decay}")
+        if self.embedding_density is not None and not 0.0 < self.embedding_density <= 1.0:
+            raise ValueError(f"embedding_density must be in (0, 1] or None, got {self.embedding_density}")
+        if self.embedding_density is not None and self.tie_weights:
+            raise ValueError("tie_weights needs a dense embedding (embedding_density None)")
 
 
 @dataclass
@@ -54,11 +59,21 @@ class LMResult(FitResult):
         return perplexity(self.best_valid_loss)
 
 
-def build_lm(config: LMConfig, vocab_size: int) -> LanguageModel:
+def frequency_ranks(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Each word's rank by its count in ``tokens`` (0: the most frequent;
+    ties in index order)."""
+    counts = torch.bincount(tokens.flatten().cpu(), minlength=vocab_size)
+    order = torch.sort(counts, descending=True, stable=True).indices
+    return torch.empty_like(order).index_copy_(0, order, torch.arange(vocab_size))
+
+
+def build_lm(config: LMConfig, vocab_size: int, ranks: torch.Tensor | None = None) -> LanguageModel:
+    """``ranks``: word frequency ranks for a sparse embedding (default: index order)."""
     return LanguageModel(vocab_size, embedding_size=config.embedding_size, hidden_size=config.hidden_size,
                          num_layers=config.num_layers, model=config.model, dropout=config.dropout,
                          tie_weights=config.tie_weights, sparse=config.sparse, density=config.density,
-                         init=config.init, seed=config.seed, depth=config.depth).to(config.device)
+                         init=config.init, seed=config.seed, depth=config.depth,
+                         embedding_density=config.embedding_density, frequency_ranks=ranks).to(config.device)
 
 
 @torch.no_grad()
@@ -85,10 +100,14 @@ def _lm_loss(model, batch, carry):
 
 
 def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progress: bool = True,
-             on_step=None, tensorboard: bool = True) -> LMResult:
+             on_step=None, tensorboard: bool = True, initial_model: LanguageModel | None = None) -> LMResult:
     """Train, keeping ``out_dir/checkpoint.pt`` (every epoch and on Ctrl-C),
     ``out_dir/best.pt`` (the best validation model) and
     ``out_dir/metrics.csv``; then evaluate the best model on test.
+
+    ``initial_model``: start from this model (e.g. a grown one,
+    models.grow_language_model) instead of a new one built from ``config``;
+    it must have the architecture ``config`` describes.
 
     ``resume``: a checkpoint file or run folder to continue from exactly.
     ``on_step(step)`` is called after every optimizer step (a hook for
@@ -107,7 +126,13 @@ def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progre
         loss, _ = evaluate_lm(model, valid_data, config.bptt)
         return {"valid_loss": loss, "valid_ppl": perplexity(loss)}
 
-    fitted = fit("lm", config, out_dir, build_model=lambda: build_lm(config, len(corpus.vocab)),
+    ranks = frequency_ranks(corpus.train, len(corpus.vocab)) if config.embedding_density is not None else None
+    if initial_model is not None and initial_model.rnn.hidden_size != config.hidden_size:
+        raise ValueError(f"initial_model has hidden_size {initial_model.rnn.hidden_size}, config says "
+                         f"{config.hidden_size}")
+    fitted = fit("lm", config, out_dir,
+                 build_model=lambda: (initial_model.to(device) if initial_model is not None
+                                      else build_lm(config, len(corpus.vocab), ranks)),
                  steps_per_epoch=len(windows), batches=lambda epoch: windows, loss_fn=_lm_loss, validate=validate,
                  score=lambda m: m["valid_loss"], resume=resume, progress=progress, on_step=on_step,
                  tensorboard=tensorboard, extra={"vocab": corpus.vocab.itos})
