@@ -4,6 +4,10 @@ demo       the main job: dense vs sparse LSTM on the embedded synthetic language
 train-lm   word-level language modelling (PTB-format folder, or the synthetic language)
 train-cls  text classification (label<TAB>text file or folder, or the synthetic task)
 
+train-lm and train-cls also run data-parallel under torchrun
+(`torchrun --nproc_per_node=N -m sparse_kernels train-lm ...`): gloo on CPU,
+nccl with --device cuda (one GPU per rank), --batch-size is the global batch.
+
 A mistake a user can make (missing data, empty file, unknown method,
 sparsity out of range, an incompatible checkpoint) ends with one line on
 stderr and exit status 2, no traceback.
@@ -76,6 +80,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
     p.add_argument("--resume", help="checkpoint file or run folder to continue exactly")
     p.add_argument("--out", default=None, help="run folder (checkpoints, metrics.csv, best.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug-topology", action="store_true",
+                   help="under torchrun: check after every topology update that all ranks hold the same patterns")
 
 
 def _common_config(args) -> dict:
@@ -98,13 +104,44 @@ def _human(n) -> str:
     return human_bytes(n)
 
 
+def _join_torchrun(args) -> bool:
+    """Under torchrun, join the process group (gloo, or nccl for CUDA: each
+    rank then trains on the GPU of its LOCAL_RANK). True when this call
+    created it (and must destroy it)."""
+    from .train import distributed
+    created, args.device = distributed.init_from_env(args.device)
+    return created
+
+
+def _leave_torchrun(created: bool) -> None:
+    if created:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+def _is_main_rank() -> bool:
+    from .train import distributed
+    return distributed.current().main
+
+
 def cmd_train_lm(args) -> int:
+    created = _join_torchrun(args)
+    try:
+        return _train_lm(args)
+    finally:
+        _leave_torchrun(created)
+
+
+def _train_lm(args) -> int:
     from .train import LMConfig, load_ptb, synthetic_lm, train_lm
     config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
                       lr_decay=args.lr_decay, embedding_density=args.embedding_density)
     config.validate()
     corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=args.seed)
-    result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress)
+    result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress,
+                      check_topology=args.debug_topology)
+    if not _is_main_rank():
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted; continue with --resume {args.out or 'runs/lm'}")
         return 130
@@ -115,6 +152,14 @@ def cmd_train_lm(args) -> int:
 
 
 def cmd_train_cls(args) -> int:
+    created = _join_torchrun(args)
+    try:
+        return _train_cls(args)
+    finally:
+        _leave_torchrun(created)
+
+
+def _train_cls(args) -> int:
     from .train import ClsConfig, load_classification, synthetic_classification_data, train_cls
     config = ClsConfig(**_common_config(args), batch_size=args.batch_size, max_vocab=args.max_vocab,
                        max_length=args.max_length)
@@ -122,7 +167,10 @@ def cmd_train_cls(args) -> int:
     data = (load_classification(args.data, max_vocab=args.max_vocab, max_length=args.max_length) if args.data
             else synthetic_classification_data(seed=args.seed, max_vocab=args.max_vocab,
                                                max_length=args.max_length))
-    result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress)
+    result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress,
+                       check_topology=args.debug_topology)
+    if not _is_main_rank():
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted; continue with --resume {args.out or 'runs/cls'}")
         return 130
@@ -183,10 +231,11 @@ def main(argv=None) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     from .train import CheckpointError, DataError
+    from .train.distributed import DistributedError
     from .train.loop import ConfigError
     try:
         return args.func(args)
-    except (DataError, CheckpointError, ConfigError) as exc:
+    except (DataError, CheckpointError, ConfigError, DistributedError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

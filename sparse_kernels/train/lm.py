@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from . import distributed
 from .data import LMCorpus, batchify, bptt_batches
-from .loop import FitResult, RunConfig, fit, perplexity
+from .loop import ConfigError, FitResult, RunConfig, fit, perplexity
 from .models import LanguageModel, detach_state
 
 
@@ -78,16 +79,27 @@ def build_lm(config: LMConfig, vocab_size: int, ranks: torch.Tensor | None = Non
 
 @torch.no_grad()
 def evaluate_lm(model: LanguageModel, source: torch.Tensor, bptt: int) -> tuple[float, float]:
-    """(mean loss per token, tokens per second) over batchified ``source``."""
+    """(mean loss per token, tokens per second) over batchified ``source``.
+    In a torch.distributed job every rank evaluates its own columns of
+    ``source`` (the columns are independent streams) and the sums are
+    reduced: every rank returns the same numbers."""
     model.eval()
+    source = source[:, distributed.shard(source.size(1), distributed.current())]
     total, count, state = 0.0, 0, None
     start = time.perf_counter()
-    for _, inputs, targets in bptt_batches(source, bptt):
+    for _, inputs, targets in bptt_batches(source, bptt) if source.size(1) else ():
         logits, state = model(inputs, state)
         total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
         count += targets.numel()
-    elapsed = time.perf_counter() - start
+    total, count = distributed.all_reduce([total, count])
+    elapsed, = distributed.all_reduce([time.perf_counter() - start], op="max")
     return total / max(count, 1), count / elapsed if elapsed > 0 else math.nan
+
+
+def _map_state(fn, state):
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return tuple(_map_state(fn, s) for s in state)
 
 
 def _lm_loss(model, batch, carry):
@@ -100,7 +112,8 @@ def _lm_loss(model, batch, carry):
 
 
 def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progress: bool = True,
-             on_step=None, tensorboard: bool = True, initial_model: LanguageModel | None = None) -> LMResult:
+             on_step=None, tensorboard: bool = True, check_topology: bool = False,
+             initial_model: LanguageModel | None = None) -> LMResult:
     """Train, keeping ``out_dir/checkpoint.pt`` (every epoch and on Ctrl-C),
     ``out_dir/best.pt`` (the best validation model) and
     ``out_dir/metrics.csv``; then evaluate the best model on test.
@@ -114,10 +127,24 @@ def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progre
     tests and callers; raising KeyboardInterrupt there acts like Ctrl-C).
     On KeyboardInterrupt the checkpoint is written and the result returned
     with ``interrupted=True``.
+
+    Under torchrun (a torch.distributed process group initialised, see
+    :mod:`.distributed`), every rank calls this with the same arguments:
+    ``batch_size`` is the global batch, split into equal column blocks per
+    rank; ``check_topology`` compares the ranks' sparse patterns after every
+    topology update.
     """
     config.validate()
+    ranks = distributed.current()
+    if config.batch_size % ranks.world_size:
+        raise ConfigError(f"batch_size ({config.batch_size}) must be a multiple of the number of ranks "
+                          f"({ranks.world_size}): each rank trains on an equal share of the batch columns")
     device = torch.device(config.device)
-    train_data = batchify(corpus.train, config.batch_size).to(device)
+    # Data parallel: each rank takes a contiguous block of the batch columns
+    # (independent token streams), so N ranks train on exactly the windows
+    # one process with the whole batch would.
+    columns = distributed.shard(config.batch_size, ranks)
+    train_data = batchify(corpus.train, config.batch_size)[:, columns].contiguous().to(device)
     valid_data = batchify(corpus.valid, config.eval_batch_size).to(device)
     test_data = batchify(corpus.test, config.eval_batch_size).to(device)
     windows = [(x, y) for _, x, y in bptt_batches(train_data, config.bptt)]
@@ -126,16 +153,26 @@ def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progre
         loss, _ = evaluate_lm(model, valid_data, config.bptt)
         return {"valid_loss": loss, "valid_ppl": perplexity(loss)}
 
-    ranks = frequency_ranks(corpus.train, len(corpus.vocab)) if config.embedding_density is not None else None
+    # The hidden state carried between windows, in checkpoints: the whole
+    # batch's (batch is dim 1 of every state tensor), whatever the ranks.
+    def gather_carry(carry):
+        return {**carry, "state": _map_state(lambda t: distributed.all_gather_dim(t, 1), carry["state"])}
+
+    def shard_carry(carry):
+        return {**carry, "state": _map_state(lambda t: t[:, columns].contiguous().to(device), carry["state"])}
+
+    word_ranks = (frequency_ranks(corpus.train, len(corpus.vocab)) if config.embedding_density is not None
+                  else None)
     if initial_model is not None and initial_model.rnn.hidden_size != config.hidden_size:
         raise ValueError(f"initial_model has hidden_size {initial_model.rnn.hidden_size}, config says "
                          f"{config.hidden_size}")
     fitted = fit("lm", config, out_dir,
                  build_model=lambda: (initial_model.to(device) if initial_model is not None
-                                      else build_lm(config, len(corpus.vocab), ranks)),
+                                      else build_lm(config, len(corpus.vocab), word_ranks)),
                  steps_per_epoch=len(windows), batches=lambda epoch: windows, loss_fn=_lm_loss, validate=validate,
                  score=lambda m: m["valid_loss"], resume=resume, progress=progress, on_step=on_step,
-                 tensorboard=tensorboard, extra={"vocab": corpus.vocab.itos})
+                 tensorboard=tensorboard, extra={"vocab": corpus.vocab.itos}, gather_carry=gather_carry,
+                 shard_carry=shard_carry, check_topology=check_topology)
     result = LMResult(**fitted.__dict__, optimal_perplexity=corpus.optimal_perplexity)
     if not result.interrupted and result.history:
         result.test_loss, result.inference_tokens_per_second = evaluate_lm(result.model, test_data, config.bptt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 import signal
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import report
+from . import distributed, report
 
 from .checkpoint import FORMAT, CheckpointError, atomic_save, check_compatible, load_checkpoint, rng_state, \
     seed_everything, set_rng_state
@@ -139,11 +140,12 @@ class MetricsLog:
     (so a resumed run's file equals an uninterrupted one's), and TensorBoard
     scalars when tensorboard is installed."""
 
-    def __init__(self, out_dir: Path, history: list[dict], tensorboard: bool = True):
+    def __init__(self, out_dir: Path, history: list[dict], tensorboard: bool = True, write: bool = True):
         self.path = out_dir / "metrics.csv"
         self.history = history
+        self.write = write      # False: keep the history only (ranks > 0 of a data-parallel job)
         self.writer = None
-        if tensorboard:
+        if tensorboard and write:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"))
@@ -152,6 +154,8 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         self.history.append(row)
+        if not self.write:
+            return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(row))
         writer.writeheader()
@@ -208,29 +212,39 @@ class StepBoundaryInterrupt:
     """Ctrl-C handling for a training loop: the first SIGINT only sets a
     flag, and the loop calls :meth:`check` after each completed step, so the
     checkpoint written on interrupt never holds a half-done step; a second
-    SIGINT interrupts at once. Does nothing outside the main thread."""
+    SIGINT interrupts at once. Does nothing outside the main thread.
 
-    def __init__(self):
+    ``distributed=True`` (a rank of a torchrun job): SIGTERM is caught too
+    and repeated signals only keep the flag set, because torchrun forwards
+    the terminal's Ctrl-C to every rank a second time and stops them with
+    SIGTERM; the ranks then agree on the step to stop after (the loop
+    all-reduces the flag) and rank 0 writes the checkpoint."""
+
+    def __init__(self, distributed: bool = False):
         self.requested = False
-        self._previous = None
+        self.distributed = distributed
+        self._signals = (signal.SIGINT, signal.SIGTERM) if distributed else (signal.SIGINT,)
+        self._previous = {}
 
     def install(self) -> "StepBoundaryInterrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self._signals}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        if not self.distributed:
+            signal.signal(signum, self._previous[signum])
 
     def check(self) -> None:
         if self.requested:
             raise KeyboardInterrupt
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for s, previous in self._previous.items():
+            if previous is not None:  # None: a handler installed outside Python, not restorable
+                signal.signal(s, previous)
+        self._previous = {}
 
 
 @dataclass
@@ -249,9 +263,21 @@ class FitResult:
     model: torch.nn.Module | None = None
 
 
+def _seed_rank(config: RunConfig, ranks: "distributed.Ranks", step: int) -> None:
+    """Random draws in training (dropout) on ranks > 0 of a data-parallel
+    job: a stream of the rank's own, re-seeded from (seed, rank, step) at
+    every epoch start and on resume. Rank 0 keeps the single-process stream,
+    which is the one checkpoints store (their contents do not depend on the
+    number of ranks); so resuming from an epoch's checkpoint with the same
+    number of ranks is exact, and a mid-epoch resume is exact on rank 0 (on
+    every rank without dropout)."""
+    if ranks.rank > 0:
+        torch.manual_seed(((config.seed * 1_000_003 + ranks.rank) * 1_000_033 + step) % 2**63)
+
+
 def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: int, batches, loss_fn, validate,
         score, resume=None, progress: bool = True, on_step=None, tensorboard: bool = True,
-        extra: dict | None = None) -> FitResult:
+        extra: dict | None = None, gather_carry=None, shard_carry=None, check_topology: bool = False) -> FitResult:
     """The epoch loop both training loops share.
 
     ``build_model()`` makes the model (after seeding); ``batches(epoch)``
@@ -263,10 +289,26 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     and picks the model kept in ``best.pt``. Checkpoints go to
     ``out_dir/checkpoint.pt`` after every epoch and on Ctrl-C (then the
     result has ``interrupted=True``); ``resume`` continues one exactly.
+
+    In a torch.distributed job (see :mod:`.distributed`) every rank calls
+    fit: ``batches`` yields this rank's share of each global batch (possibly
+    with items = 0), ``validate`` returns metrics reduced over the ranks, and
+    ``gather_carry(carry)`` / ``shard_carry(carry)`` turn this rank's carry
+    into the whole batch's (a collective) and back, so that checkpoints do
+    not depend on the number of ranks (``shard_carry`` also runs in a single
+    process, to move a resumed carry to the device). The model is wrapped in
+    DistributedDataParallel; each rank's loss is weighted by its share of the
+    global batch's items, so the averaged gradient is the single-process
+    one. Rank 0 writes every file; the others wait for it at a barrier.
+    ``check_topology``: after every topology update, compare the ranks'
+    pattern digests and raise :class:`~.distributed.TopologyMismatch` when
+    they differ.
     """
     config.validate()
+    ranks = distributed.current()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = open_resume(resume, kind, config) if resume is not None else None
     for key, value in (extra or {}).items() if ckpt is not None else ():
         if ckpt.get(key) != value:  # e.g. the same vocabulary size, other words
@@ -287,33 +329,62 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
         restore_run(ckpt, resume, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
                     sparsity_scheduler=sparsity)
         ps, history = ckpt["progress"], list(ckpt["history"])
-    metrics = MetricsLog(out_dir, history, tensorboard=tensorboard)
+        if ps["carry"] and shard_carry is not None:
+            ps["carry"] = shard_carry(ps["carry"])
+    _seed_rank(config, ranks, ps["step"])
+    metrics = MetricsLog(out_dir, history, tensorboard=tensorboard, write=ranks.main)
     result = FitResult(config=config, history=history)
+    # The module the training forward runs through: DDP around the model
+    # in a distributed job (validation and checkpoints use the model).
+    net = distributed.DataParallel(model)
+    if ranks.distributed and ranks.main:
+        sent = distributed.gradient_bytes(model)
+        print(f"data parallel: {ranks.world_size} ranks ({torch.distributed.get_backend()}); gradient all-reduce "
+              f"{report.human_bytes(sent['total'])} per step, of which sparse weights "
+              f"{report.human_bytes(sent['sparse'])} (nnz-sized; dense they would be "
+              f"{report.human_bytes(sent['sparse_dense'])})", file=sys.stderr, flush=True)
 
     def checkpoint():
-        save_run(out_dir / "checkpoint.pt", kind=kind, config=config, model=model, optimizer=optimizer,
-                 lr_scheduler=lr_scheduler, sparsity_scheduler=sparsity, progress=ps, history=history, extra=extra)
+        progress_state = ps
+        if ps["carry"] and gather_carry is not None:  # a collective: every rank takes part
+            progress_state = {**ps, "carry": gather_carry(ps["carry"])}
+        if ranks.main:
+            save_run(out_dir / "checkpoint.pt", kind=kind, config=config, model=model, optimizer=optimizer,
+                     lr_scheduler=lr_scheduler, sparsity_scheduler=sparsity, progress=progress_state,
+                     history=history, extra=extra)
+        distributed.barrier()
 
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not progress,
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not (progress and ranks.main),
                desc=f"{config.method} {config.model}", unit="batch", dynamic_ncols=True, leave=False)
-    interrupt = StepBoundaryInterrupt().install()
+    interrupt = StepBoundaryInterrupt(distributed=ranks.distributed).install()
     try:
         while ps["epoch"] < config.epochs:
             model.train()
+            if ps["batch"] == 0:
+                _seed_rank(config, ranks, ps["step"])
             epoch_start = time.perf_counter() - ps["seconds"]
             for index, batch in enumerate(batches(ps["epoch"])):
                 if index < ps["batch"]:
                     continue
-                loss, items = loss_fn(model, batch, ps["carry"])
+                loss, items = loss_fn(net.module, batch, ps["carry"])
+                loss_sum, all_items = loss.item() * items, items
+                if ranks.distributed:
+                    # Weight this rank's mean by its share of the global batch:
+                    # DDP's average of the gradients is then the gradient of the
+                    # global batch's mean loss.
+                    loss_sum, all_items = distributed.all_reduce([loss_sum, items])
+                    loss = loss * (items * ranks.world_size / all_items)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
                 optimizer.step()
-                if sparsity is not None:
-                    sparsity.step()
-                ps["loss_sum"] += loss.item() * items
-                ps["items"] += items
+                if sparsity is not None and sparsity.step():
+                    net.refresh()
+                    if check_topology:
+                        distributed.check_topology(sparsity, ps["step"] + 1)
+                ps["loss_sum"] += loss_sum
+                ps["items"] += int(all_items)
                 ps["flops_sum"] += report.flops_ratio(model)
                 ps["batch"], ps["step"] = index + 1, ps["step"] + 1
                 ps["seconds"] = time.perf_counter() - epoch_start
@@ -322,26 +393,41 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                 shown = {"ppl": f"{perplexity(train_loss):.1f}"} if kind == "lm" else {}
                 bar.set_postfix(epoch=ps["epoch"] + 1, loss=f"{train_loss:.3f}", **shown,
                                 lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+                stop = False
                 if on_step is not None:
-                    on_step(ps["step"])
-                interrupt.check()
+                    try:
+                        on_step(ps["step"])
+                    except KeyboardInterrupt:
+                        if not ranks.distributed:
+                            raise
+                        stop = True
+                if ranks.distributed:
+                    # Every rank stops after the same step, or the collectives
+                    # of the next one would wait forever.
+                    if distributed.any_rank(stop or interrupt.requested):
+                        raise KeyboardInterrupt
+                else:
+                    interrupt.check()
             epoch_seconds = time.perf_counter() - epoch_start
             valid = validate(model)
             train_loss = ps["loss_sum"] / max(ps["items"], 1)
             params = report.parameter_counts(model)
-            metrics.append({"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
-                            "train_loss": train_loss,
-                            **({"train_ppl": perplexity(train_loss)} if kind == "lm" else {}), **valid,
-                            "stored_params": params["stored"], "dense_params": params["dense"],
-                            "epoch_seconds": epoch_seconds})
+            row = {"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": train_loss, **({"train_ppl": perplexity(train_loss)} if kind == "lm" else {}),
+                   **valid, "stored_params": params["stored"], "dense_params": params["dense"],
+                   "allreduce_bytes_per_step": distributed.gradient_bytes(model)["total"] if ranks.distributed else 0,
+                   "epoch_seconds": epoch_seconds}
+            # Rank 0's row (its clock) on every rank: the histories agree.
+            metrics.append(distributed.broadcast_object(row))
             if lr_scheduler is not None:
                 lr_scheduler.step(valid["valid_loss"])
             if score(valid) < ps["best_score"]:
                 ps["best_score"] = score(valid)
-                atomic_save({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
-                             **valid, **(extra or {})}, out_dir / "best.pt")
+                if ranks.main:
+                    atomic_save({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
+                                 **valid, **(extra or {})}, out_dir / "best.pt")
             ps.update(epoch=ps["epoch"] + 1, batch=0, loss_sum=0.0, items=0, seconds=0.0, carry={})
-            checkpoint()
+            checkpoint()  # its barrier also orders best.pt before anyone reads it
     except KeyboardInterrupt:
         checkpoint()
         result.interrupted = True
