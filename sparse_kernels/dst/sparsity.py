@@ -224,6 +224,13 @@ class DynamicSparsity:
         self._arm_capture()
         return updated
 
+    def skip_step(self) -> None:
+        """Call instead of :meth:`step` when the loop skipped optimizer.step()
+        (a NaN/inf loss or gradient): the schedule does not advance, and the
+        layer inputs/gradients captured for gradient regrow during that step
+        are dropped so the next update never sees them."""
+        self._arm_capture()
+
     def _arm_capture(self) -> None:
         """Gradient regrow reads the inputs/output gradients of the step
         before an update: hook them only then."""
