@@ -76,3 +76,15 @@ PROBLEM_SHAPES = [
     (2, 5, 4, 1.0),      # full
     (6, 40, 3, 0.05),    # many empty rows
 ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures tests record with record_property("measurement", ...)
+    (e.g. the long run's resident memory growth) after the results."""
+    lines = [f"{report.nodeid}: {value}" for status in ("passed", "failed")
+             for report in terminalreporter.getreports(status) if report.when == "call"
+             for key, value in report.user_properties if key == "measurement"]
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -189,6 +189,9 @@ def test_files_that_would_run_code_are_refused_and_nothing_runs(ptb, tmp_path):
 
 
 # ---------------------------------------------------------------------- disk full, unwritable folder
+NO_SPACE = r"could not write \(no space left on device\); the previous checkpoint.pt is unchanged"
+
+
 def _failing_torch_save(real_save, fail_for, calls):
     """torch.save that writes part of the file, then fails like a full disk,
     for target files whose name contains ``fail_for``."""
@@ -209,7 +212,7 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
     save_checkpoint({"x": torch.arange(5)}, path, kind="test")
     before, calls = sha(path), []
     monkeypatch.setattr(torch, "save", _failing_torch_save(torch.save, ".checkpoint.pt.", calls))
-    with pytest.raises(CheckpointWriteError, match=r"could not write \(no space left on device\); the previous checkpoint.pt is unchanged"):
+    with pytest.raises(CheckpointWriteError, match=NO_SPACE):
         save_checkpoint({"x": torch.arange(7)}, path, kind="test")
     assert calls and sha(path) == before and torch.equal(read_checkpoint(path, "test")["x"], torch.arange(5))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # the partial temporary file is gone
@@ -227,7 +230,7 @@ def test_disk_full_mid_run_stops_with_the_last_checkpoint_resumable(corpus, tmp_
         if step == steps_per_epoch + 1:
             monkeypatch.setattr(torch, "save", _failing_torch_save(real_save, ".checkpoint.pt.", calls))
 
-    with pytest.raises(CheckpointWriteError, match=r"could not write \(no space left on device\); the previous checkpoint.pt is unchanged"):
+    with pytest.raises(CheckpointWriteError, match=NO_SPACE):
         train_lm(corpus, config, tmp_path / "run", progress=False, tensorboard=False, on_step=fill_disk)
     assert calls
     monkeypatch.setattr(torch, "save", real_save)

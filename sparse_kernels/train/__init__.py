@@ -7,5 +7,6 @@ from .data import DataError, LMCorpus, load_classification, load_ptb, synthetic_
 from .lm import LMConfig, LMResult, train_lm
 from .loop import METHODS, NonFiniteError
 
-__all__ = ["CheckpointError", "CheckpointWriteError", "NonFiniteError", "read_checkpoint", "ClsConfig", "ClsResult", "train_cls", "DataError", "LMConfig", "LMCorpus", "LMResult", "METHODS", "load_classification",
-           "load_ptb", "synthetic_classification_data", "synthetic_lm", "train_lm"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "ClsConfig", "ClsResult", "DataError", "LMConfig", "LMCorpus",
+           "LMResult", "METHODS", "NonFiniteError", "load_classification", "load_ptb", "read_checkpoint",
+           "synthetic_classification_data", "synthetic_lm", "train_cls", "train_lm"]

@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from . import report
 
-from .checkpoint import CheckpointError, CheckpointWriteError, check_compatible, check_output_folder, load_checkpoint, read_checkpoint, \
-    remove_stale_temporaries, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import CheckpointError, CheckpointWriteError, check_compatible, check_output_folder, \
+    load_checkpoint, read_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, seed_everything, \
+    set_rng_state
 
 # "dense": the torch.nn model; "static": a random sparse topology kept fixed;
 # the others are the sparse-training algorithms of sparse_kernels.dst.
