@@ -212,8 +212,10 @@ def clip_or_find_nonfinite(model, loss_value: float, clip: float) -> str | None:
     """After backward: None when the loss and every gradient are finite
     (then the gradients are clipped to norm ``clip`` when it is positive),
     else what is wrong, naming the first parameter with a NaN/inf gradient.
-    (Under DistributedDataParallel the gradients are already averaged, so
-    their verdict is the same on every rank.)"""
+    (Under DistributedDataParallel the gradients are averaged across ranks,
+    so their verdict is the same everywhere, but the loss is each rank's
+    own: a distributed loop must agree on the verdict, e.g. all-reduce it,
+    before skipping, since the sparse-training step is collective.)"""
     if not math.isfinite(loss_value):
         return f"the loss is {loss_value}"
     named = [(name, p) for name, p in model.named_parameters() if p.grad is not None]
