@@ -9,8 +9,12 @@ train-lm and train-cls also run data-parallel under torchrun
 nccl with --device cuda (one GPU per rank), --batch-size is the global batch.
 
 A mistake a user can make (missing data, empty file, unknown method,
-sparsity out of range, an incompatible checkpoint) ends with one line on
-stderr and exit status 2, no traceback.
+sparsity out of range, an incompatible, foreign or corrupted checkpoint, an
+output folder that cannot be written) ends with one line on stderr and exit
+status 2, no traceback. A run that fails while training (a NaN/inf loss
+with --nonfinite stop, a checkpoint that cannot be saved because the disk
+is full) ends with one line and exit status 1; its last checkpoint is
+intact.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def _json_object(text: str) -> dict:
 
 def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, optimizer: str, lr: float,
                        clip: float, dropout: float, epochs: int) -> None:
-    from .train.loop import METHODS, OPTIMIZERS
+    from .train.loop import METHODS, NONFINITE, OPTIMIZERS
     from .train.models import RECURRENT
     p.add_argument("--data", help="data path (default: the embedded synthetic data)")
     p.add_argument("--model", choices=sorted(RECURRENT), default="lstm", help="recurrent layer (default lstm)")
@@ -78,6 +82,13 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", help="checkpoint file or run folder to continue exactly")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also write the checkpoint every N steps (default 0: at epoch ends only)")
+    p.add_argument("--nonfinite", choices=NONFINITE, default="skip",
+                   help="a NaN/inf loss or gradient: skip that step (counted in metrics.csv) or stop the run "
+                        "(default skip)")
+    p.add_argument("--nonfinite-limit", type=int, default=10, metavar="N",
+                   help="with --nonfinite skip: stop after more than N such steps in a row (default 10)")
     p.add_argument("--out", default=None, help="run folder (checkpoints, metrics.csv, best.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug-topology", action="store_true",
@@ -89,7 +100,9 @@ def _common_config(args) -> dict:
                 prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
                 hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-                momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device)
+                momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device,
+                checkpoint_every=args.checkpoint_every, nonfinite=args.nonfinite,
+                nonfinite_limit=args.nonfinite_limit)
 
 
 def _summary(result) -> str:
@@ -231,10 +244,14 @@ def main(argv=None) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     from .train import CheckpointError, DataError
+    from .train.checkpoint import CheckpointWriteError
     from .train.distributed import DistributedError
-    from .train.loop import ConfigError
+    from .train.loop import ConfigError, NonFiniteError
     try:
         return args.func(args)
+    except (NonFiniteError, CheckpointWriteError) as exc:  # failed while training
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except (DataError, CheckpointError, ConfigError, DistributedError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

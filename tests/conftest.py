@@ -14,6 +14,37 @@ import torch
 import sparse_kernels  # noqa: F401  (loads the ops)
 from sparse_kernels import csr
 
+# Heavy tests (@pytest.mark.slow) are deselected by default; a bounded sample
+# of each runs unmarked. The full set: `pytest --run-slow` or
+# SPARSE_KERNELS_RUN_SLOW=1 (so also `SPARSE_KERNELS_RUN_SLOW=1 make test`);
+# `pytest -m slow` runs the heavy ones alone.
+RUN_SLOW_ENV = "SPARSE_KERNELS_RUN_SLOW"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help=f"also run the tests marked slow (or set {RUN_SLOW_ENV}=1)")
+
+
+def run_slow(config) -> bool:
+    return (config.getoption("--run-slow") or os.environ.get(RUN_SLOW_ENV, "") not in ("", "0")
+            or "slow" in (config.getoption("-m") or ""))
+
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+def pytest_report_header(config):
+    if not run_slow(config):
+        return f"slow tests deselected (run them with --run-slow or {RUN_SLOW_ENV}=1)"
+
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Parametrise over every device; CUDA cases exist only where a GPU does.
 device_params = pytest.mark.parametrize("device", DEVICES)
@@ -45,3 +76,15 @@ PROBLEM_SHAPES = [
     (2, 5, 4, 1.0),      # full
     (6, 40, 3, 0.05),    # many empty rows
 ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures tests record with record_property("measurement", ...)
+    (e.g. the long run's resident memory growth) after the results."""
+    lines = [f"{report.nodeid}: {value}" for status in ("passed", "failed")
+             for report in terminalreporter.getreports(status) if report.when == "call"
+             for key, value in report.user_properties if key == "measurement"]
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -204,6 +204,29 @@ def test_rigl_warns_when_a_weight_has_no_gradient_rows():
     assert all(dst.stats()["layers"][n]["regrown"] > 0 for n in dst.weights)
 
 
+def test_skip_step_drops_the_capture_of_a_skipped_step():
+    # RigL regrows from the inputs/gradients captured during the step before
+    # an update; a step the loop skipped (NaN gradients) must not count.
+    def run(skipped_first):
+        lstm, x = _rigl_model(False, False)
+        optimizer = torch.optim.SGD(lstm.parameters(), lr=0.0)
+        dst = DynamicSparsity(lstm, optimizer, "rigl", total_steps=10, update_every=1, prune_rate=0.3)
+        if skipped_first:
+            out, _ = lstm(x)
+            (out * float("nan")).sum().backward()
+            optimizer.zero_grad()
+            dst.skip_step()
+        out, _ = lstm(x)
+        out.backward(torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1)))
+        optimizer.step()
+        assert dst.step()
+        return {n: w.mask() for n, w in lstm.sparse_weights()}, dst.stats()
+
+    (masks, stats), (masks_after_skip, stats_after_skip) = run(False), run(True)
+    assert stats_after_skip["step"] == stats["step"] == 1 and stats_after_skip["updates"] == 1
+    assert all(torch.equal(masks[n], masks_after_skip[n]) for n in masks)
+
+
 def test_rigl_rejects_row_granularity():
     with pytest.raises(ValueError, match="granularity"):
         DynamicSparsity(SparseLinear(4, 4), torch.optim.SGD(SparseLinear(4, 4).parameters(), lr=0.1), "rigl",

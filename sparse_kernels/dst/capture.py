@@ -93,6 +93,12 @@ class GradientCapture:
             rows = _gather_rows(rows)
         return rows
 
+    def discard(self, step: int) -> None:
+        """Forget the rows recorded at ``step`` (a step the loop skipped)."""
+        for name, (grads, inputs) in self._rows.items():
+            kept = [(g, x) for g, x in zip(grads, inputs) if g[0] != step]
+            self._rows[name] = ([g for g, _ in kept], [x for _, x in kept])
+
     def state_dict(self) -> dict:
         """The recorded rows, as tensors and plain containers (so that a
         checkpoint taken between the captured steps and the update resumes

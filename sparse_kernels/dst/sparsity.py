@@ -245,6 +245,15 @@ class DynamicSparsity:
         self._arm_capture()
         return updated
 
+    def skip_step(self) -> None:
+        """Call instead of :meth:`step` when the loop skipped optimizer.step()
+        (a NaN/inf loss or gradient): the schedule does not advance, and the
+        layer inputs/gradients captured for gradient regrow during that step
+        are dropped so the next update never sees them."""
+        if self._capture is not None:
+            self._capture.discard(self._capture.step)
+        self._arm_capture()
+
     def _drop_capture(self) -> None:
         if self._capture is not None:
             self._capture.remove()
