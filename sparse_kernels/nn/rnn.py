@@ -49,4 +49,5 @@ class SparseRNN(SparseRNNBase):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         input_gates = w_ih(x, None if b_ih is None else b_ih + b_hh)
         return ops.rnn_layer(input_gates, states[0], w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                             w_hh.transposed_index(), batch_sizes, reverse, self.nonlinearity)
+                             w_hh.transposed_index(), batch_sizes, reverse, self.nonlinearity,
+                             validate=False)
