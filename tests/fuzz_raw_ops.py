@@ -9,14 +9,13 @@ reported as a failure naming the case instead of killing the test run:
     python tests/fuzz_raw_ops.py --examples N [--derandomize] --log LOG --summary JSON
 
 Before each call it appends "<op>: <case>" to LOG (flushed), so the last line
-of LOG names the call that was running if the process dies. For each case:
-  * an argument the kernels cannot use safely (an index out of range, a
-    pointer array that does not run from 0 to nnz, a wrong dtype, shape or
-    length, bad batch_sizes) must raise;
-  * a structure that is only unusual (an unsorted row, a repeated column:
-    memory-safe) may be refused or computed with; when computed, the result
-    must be the sum over the stored entries (the dense oracle with
-    accumulation), never another number.
+of LOG names the call that was running if the process dies. Every malformed
+argument (an index out of range, a pointer array that does not run from 0 to
+nnz, an unsorted row, a repeated column, a wrong dtype, shape or length, bad
+batch_sizes) must raise; the valid calls must match the dense oracle. The C++
+checks remember the indices they found valid (checks.h), so the cases also
+corrupt an index in place after a valid call, and reuse a freed index's
+memory, to show that nothing stale is trusted.
 Exit status 0 when every case held, 1 otherwise (the failures are printed).
 """
 
@@ -102,16 +101,11 @@ def fuzz_products(run: Run, max_examples: int, derandomize: bool):
                 continue  # the dispatcher refuses a list for a Tensor argument: nothing reaches C++
             p, i = broken.ptr, broken.idx
             vv = v if i.numel() == v.numel() else randn(i.numel(), dtype, seed)
-
-            def dense(p=p, i=i, vv=vv):
-                return _dense_sum(vv, p, i, (out_f, in_f))
-
             run.call("sparse_linear", broken.label, lambda: RAW.sparse_linear(x, vv, p, i, cp, ri, perm, b),
-                     must_refuse=not broken.memory_safe, oracle=lambda: x @ dense().T + b)
+                     must_refuse=True)
             run.call("sparse_linear_value_grad", broken.label,
-                     lambda: RAW.sparse_linear_value_grad(gy, x, p, i), must_refuse=not broken.memory_safe,
-                     oracle=lambda: (gy.T @ x)[csr.row_indices(p), i.long()])
-            # The same damage to the transposed index of W (a CSR of W^T).
+                     lambda: RAW.sparse_linear_value_grad(gy, x, p, i), must_refuse=True)
+        # The same damage to the transposed index of W (a CSR of W^T).
         for broken in broken_csrs(cp, ri, out_f, "col_ptr", "row_idx"):
             if not (isinstance(broken.ptr, torch.Tensor) and isinstance(broken.idx, torch.Tensor)):
                 continue
@@ -119,13 +113,27 @@ def fuzz_products(run: Run, max_examples: int, derandomize: bool):
             k = i.numel()
             pm = perm if k == perm.numel() else torch.arange(k, dtype=I32)
             vv = v if k == v.numel() else randn(k, dtype, seed)
-
-            def input_grad_oracle(p=p, i=i, pm=pm, vv=vv):
-                return gy @ _dense_sum(vv[pm.long()], p, i, (in_f, out_f)).T
-
             run.call("sparse_linear_input_grad", broken.label,
-                     lambda: RAW.sparse_linear_input_grad(gy, vv, p, i, pm), must_refuse=not broken.memory_safe,
-                     oracle=input_grad_oracle)
+                     lambda: RAW.sparse_linear_input_grad(gy, vv, p, i, pm), must_refuse=True)
+        # An index found valid, then written to in place (its version counter
+        # moves) or freed and its memory reused: checked again, not trusted.
+        if ci.numel():
+            ci2 = ci.clone()
+            run.call("sparse_linear", "valid, before an in-place write",
+                     lambda: RAW.sparse_linear(x, v, rp, ci2, cp, ri, perm, b), must_refuse=False,
+                     oracle=lambda: x @ _dense_sum(v, rp, ci, (out_f, in_f)).T + b)
+            ci2[seed % ci.numel()] = in_f + 1000
+            run.call("sparse_linear", "index written in place after a valid call",
+                     lambda: RAW.sparse_linear(x, v, rp, ci2, cp, ri, perm, b), must_refuse=True)
+            ci2.copy_(ci)
+            run.call("sparse_linear", "index restored in place", lambda: RAW.sparse_linear(x, v, rp, ci2, cp, ri,
+                                                                                            perm, b),
+                     must_refuse=False, oracle=lambda: x @ _dense_sum(v, rp, ci, (out_f, in_f)).T + b)
+            del ci2
+            reused = torch.full_like(ci, in_f + 7)  # likely the freed block: same size, same allocator
+            run.call("sparse_linear", "an index in reused memory", lambda: RAW.sparse_linear(x, v, rp, reused, cp,
+                                                                                              ri, perm, b),
+                     must_refuse=True)
         if ci.numel():
             for bad in (ci.numel(), -1, 2**31 - 1):
                 pm = perm.clone()

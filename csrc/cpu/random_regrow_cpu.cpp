@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> random_regrow(const at::Tensor& row_ptr,
   TORCH_CHECK(rows >= 0, "row_ptr must have rows + 1 entries");
   topology::check_mask(occupied, col_idx.numel(), "occupied");
   // The walk over a row's stored columns needs them sorted and in range.
-  check_compressed_index(row_ptr, col_idx, n_cols, "row_ptr", "col_idx", true);
+  check_compressed_index(row_ptr, col_idx, n_cols, "row_ptr", "col_idx");
   topology::check_group_ptr(group_rows, rows, "group_rows");
   const int64_t groups = group_rows.numel() - 1;
   topology::check_counts(grow_counts, groups, "grow_counts");

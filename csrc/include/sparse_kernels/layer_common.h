@@ -47,7 +47,7 @@ inline void check_recurrent_args(const at::Tensor& input_gates, const at::Tensor
   TORCH_CHECK(row_ptr.numel() == gate_count * hidden + 1, "W_hh must have ", gate_count,
               "*hidden rows");
   TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
-  check_compressed_index(row_ptr, col_idx, hidden, "hh_row_ptr", "hh_col_idx", true);
+  check_compressed_index(row_ptr, col_idx, hidden, "hh_row_ptr", "hh_col_idx");
   check_batch_sizes(batch_sizes, input_gates.size(0), input_gates.size(1));
 }
 
