@@ -67,16 +67,12 @@ def randn(shape, dtype, seed: int) -> torch.Tensor:
 class Broken:
     """A CSR (ptr, idx) broken in one way. ``names``: the argument names an
     error message may name (a check may notice the damage through either
-    index); ``kind``: the exception a validating Python layer must raise;
-    ``memory_safe``: the structure still stays inside its buffers (an
-    unsorted row, a repeated column), so a kernel that only checks bounds may
-    compute with it: the sum over the stored entries."""
+    index); ``kind``: the exception the Python layer must raise."""
     label: str
     ptr: object
     idx: object
     names: tuple
     kind: type = ValueError
-    memory_safe: bool = False
 
 
 def broken_csrs(ptr: torch.Tensor, idx: torch.Tensor, minor: int, ptr_name: str = "row_ptr",
@@ -88,8 +84,8 @@ def broken_csrs(ptr: torch.Tensor, idx: torch.Tensor, minor: int, ptr_name: str 
     both = (ptr_name, idx_name)
     options = []
 
-    def add(label, p=None, i=None, names=both, kind=ValueError, memory_safe=False):
-        options.append(Broken(label, ptr if p is None else p, idx if i is None else i, names, kind, memory_safe))
+    def add(label, p=None, i=None, names=both, kind=ValueError):
+        options.append(Broken(label, ptr if p is None else p, idx if i is None else i, names, kind))
 
     add("ptr shifted by one", p=ptr + 1, names=(ptr_name,))
     add("ptr ends past nnz", p=torch.cat([ptr[:-1], ptr[-1:] + 1]), names=both)
@@ -112,10 +108,10 @@ def broken_csrs(ptr: torch.Tensor, idx: torch.Tensor, minor: int, ptr_name: str 
         start = int(ptr[int(long_rows[0])])
         i = idx.clone()
         i[start], i[start + 1] = idx[start + 1], idx[start]
-        add("row unsorted", i=i, names=(idx_name,), memory_safe=True)
+        add("row unsorted", i=i, names=(idx_name,))
         i = idx.clone()
         i[start + 1] = idx[start]
-        add("column repeated in a row", i=i, names=(idx_name,), memory_safe=True)
+        add("column repeated in a row", i=i, names=(idx_name,))
     add("index int64", i=idx.long(), names=(idx_name,), kind=TypeError)
     add("ptr int64", p=ptr.long(), names=(ptr_name,), kind=TypeError)
     add("index float", i=idx.float(), names=(idx_name,), kind=TypeError)
@@ -127,3 +123,15 @@ def broken_csrs(ptr: torch.Tensor, idx: torch.Tensor, minor: int, ptr_name: str 
     if major >= 1:
         add("ptr empty", p=ptr[:0], names=both)
     return options
+
+
+# --------------------------------------------------------------------------- broken BSR structures
+# The place for the BSR (block sparse rows) container being written beside
+# CSRWeight: a broken_bsrs(block_ptr, block_col, blocks, block_shape) with the
+# contract of broken_csrs (a block column out of range or negative, block_ptr
+# not running from 0 to the number of blocks or decreasing, unsorted or
+# repeated block columns, blocks of the wrong shape or dtype, a block shape
+# that does not divide the matrix), then one test in tests/test_fuzz_ops.py
+# like test_sparse_linear_rejects_broken_csr, the container in
+# test_csr_weight_rejects_broken_patterns_everywhere (tests/test_fuzz_modules.py)
+# and its raw ops in tests/fuzz_raw_ops.py.
