@@ -35,8 +35,10 @@ install: $(VENV)/.extension-built
 demo: install
 	$(VENV)/bin/sparse-rnn demo
 
+# --hypothesis-profile=ci (tests/conftest.py): the property tests draw the
+# same examples on every run, so a CI result depends on the code only.
 test-python: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --hypothesis-profile=ci
 
 # The same CPU kernels built as a C++ library against libtorch, with ctest.
 test-cpp: install

@@ -34,9 +34,7 @@ class CSRWeight(nn.Module):
     def __init__(self, values: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor,
                  shape, *, validate: bool = True):
         super().__init__()
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 2:
-            raise ValueError(f"shape must be (out_features, in_features), got {shape}")
+        shape = csr_format.check_shape(shape)
         if validate:
             validate_csr(row_ptr, col_idx, shape, values)
         self.out_features, self.in_features = shape

@@ -35,4 +35,4 @@ class SparseGRU(SparseRNNBase):
         # b_hh stays inside the step: r multiplies (W_hn h + b_hn).
         input_gates = w_ih(x, b_ih)
         return ops.gru_layer(input_gates, states[0], w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                             w_hh.transposed_index(), b_hh, batch_sizes, reverse)
+                             w_hh.transposed_index(), b_hh, batch_sizes, reverse, validate=False)

@@ -34,6 +34,6 @@ class SparseLSTM(RecurrentHookMixin, SparseRNNBase):
             w_hr = getattr(self, f"weight_hr_l{layer}{sfx}")
             projection = (w_hr.values, w_hr.row_ptr, w_hr.col_idx, w_hr.transposed_index())
         out, h_n, c_n = ops.lstm_layer(input_gates, h0, c0, w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                                       w_hh.transposed_index(), batch_sizes, reverse, projection)
+                                       w_hh.transposed_index(), batch_sizes, reverse, projection, validate=False)
         self._call_recurrent_hooks(w_hh, input_gates, out, h0, batch_sizes, reverse)
         return out, h_n, c_n

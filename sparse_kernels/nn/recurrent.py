@@ -239,9 +239,14 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
     def _initial_states(self, hx, is_batched: bool, batch: int, x: torch.Tensor, sorted_indices):
         if hx is None:
             return [x.new_zeros(shape) for shape in self._state_shapes(batch)]
+        if self._has_cell_state and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            # list(hx) of a lone Tensor would split it along its first dimension.
+            got = f"a {type(hx).__name__} of length {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+            raise TypeError(f"{self._name}: hx must be a tuple (h_0, c_0) of two Tensors, got {got}")
         states = list(hx) if self._has_cell_state else [hx]
         if not all(isinstance(s, torch.Tensor) for s in states):
-            raise TypeError(f"hx must be {'a tuple of two Tensors' if self._has_cell_state else 'a Tensor'}")
+            raise TypeError(f"{self._name}: hx must be {'a tuple of two Tensors' if self._has_cell_state else 'a Tensor'}"
+                            f", got {type(hx).__name__}")
         want = 3 if is_batched else 2
         if any(s.dim() != want for s in states):
             kind = "batched 3-D" if is_batched else "unbatched 2-D"

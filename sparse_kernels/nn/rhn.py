@@ -134,4 +134,4 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
         input_gates = w(x)
         return ops.rhn_layer(input_gates, h0, [r.values for r in recurrent], [r.row_ptr for r in recurrent],
                              [r.col_idx for r in recurrent], [r.transposed_index() for r in recurrent], biases,
-                             batch_sizes)
+                             batch_sizes, validate=False)

@@ -49,6 +49,7 @@ class SparseRNN(RecurrentHookMixin, SparseRNNBase):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         input_gates = w_ih(x, None if b_ih is None else b_ih + b_hh)
         out, h_n = ops.rnn_layer(input_gates, states[0], w_hh.values, w_hh.row_ptr, w_hh.col_idx,
-                                 w_hh.transposed_index(), batch_sizes, reverse, self.nonlinearity)
+                                 w_hh.transposed_index(), batch_sizes, reverse, self.nonlinearity,
+                                 validate=False)
         self._call_recurrent_hooks(w_hh, input_gates, out, states[0], batch_sizes, reverse)
         return out, h_n
