@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import time
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ import torch
 import sparse_kernels
 from sparse_kernels.bench import (OPS, QUICK, SCHEMA, STORAGES, Problem, Storage, StudyConfig, Unsupported,
                                   crossover, measure_point)
-from sparse_kernels.bench.storages import Built, Kernel, build_dense
+from sparse_kernels.bench.storages import Built, Kernel, Matrices, build_dense
 from sparse_kernels.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -62,7 +63,8 @@ def test_quick_run_writes_every_output(quick_run, capsys):
             if "unsupported" in t:
                 continue
             assert math.isfinite(t["median_s"]) and 0 < t["min_s"] <= t["median_s"], (r, name)
-            assert t["rounds"] >= QUICK.min_rounds and t["layout"] in t["layouts"]
+            assert t["rounds"] == 1 if t["timed_once"] else t["rounds"] >= QUICK.min_rounds
+            assert t["layout"] in t["layouts"]
             assert t["median_s"] == min(t["layouts"].values())
             assert r["speedup_vs_dense"][name] == pytest.approx(r["times"]["dense"]["median_s"] / t["median_s"])
         assert r["speedup_vs_dense"]["dense"] == 1.0
@@ -189,6 +191,21 @@ def test_a_registered_storage_is_measured_or_reported(monkeypatch):
     assert times["dense_again"]["median_s"] > 0 and times["dense_again"]["stored"] == 4 * 8 * 8
 
 
+def test_a_much_slower_storage_is_timed_once(monkeypatch):
+    def sleepy(problem):
+        w = problem.weights["weight_hh"]
+        def run():
+            time.sleep(0.02)  # thousands of times an 8x32 product
+            return problem.x @ w.t()
+        return Built({"x@W^T": Kernel(run)}, stored=w.numel())
+
+    monkeypatch.setitem(STORAGES, "sleepy", Storage("sleepy", "sleepy", sleepy))
+    config = StudyConfig(block_time=1e-3, point_time=1e-2, min_rounds=3, max_rounds=3, threads=1)
+    times = measure_point(Problem("forward", 8, 0.5, 2, steps=1), ["dense", "sleepy"], config)
+    assert times["sleepy"]["timed_once"] and times["sleepy"]["rounds"] == 1 and times["sleepy"]["number"] == 1
+    assert not times["dense"]["timed_once"] and times["dense"]["rounds"] == 3
+
+
 def test_a_storage_computing_something_else_stops_the_study(monkeypatch):
     def wrong(problem):
         w = problem.weights["weight_hh"] * 1.01
@@ -200,7 +217,14 @@ def test_a_storage_computing_something_else_stops_the_study(monkeypatch):
 
 
 def test_problem_has_the_exact_sparsity():
-    p = Problem("cell", 16, 0.9, 2, steps=1)
+    matrices = Matrices(16, 0.9)
+    p = Problem("cell", 16, 0.9, 2, steps=1, matrices=matrices)
+    # Other ops and batches of the same (hidden, sparsity) share the matrices, not the activations.
+    q = Problem("forward", 16, 0.9, 3, steps=1, matrices=matrices)
+    assert q.weights["weight_hh"] is p.weights["weight_hh"] and q.x.shape == (3, 16)
+    assert torch.equal(Problem("forward", 16, 0.9, 3, steps=1).weights["weight_hh"], q.weights["weight_hh"])
+    with pytest.raises(ValueError, match="matrices are for"):
+        Problem("forward", 16, 0.5, 3, steps=1, matrices=matrices)
     for name in ("weight_ih", "weight_hh"):
         assert int(p.masks[name].sum()) == round(0.1 * 64 * 16)
         assert torch.equal(p.weights[name] != 0, p.masks[name])  # stored values are nonzero (uniform draw)

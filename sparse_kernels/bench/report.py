@@ -48,7 +48,8 @@ def markdown(doc: dict) -> str:
              f"{_load(doc.get('load_average_start'))} at the start, {_load(doc.get('load_average_end'))} at the end; "
              f"{doc['started']}, {doc.get('duration_s', float('nan')):.0f} s.", "",
              "Each cell: median time in ms and, in brackets, the speed-up over dense torch (its faster layout); "
-             "all storages of a row were timed in the same interleaved rounds.", ""]
+             "all storages of a row were timed in the same interleaved rounds, except those over "
+             f"{doc['config']['slow_ratio']:g}x slower than dense, timed once (marked `1x`: one call).", ""]
     missing = [f"{storages[n]['label']} ({storages[n]['reason']})" for n in storages if not storages[n]["available"]]
     if missing:
         lines += ["Not measured: " + "; ".join(missing) + ".", ""]
@@ -67,7 +68,8 @@ def markdown(doc: dict) -> str:
                          f"{_ms(dense['median_s'])} ({dense['layout']})"]
                 for n in others:
                     t = r["times"].get(n, {})
-                    cells.append(f"{_ms(t['median_s'])} ({r['speedup_vs_dense'][n]:.3g}x)" if "median_s" in t
+                    once = " 1x" if t.get("timed_once") else ""
+                    cells.append(f"{_ms(t['median_s'])} ({r['speedup_vs_dense'][n]:.3g}x){once}" if "median_s" in t
                                  else "n/a")
                 for n in ours:
                     ratio = r["speedup_vs_torch_sparse"].get(n)

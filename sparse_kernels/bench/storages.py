@@ -64,30 +64,61 @@ class Built:
     weights: dict[str, torch.Tensor] | None = None
 
 
+class Matrices:
+    """The weights of one (hidden, sparsity): W_hh and, made on first use,
+    W_ih, each (4H x H) with exactly round((1 - sparsity) * 4H * H) stored
+    entries (uniform random pattern, values uniform in +-1/sqrt(H), never 0),
+    and the two biases. Shared by every op and batch of that (hidden,
+    sparsity): a 4096-wide dense pattern takes seconds to draw."""
+
+    NAMES = ("weight_hh", "weight_ih")
+
+    def __init__(self, hidden: int, sparsity: float, seed: int = 0):
+        self.hidden, self.sparsity, self.seed = hidden, sparsity, seed
+        self.density = 1.0 - sparsity
+        self.bound = 1.0 / math.sqrt(hidden)
+        self.shape = (4 * hidden, hidden)
+        self.dense, self.masks, self.csr = {}, {}, {}
+        g = torch.Generator().manual_seed(seed)
+        self.bias_ih = nonzero_uniform(4 * hidden, self.bound, g)
+        self.bias_hh = nonzero_uniform(4 * hidden, self.bound, g)
+
+    def get(self, name: str):
+        if name not in self.csr:
+            g = torch.Generator().manual_seed(self.seed * len(self.NAMES) + self.NAMES.index(name) + 1)
+            row_ptr, col_idx = csr_format.random_csr(self.shape, self.density, generator=g)
+            values = nonzero_uniform(col_idx.numel(), self.bound, g)
+            self.csr[name] = (values, row_ptr, col_idx)
+            self.dense[name] = reference.csr_to_dense(values, row_ptr, col_idx, self.shape)
+            self.masks[name] = self.dense[name] != 0
+        return self.dense[name], self.masks[name], self.csr[name]
+
+
 class Problem:
     """The tensors of one grid point: W_hh (and W_ih with biases for the cell
-    and the layer), each (4H x H) with exactly round((1 - sparsity) * 4H * H)
-    stored entries, and the activations of batch B (T steps for the layer)."""
+    and the layer) from :class:`Matrices`, and the activations of batch B
+    (T steps for the layer), all random (never zeros)."""
 
-    def __init__(self, op: str, hidden: int, sparsity: float, batch: int, steps: int, seed: int = 0):
+    def __init__(self, op: str, hidden: int, sparsity: float, batch: int, steps: int, seed: int = 0,
+                 matrices: Matrices | None = None):
         if op not in OPS:
             raise ValueError(f"op must be one of {sorted(OPS)}, got {op!r}")
+        if matrices is None:
+            matrices = Matrices(hidden, sparsity, seed)
+        elif (matrices.hidden, matrices.sparsity) != (hidden, sparsity):
+            raise ValueError(f"matrices are for hidden={matrices.hidden}, sparsity={matrices.sparsity}, "
+                             f"not hidden={hidden}, sparsity={sparsity}")
         self.op, self.hidden, self.sparsity, self.batch, self.steps = op, hidden, sparsity, batch, steps
-        self.density = 1.0 - sparsity
-        self.generator = torch.Generator().manual_seed(seed)
-        g = self.generator
-        gates = 4 * hidden
-        self.bound = 1.0 / math.sqrt(hidden)
+        self.density, self.bound = matrices.density, matrices.bound
         names = ("weight_hh",) if op in ("forward", "transposed", "value_grad") else ("weight_ih", "weight_hh")
-        self.weights, self.masks = {}, {}
+        self.weights, self.masks, self.csr = {}, {}, {}
         for name in names:
-            row_ptr, col_idx = csr_format.random_csr((gates, hidden), self.density, generator=g)
-            values = torch.empty(col_idx.numel()).uniform_(-self.bound, self.bound, generator=g)
-            self.weights[name] = reference.csr_to_dense(values, row_ptr, col_idx, (gates, hidden))
-            self.masks[name] = reference.csr_to_dense(torch.ones_like(values, dtype=torch.bool), row_ptr, col_idx,
-                                                      (gates, hidden))
-        self.bias_ih = torch.empty(gates).uniform_(-self.bound, self.bound, generator=g)
-        self.bias_hh = torch.empty(gates).uniform_(-self.bound, self.bound, generator=g)
+            self.weights[name], self.masks[name], self.csr[name] = matrices.get(name)
+        self.bias_ih, self.bias_hh = matrices.bias_ih, matrices.bias_hh
+        # Activations depend on (seed, batch, steps) only, not on which points came before;
+        # ``generator`` is left for storages drawing their own pattern (block-sparse).
+        g = self.generator = torch.Generator().manual_seed(hash((seed, batch, steps)) & 0x7FFFFFFF)
+        gates = 4 * hidden
         self.x = torch.randn(batch, hidden, generator=g)
         self.grad_gates = torch.randn(batch, gates, generator=g)
         self.h = torch.randn(batch, hidden, generator=g) * 0.5
@@ -98,15 +129,24 @@ class Problem:
 
     @property
     def nnz(self) -> int:
-        return int(self.masks["weight_hh"].sum())
+        return self.csr["weight_hh"][2].numel()
 
     def with_weights(self, weights: dict[str, torch.Tensor]) -> "Problem":
-        """The same problem over other dense matrices (zeros where not stored)."""
+        """The same problem over other dense matrices (zeros exactly where not
+        stored); only dense torch runs on it (no CSR triple)."""
         other = object.__new__(Problem)
         other.__dict__.update(self.__dict__)
         other.weights = dict(weights)
         other.masks = {name: w != 0 for name, w in weights.items()}
+        other.csr = None
         return other
+
+
+def nonzero_uniform(count: int, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """Uniform in +-bound, never exactly 0 (a float32 draw is 0 about once in
+    2^24; a zero would fall out of a pattern derived from the dense matrix)."""
+    values = torch.empty(count).uniform_(-bound, bound, generator=generator)
+    return values.masked_fill_(values == 0, bound)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -215,8 +255,13 @@ def build_masked(p: Problem) -> Built:
 
 # ---------------------------------------------------------------------------- torch.sparse CSR
 
-def _torch_csr(dense: torch.Tensor) -> torch.Tensor:
-    return dense.to_sparse_csr()
+def _torch_csr(values, row_ptr, col_idx, shape, transposed: bool = False) -> torch.Tensor:
+    """A torch CSR tensor of exactly this pattern (int64 indices, as
+    Tensor.to_sparse_csr makes), or of its transpose."""
+    if transposed:
+        col_ptr, row_idx, csr2csc = csr_format.csr_transpose(row_ptr, col_idx, shape[1])
+        values, row_ptr, col_idx, shape = values[csr2csc.long()], col_ptr, row_idx, (shape[1], shape[0])
+    return torch.sparse_csr_tensor(row_ptr.long(), col_idx.long(), values, tuple(shape))
 
 
 def _torch_sparse_lstm(w_ih, w_hh, bias, seq_t, steps: int, batch: int) -> torch.Tensor:
@@ -242,20 +287,21 @@ def build_torch_sparse(p: Problem) -> Built:
     layout: W @ x^T with x^T prebuilt, the transposed matrix prebuilt as our
     CSC view is."""
     w_dense = p.weights["weight_hh"]
-    w = _torch_csr(w_dense)
+    shape = tuple(w_dense.shape)
+    w = _torch_csr(*p.csr["weight_hh"], shape)
     built = partial(Built, stored=w.values().numel())
     if p.op == "forward":
         x_t = p.x.t().contiguous()
         return built({"W@x^T": Kernel(lambda: torch.sparse.mm(w, x_t), lambda out: out.t())})
     if p.op == "transposed":
-        w_t = _torch_csr(w_dense.t())
+        w_t = _torch_csr(*p.csr["weight_hh"], shape, transposed=True)
         gy_t = p.grad_gates.t().contiguous()
         return built({"W^T@gy^T": Kernel(lambda: torch.sparse.mm(w_t, gy_t), lambda out: out.t())})
     if p.op == "value_grad":
         gy_t = p.grad_gates.t().contiguous()
         return built({"sampled_addmm": Kernel(lambda: torch.sparse.sampled_addmm(w, gy_t, p.x, beta=0.0),
                                               lambda out: out.to_dense())})
-    w_ih = _torch_csr(p.weights["weight_ih"])
+    w_ih = _torch_csr(*p.csr["weight_ih"], shape)
     bias = p.bias_ih + p.bias_hh
     if p.op == "cell":
         x_t, h_t, c_t = (t.t().contiguous() for t in (p.x, p.h, p.c))
@@ -271,10 +317,9 @@ def build_torch_sparse(p: Problem) -> Built:
         return built({"W@x^T": Kernel(_no_grad(lambda: _torch_sparse_lstm(w_ih, w, bias, seq_t, p.steps, p.batch)))})
     # Leaves for the stored values (and biases); the CSR tensors are rebuilt
     # from them at each call so that autograd reaches them.
-    leaves = {name: _torch_csr(d) for name, d in (("ih", p.weights["weight_ih"]), ("hh", w_dense))}
+    leaves = {"ih": w_ih, "hh": w}
     values = {name: t.values().clone().requires_grad_() for name, t in leaves.items()}
     b_ih, b_hh = p.bias_ih.clone().requires_grad_(), p.bias_hh.clone().requires_grad_()
-    shape = w_dense.shape
 
     def run():
         for leaf in (*values.values(), b_ih, b_hh):
@@ -294,7 +339,8 @@ def build_torch_sparse(p: Problem) -> Built:
 
 def build_csr(p: Problem) -> Built:
     """sparse_kernels' CSRWeight and the modules over it."""
-    w = sparse_kernels.CSRWeight.from_dense(p.weights["weight_hh"], p.masks["weight_hh"])
+    values, row_ptr, col_idx = p.csr["weight_hh"]
+    w = sparse_kernels.CSRWeight(values, row_ptr, col_idx, p.weights["weight_hh"].shape)
     values = w.values.detach()
     built = partial(Built, stored=w.nnz)
     if p.op == "forward":
@@ -344,7 +390,7 @@ def build_bsr(p: Problem) -> Built:
         grid_mask = reference.csr_to_dense(torch.ones(col_idx.numel(), dtype=torch.bool), row_ptr, col_idx,
                                            (gates // bh, hidden // bw))
         entry_mask = grid_mask.repeat_interleave(bh, 0).repeat_interleave(bw, 1)
-        dense = torch.empty(gates, hidden).uniform_(-p.bound, p.bound, generator=p.generator) * entry_mask
+        dense = nonzero_uniform(gates * hidden, p.bound, p.generator).reshape(gates, hidden) * entry_mask
         weights[name], block_masks[name] = dense, grid_mask
     w = BSRWeight.from_dense(weights["weight_hh"], block_masks["weight_hh"], block_shape=BSR_BLOCK)
     values = w.values.detach()

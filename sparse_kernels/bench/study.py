@@ -5,7 +5,8 @@ run once and checked against dense torch (a wrong kernel stops the study),
 then all storages (and all layouts of each) are timed in interleaved rounds,
 so that a change in the machine's load hits all of them alike; the ratios
 within one point are what to read. A storage's time is the median over the
-rounds of its faster layout.
+rounds of its faster layout. A storage more than ``slow_ratio`` times slower
+than dense at a point keeps the one call timed before the rounds.
 
 Timing: blocks of ``number`` calls timed with ``time.perf_counter``, the
 number chosen so that a block lasts about ``block_time``.
@@ -28,14 +29,16 @@ from datetime import datetime, timezone
 import torch
 
 import sparse_kernels
-from .storages import BASELINE, LAYER_OPS, OPS, STORAGES, TORCH_SPARSE, Problem, Unsupported
+from .storages import BASELINE, LAYER_OPS, OPS, STORAGES, TORCH_SPARSE, Matrices, Problem, Unsupported
 
 SCHEMA = "sparse_kernels.bench/1"
 
-# The default grid (about 15 min with 2 threads on a 2-core x86 machine; see BENCHMARKS.md).
-# The layer ops are measured at the smaller sizes only: a dense 4096-wide layer over 35 steps at
-# batch 64 is ~0.6 TFLOP per forward, minutes per grid point on such a machine.
-DEFAULT_HIDDEN = {"products": (256, 1024, 2048, 4096), "layers": (256, 1024)}
+# The default grid (BENCHMARKS.md says how long it took on a 2-core x86 machine). H = 4096 is
+# left to --hidden: near 0% sparsity one of its points takes minutes there (drawing and
+# indexing 67 M entries, CSR calls of seconds), and the layer ops stop at 512: a dense 1024-wide
+# layer over 35 steps at batch 64 is ~40 GFLOP per forward, a 0%-sparse torch.sparse backward
+# half a minute.
+DEFAULT_HIDDEN = {"products": (256, 1024, 2048), "layers": (256, 512)}
 DEFAULT_SPARSITY = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 DEFAULT_BATCH = (1, 16, 64)
 
@@ -51,9 +54,13 @@ class StudyConfig:
     threads: int = 2
     seed: int = 0
     block_time: float = 0.02  # seconds a timed block of calls lasts (at least one call)
-    point_time: float = 0.8  # seconds of timing per grid point, all storages together ...
+    point_time: float = 0.5  # seconds of timing per grid point, all storages together ...
     min_rounds: int = 3  # ... within these bounds on the number of interleaved rounds
     max_rounds: int = 15
+    # A storage over slow_ratio times slower than dense at a point (one call timed after the
+    # check) keeps that one timing: it is far from any crossover, and near 0% sparsity such
+    # calls take seconds at the large sizes.
+    slow_ratio: float = 3.0
     quick: bool = False
 
     def validate(self) -> None:
@@ -71,7 +78,7 @@ class StudyConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.min_rounds > self.max_rounds:
             raise ValueError(f"min_rounds ({self.min_rounds}) must not exceed max_rounds ({self.max_rounds})")
-        for name in ("block_time", "point_time"):
+        for name in ("block_time", "point_time", "slow_ratio"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)!r}")
 
@@ -81,9 +88,11 @@ class StudyConfig:
         return DEFAULT_HIDDEN["layers" if op in LAYER_OPS else "products"]
 
     def grid(self) -> list[tuple[str, int, int, float]]:
-        """(op, hidden, batch, sparsity) of every point, in the order measured."""
-        return [(op, h, b, s) for op in self.ops for h in self.hidden_sizes(op) for b in self.batch
-                for s in sorted(self.sparsity)]
+        """(op, hidden, batch, sparsity) of every point, in the order measured: by
+        (hidden, sparsity) first, so that each weight pattern is drawn once."""
+        hiddens = sorted({h for op in self.ops for h in self.hidden_sizes(op)})
+        return [(op, h, b, s) for h in hiddens for s in sorted(self.sparsity) for op in self.ops
+                if h in self.hidden_sizes(op) for b in self.batch]
 
 
 # Tiny sizes: every op and storage, in seconds (`sparse-rnn bench --quick`, the CI check). One
@@ -174,11 +183,14 @@ def measure_point(problem: Problem, storages, config: StudyConfig) -> dict:
     expected_by_weights.clear()
 
     first = {key: _block_seconds(run, 1) for key, run in timed.items()}
+    dense_first = min(t for (name, _), t in first.items() if name == BASELINE)
+    slow = {key for key, t in first.items()
+            if key[0] != BASELINE and t > config.slow_ratio * dense_first and t > config.block_time}
+    samples = {key: [first[key]] if key in slow else [] for key in timed}
+    keys = [key for key in timed if key not in slow]
     number = {key: max(1, int(config.block_time / max(t, 1e-9))) for key, t in first.items()}
-    per_round = sum(number[k] * first[k] for k in timed)
+    per_round = sum(number[k] * first[k] for k in keys)
     rounds = min(config.max_rounds, max(config.min_rounds, math.ceil(config.point_time / max(per_round, 1e-9))))
-    samples = {key: [] for key in timed}
-    keys = list(timed)
     gc.disable()  # no collection inside a timed block (a full gc.collect() here costs ~0.2 s a point)
     try:
         for r in range(rounds):
@@ -195,8 +207,9 @@ def measure_point(problem: Problem, storages, config: StudyConfig) -> dict:
         best = min(layouts, key=layouts.get)
         times = samples[name, best]
         q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-        result[name] = {"median_s": layouts[best], "min_s": min(times), "iqr_s": q[2] - q[0], "rounds": rounds,
-                        "number": number[name, best], "layout": best, "layouts": layouts, "stored": stored[name]}
+        result[name] = {"median_s": layouts[best], "min_s": min(times), "iqr_s": q[2] - q[0], "rounds": len(times),
+                        "number": 1 if (name, best) in slow else number[name, best], "layout": best, "layouts": layouts, "stored": stored[name],
+                        "timed_once": (name, best) in slow}
     return result
 
 
@@ -264,9 +277,13 @@ def run_study(config: StudyConfig, *, progress: bool = True, command: str | None
         with warnings.catch_warnings():
             # torch.sparse's notices (beta CSR support, invariant checks off): once is enough.
             warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+            matrices = None
             for op, hidden, batch, sparsity in bar:
                 bar.set_postfix_str(f"{op} H={hidden} B={batch} s={sparsity:g}")
-                problem = Problem(op, hidden, sparsity, batch, config.steps, seed=config.seed)
+                if matrices is None or (matrices.hidden, matrices.sparsity) != (hidden, sparsity):
+                    matrices = None  # free the previous pattern first
+                    matrices = Matrices(hidden, sparsity, seed=config.seed)
+                problem = Problem(op, hidden, sparsity, batch, config.steps, seed=config.seed, matrices=matrices)
                 times = measure_point(problem, measured, config)
                 doc["results"].append({
                     "op": op, "hidden": hidden, "batch": batch, "sparsity": sparsity,
