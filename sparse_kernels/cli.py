@@ -3,6 +3,7 @@
 demo       the main job: dense vs sparse LSTM on the embedded synthetic language
 train-lm   word-level language modelling (PTB-format folder, or the synthetic language)
 train-cls  text classification (label<TAB>text file or folder, or the synthetic task)
+bench      the kernel study: speed-up over dense vs sparsity for every storage
 
 train-lm and train-cls also run data-parallel under torchrun
 (`torchrun --nproc_per_node=N -m sparse_kernels train-lm ...`): gloo on CPU,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 import torch
@@ -200,6 +202,51 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def cmd_bench(args) -> int:
+    from dataclasses import replace
+    from .bench import StudyConfig, quick_config, run_study, write_outputs
+    base = quick_config() if args.quick else StudyConfig()
+    chosen = {name: tuple(value) for name, value in (("ops", args.ops), ("hidden", args.hidden),
+                                                     ("sparsity", args.sparsity), ("batch", args.batch),
+                                                     ("storages", args.storage)) if value}
+    chosen.update({name: value for name, value in (("steps", args.steps), ("threads", args.threads),
+                                                   ("seed", args.seed), ("point_time", args.point_time))
+                   if value is not None})
+    config = replace(base, **chosen)
+    try:
+        config.validate()
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    command = shlex.join([PROG, *args.argv])
+    doc = run_study(config, progress=not args.no_progress, command=command)
+    paths = write_outputs(doc, args.out, plots=not args.no_plot)
+    print(paths["markdown"].read_text(), end="")
+    print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plots in {args.out}"
+          + (f" ({doc['plot_error']})" if doc.get("plot_error") else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,11 +283,42 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--max-vocab", type=int, default=20_000)
     cls.add_argument("--max-length", type=int, default=100)
     cls.set_defaults(func=cmd_train_cls)
+
+    from .bench.storages import OPS, STORAGES
+    from .bench.study import DEFAULT_HIDDEN, StudyConfig
+    study = StudyConfig()
+    bench = sub.add_parser(
+        "bench", help="kernel study: speed-up over dense vs sparsity (table, results.json, plots)",
+        description="Times the ops of RNN training for every storage at every (hidden, batch, sparsity) and "
+                    "writes results.json, results.md and plots/*.png with the crossover sparsity marked.")
+    bench.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny sizes, a few seconds (checks that the study runs; figures meaningless)")
+    bench.add_argument("--ops", nargs="+", choices=list(OPS), help="default: all")
+    bench.add_argument("--hidden", nargs="+", type=_positive_int,
+                       help=f"hidden sizes H (W_hh is 4H x H); default {list(DEFAULT_HIDDEN['products'])} "
+                            f"for the products and the cell, {list(DEFAULT_HIDDEN['layers'])} for the layer ops")
+    bench.add_argument("--sparsity", nargs="+", type=_sparsity,
+                       help=f"fractions of zeros in [0, 1); default {list(study.sparsity)}")
+    bench.add_argument("--batch", nargs="+", type=_positive_int, help=f"default {list(study.batch)}")
+    bench.add_argument("--storage", nargs="+", choices=list(STORAGES),
+                       help="default: all available; dense (the baseline) is always measured")
+    bench.add_argument("--steps", type=_positive_int, help=f"sequence length of the layer ops (default {study.steps})")
+    bench.add_argument("--threads", type=_positive_int,
+                       help=f"torch threads (default {study.threads}; --quick: 1)")
+    bench.add_argument("--seed", type=int)
+    bench.add_argument("--point-time", type=_positive_float,
+                       help=f"seconds of timing per grid point, all storages (default {study.point_time})")
+    bench.add_argument("--no-plot", action="store_true")
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     from .train import CheckpointError, DataError
