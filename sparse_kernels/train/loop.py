@@ -365,8 +365,6 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     config.validate()
     ranks = distributed.current()
     out_dir = Path(out_dir)
-    if ranks.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = open_resume(resume, kind, config) if resume is not None else None
     for key, value in (extra or {}).items() if ckpt is not None else ():
         if ckpt.get(key) != value:  # e.g. the same vocabulary size, other words
