@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 BUILD_LOG := build/build.log
 SOURCES := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
-.PHONY: install demo test test-python test-cpp clean
+.PHONY: install demo test test-full test-python test-cpp clean
 
 $(VENV)/.deps-installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,10 @@ install: $(VENV)/.extension-built
 demo: install
 	$(VENV)/bin/sparse-rnn demo
 
+# --hypothesis-profile=ci (tests/conftest.py): the property tests draw the
+# same examples on every run, so a CI result depends on the code only.
 test-python: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --hypothesis-profile=ci
 
 # The same CPU kernels built as a C++ library against libtorch, with ctest.
 test-cpp: install
@@ -48,6 +50,10 @@ test-cpp: install
 	$(VENV)/bin/ctest --test-dir build/cmake --output-on-failure
 
 test: test-python test-cpp
+
+# Also the heavy tests (@pytest.mark.slow), which `make test` samples.
+test-full:
+	SPARSE_KERNELS_RUN_SLOW=1 $(MAKE) test
 
 clean:
 	rm -rf build $(VENV) sparse_kernels/_C*.so sparse_kernels/_build_meta.py *.egg-info

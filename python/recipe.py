@@ -55,15 +55,18 @@ def shrink(config, args):
     return replace(config, **small)
 
 
-def run_rows(name: str, rows: list[tuple[str, object]], args, data) -> str:
-    """Train every (label, config) and write ``results.md``; returns the table."""
+def run_rows(name: str, rows: list[tuple], args, data) -> str:
+    """Train every (label, config) or (label, config, initial_model) and
+    write ``results.md``; returns the table. ``initial_model(config, run_dir)``
+    (language models) returns the model to start from, e.g. a grown one."""
     out = Path(args.out or f"runs/{name}")
     table_rows, start = [], time.perf_counter()
-    for k, (label, config) in enumerate(rows):
+    for k, (label, config, *initial) in enumerate(rows):
         config = shrink(config, args)
         run_dir = out / f"{k:02d}"
         if isinstance(config, LMConfig):
-            r = train_lm(data, config, run_dir, progress=not args.no_progress)
+            model = initial[0](config, run_dir) if initial else None
+            r = train_lm(data, config, run_dir, progress=not args.no_progress, initial_model=model)
             opt = f"{data.optimal_perplexity:.2f}" if data.optimal_perplexity else "-"
             quality = [f"{r.best_valid_ppl:.2f}", f"{r.test_ppl:.2f}", opt]
         else:

@@ -3,16 +3,26 @@
 demo       the main job: dense vs sparse LSTM on the embedded synthetic language
 train-lm   word-level language modelling (PTB-format folder, or the synthetic language)
 train-cls  text classification (label<TAB>text file or folder, or the synthetic task)
+bench      the kernel study: speed-up over dense vs sparsity for every storage
+
+train-lm and train-cls also run data-parallel under torchrun
+(`torchrun --nproc_per_node=N -m sparse_kernels train-lm ...`): gloo on CPU,
+nccl with --device cuda (one GPU per rank), --batch-size is the global batch.
 
 A mistake a user can make (missing data, empty file, unknown method,
-sparsity out of range, an incompatible checkpoint) ends with one line on
-stderr and exit status 2, no traceback.
+sparsity out of range, an incompatible, foreign or corrupted checkpoint, an
+output folder that cannot be written) ends with one line on stderr and exit
+status 2, no traceback. A run that fails while training (a NaN/inf loss
+with --nonfinite stop, a checkpoint that cannot be saved because the disk
+is full) ends with one line and exit status 1; its last checkpoint is
+intact.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 import torch
@@ -49,7 +59,7 @@ def _json_object(text: str) -> dict:
 
 def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, optimizer: str, lr: float,
                        clip: float, dropout: float, epochs: int) -> None:
-    from .train.loop import METHODS, OPTIMIZERS
+    from .train.loop import METHODS, NONFINITE, OPTIMIZERS
     from .train.models import RECURRENT
     p.add_argument("--data", help="data path (default: the embedded synthetic data)")
     p.add_argument("--model", choices=sorted(RECURRENT), default="lstm", help="recurrent layer (default lstm)")
@@ -74,8 +84,17 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", help="checkpoint file or run folder to continue exactly")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also write the checkpoint every N steps (default 0: at epoch ends only)")
+    p.add_argument("--nonfinite", choices=NONFINITE, default="skip",
+                   help="a NaN/inf loss or gradient: skip that step (counted in metrics.csv) or stop the run "
+                        "(default skip)")
+    p.add_argument("--nonfinite-limit", type=int, default=10, metavar="N",
+                   help="with --nonfinite skip: stop after more than N such steps in a row (default 10)")
     p.add_argument("--out", default=None, help="run folder (checkpoints, metrics.csv, best.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug-topology", action="store_true",
+                   help="under torchrun: check after every topology update that all ranks hold the same patterns")
 
 
 def _common_config(args) -> dict:
@@ -83,7 +102,9 @@ def _common_config(args) -> dict:
                 prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
                 hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-                momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device)
+                momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device,
+                checkpoint_every=args.checkpoint_every, nonfinite=args.nonfinite,
+                nonfinite_limit=args.nonfinite_limit)
 
 
 def _summary(result) -> str:
@@ -98,13 +119,44 @@ def _human(n) -> str:
     return human_bytes(n)
 
 
+def _join_torchrun(args) -> bool:
+    """Under torchrun, join the process group (gloo, or nccl for CUDA: each
+    rank then trains on the GPU of its LOCAL_RANK). True when this call
+    created it (and must destroy it)."""
+    from .train import distributed
+    created, args.device = distributed.init_from_env(args.device)
+    return created
+
+
+def _leave_torchrun(created: bool) -> None:
+    if created:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+def _is_main_rank() -> bool:
+    from .train import distributed
+    return distributed.current().main
+
+
 def cmd_train_lm(args) -> int:
+    created = _join_torchrun(args)
+    try:
+        return _train_lm(args)
+    finally:
+        _leave_torchrun(created)
+
+
+def _train_lm(args) -> int:
     from .train import LMConfig, load_ptb, synthetic_lm, train_lm
     config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
-                      lr_decay=args.lr_decay)
+                      lr_decay=args.lr_decay, embedding_density=args.embedding_density)
     config.validate()
     corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=args.seed)
-    result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress)
+    result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress,
+                      check_topology=args.debug_topology)
+    if not _is_main_rank():
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted; continue with --resume {args.out or 'runs/lm'}")
         return 130
@@ -115,6 +167,14 @@ def cmd_train_lm(args) -> int:
 
 
 def cmd_train_cls(args) -> int:
+    created = _join_torchrun(args)
+    try:
+        return _train_cls(args)
+    finally:
+        _leave_torchrun(created)
+
+
+def _train_cls(args) -> int:
     from .train import ClsConfig, load_classification, synthetic_classification_data, train_cls
     config = ClsConfig(**_common_config(args), batch_size=args.batch_size, max_vocab=args.max_vocab,
                        max_length=args.max_length)
@@ -122,7 +182,10 @@ def cmd_train_cls(args) -> int:
     data = (load_classification(args.data, max_vocab=args.max_vocab, max_length=args.max_length) if args.data
             else synthetic_classification_data(seed=args.seed, max_vocab=args.max_vocab,
                                                max_length=args.max_length))
-    result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress)
+    result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress,
+                       check_topology=args.debug_topology)
+    if not _is_main_rank():
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted; continue with --resume {args.out or 'runs/cls'}")
         return 130
@@ -136,6 +199,51 @@ def cmd_demo(args) -> int:
     settings = DemoSettings(hidden_size=args.hidden, epochs=args.epochs, train_tokens=args.train_tokens,
                             seed=args.seed)
     run_demo(args.out, settings, progress=not args.no_progress, plot=not args.no_plot)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def cmd_bench(args) -> int:
+    from dataclasses import replace
+    from .bench import StudyConfig, quick_config, run_study, write_outputs
+    base = quick_config() if args.quick else StudyConfig()
+    chosen = {name: tuple(value) for name, value in (("ops", args.ops), ("hidden", args.hidden),
+                                                     ("sparsity", args.sparsity), ("batch", args.batch),
+                                                     ("storages", args.storage)) if value}
+    chosen.update({name: value for name, value in (("steps", args.steps), ("threads", args.threads),
+                                                   ("seed", args.seed), ("point_time", args.point_time))
+                   if value is not None})
+    config = replace(base, **chosen)
+    try:
+        config.validate()
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    command = shlex.join([PROG, *args.argv])
+    doc = run_study(config, progress=not args.no_progress, command=command)
+    paths = write_outputs(doc, args.out, plots=not args.no_plot)
+    print(paths["markdown"].read_text(), end="")
+    print(f"wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plots in {args.out}"
+          + (f" ({doc['plot_error']})" if doc.get("plot_error") else ""))
     return 0
 
 
@@ -164,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--batch-size", type=int, default=20)
     lm.add_argument("--bptt", type=int, default=35)
     lm.add_argument("--tie", action="store_true", help="tie the decoder to the embedding")
+    lm.add_argument("--embedding-density", type=float, default=None,
+                    help="sparse word embeddings sized by word frequency (Demeester et al.), this density")
     lm.add_argument("--lr-decay", type=float, default=1.33, help="lr /= this when validation stops improving")
     lm.set_defaults(func=cmd_train_lm)
 
@@ -173,18 +283,54 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--max-vocab", type=int, default=20_000)
     cls.add_argument("--max-length", type=int, default=100)
     cls.set_defaults(func=cmd_train_cls)
+
+    from .bench.storages import OPS, STORAGES
+    from .bench.study import DEFAULT_HIDDEN, StudyConfig
+    study = StudyConfig()
+    bench = sub.add_parser(
+        "bench", help="kernel study: speed-up over dense vs sparsity (table, results.json, plots)",
+        description="Times the ops of RNN training for every storage at every (hidden, batch, sparsity) and "
+                    "writes results.json, results.md and plots/*.png with the crossover sparsity marked.")
+    bench.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny sizes, a few seconds (checks that the study runs; figures meaningless)")
+    bench.add_argument("--ops", nargs="+", choices=list(OPS), help="default: all")
+    bench.add_argument("--hidden", nargs="+", type=_positive_int,
+                       help=f"hidden sizes H (W_hh is 4H x H); default {list(DEFAULT_HIDDEN['products'])} "
+                            f"for the products and the cell, {list(DEFAULT_HIDDEN['layers'])} for the layer ops")
+    bench.add_argument("--sparsity", nargs="+", type=_sparsity,
+                       help=f"fractions of zeros in [0, 1); default {list(study.sparsity)}")
+    bench.add_argument("--batch", nargs="+", type=_positive_int, help=f"default {list(study.batch)}")
+    bench.add_argument("--storage", nargs="+", choices=list(STORAGES),
+                       help="default: all available; dense (the baseline) is always measured")
+    bench.add_argument("--steps", type=_positive_int, help=f"sequence length of the layer ops (default {study.steps})")
+    bench.add_argument("--threads", type=_positive_int,
+                       help=f"torch threads (default {study.threads}; --quick: 1)")
+    bench.add_argument("--seed", type=int)
+    bench.add_argument("--point-time", type=_positive_float,
+                       help=f"seconds of timing per grid point, all storages (default {study.point_time})")
+    bench.add_argument("--no-plot", action="store_true")
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     from .train import CheckpointError, DataError
-    from .train.loop import ConfigError
+    from .train.checkpoint import CheckpointWriteError
+    from .train.distributed import DistributedError
+    from .train.loop import ConfigError, NonFiniteError
     try:
         return args.func(args)
-    except (DataError, CheckpointError, ConfigError) as exc:
+    except (NonFiniteError, CheckpointWriteError) as exc:  # failed while training
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except (DataError, CheckpointError, ConfigError, DistributedError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

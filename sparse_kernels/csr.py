@@ -11,7 +11,8 @@ the values in column-major order.
 
 from __future__ import annotations
 
-import math
+import numbers
+import operator
 from typing import NamedTuple
 
 import torch
@@ -37,36 +38,50 @@ def _check_index_tensor(name: str, t) -> None:
         raise ValueError(f"{name} must be contiguous")
 
 
+def check_shape(shape) -> tuple[int, int]:
+    """(rows, cols) as ints; TypeError/ValueError naming ``shape`` otherwise
+    (a float is not truncated)."""
+    try:
+        rows, cols = shape
+        rows, cols = operator.index(rows), operator.index(cols)
+    except (TypeError, ValueError):
+        raise TypeError(f"shape must be a pair of ints (rows, cols), got {shape!r}") from None
+    if rows < 0 or cols < 0:
+        raise ValueError(f"shape must be non-negative, got {(rows, cols)}")
+    return rows, cols
+
+
 def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, shape, values=None, *,
                  names: tuple[str, str] = ("row_ptr", "col_idx")) -> None:
     """Check a CSR structure once (O(nnz)); raise TypeError/ValueError naming
-    the argument (``names``: what the caller calls row_ptr and col_idx, e.g.
-    a BSR pattern's block_row_ptr, block_col_idx). The kernels never re-check it."""
-    rp_name, ci_name = names
-    rows, cols = (int(s) for s in shape)
-    if rows < 0 or cols < 0:
-        raise ValueError(f"shape must be non-negative, got {(rows, cols)}")
-    _check_index_tensor(rp_name, row_ptr)
-    _check_index_tensor(ci_name, col_idx)
+    the argument. The kernels never re-check it. ``names``: what to call the
+    two index tensors in messages (e.g. ("col_ptr", "row_idx") for a CSC
+    index, which is the CSR of the transpose)."""
+    ptr_name, idx_name = names
+    _check_index_tensor(ptr_name, row_ptr)
+    _check_index_tensor(idx_name, col_idx)
+    rows, cols = check_shape(shape)
     if row_ptr.device != col_idx.device:
-        raise ValueError(f"{rp_name} and {ci_name} must be on one device, got {row_ptr.device} and {col_idx.device}")
+        raise ValueError(f"{ptr_name} and {idx_name} must be on one device, got {row_ptr.device} and "
+                         f"{col_idx.device}")
     nnz = col_idx.numel()
     if row_ptr.numel() != rows + 1:
-        raise ValueError(f"{rp_name} must have rows + 1 = {rows + 1} entries, got {row_ptr.numel()}")
+        raise ValueError(f"{ptr_name} must have rows + 1 = {rows + 1} entries, got {row_ptr.numel()}")
     if nnz > _INT32_MAX:
         raise ValueError(f"nnz = {nnz} does not fit int32 indices")
     if int(row_ptr[0]) != 0:
-        raise ValueError(f"{rp_name} must start at 0, got {int(row_ptr[0])}")
+        raise ValueError(f"{ptr_name} must start at 0, got {int(row_ptr[0])}")
     if int(row_ptr[-1]) != nnz:
-        raise ValueError(f"{rp_name} must end at nnz = len({ci_name}) = {nnz}, got {int(row_ptr[-1])}")
+        raise ValueError(f"{ptr_name} must end at nnz = len({idx_name}) = {nnz}, got {int(row_ptr[-1])}")
     row_lengths = row_ptr.diff()
     if bool((row_lengths < 0).any()):
-        raise ValueError(f"{rp_name} must be non-decreasing")
+        raise ValueError(f"{ptr_name} must be non-decreasing")
     if nnz:
         if int(col_idx.min()) < 0 or int(col_idx.max()) >= cols:
-            raise ValueError(f"{ci_name} must be in [0, {cols}), got values in [{int(col_idx.min())}, {int(col_idx.max())}]")
+            raise ValueError(f"{idx_name} must be in [0, {cols}), got values in [{int(col_idx.min())}, "
+                             f"{int(col_idx.max())}]")
         if bool((row_lengths > cols).any()):
-            raise ValueError(f"a row of {rp_name} holds more entries than there are columns")
+            raise ValueError(f"a row of {ptr_name} holds more entries than there are columns")
         # Within a row, columns strictly increase: a non-increase is only
         # allowed where a new row starts.
         non_increasing = col_idx[1:] <= col_idx[:-1]
@@ -74,7 +89,7 @@ def validate_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, shape, values=Non
         starts = row_ptr[:-1][row_lengths > 0].long()
         row_starts[starts] = True
         if bool((non_increasing & ~row_starts[1:]).any()):
-            raise ValueError(f"{ci_name} must be strictly increasing within each row (sorted, no duplicates)")
+            raise ValueError(f"{idx_name} must be strictly increasing within each row (sorted, no duplicates)")
     if values is not None:
         if not isinstance(values, torch.Tensor):
             raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
@@ -119,8 +134,8 @@ def from_coordinates(rows_of: torch.Tensor, cols_of: torch.Tensor, shape) -> tup
 
 def exact_nnz(shape, density: float) -> int:
     rows, cols = shape
-    if not (0.0 <= density <= 1.0) or math.isnan(density):
-        raise ValueError(f"density must be in [0, 1], got {density}")
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density!r}")
     return int(round(density * rows * cols))
 
 
@@ -199,7 +214,7 @@ def random_csr(shape, density: float, *, init: str = "uniform", generator=None, 
     (so the density is about, not exactly, the one asked; 0 gives no entries).
     Returns (row_ptr, col_idx).
     """
-    rows, cols = (int(s) for s in shape)
+    rows, cols = check_shape(shape)
     nnz = exact_nnz((rows, cols), density)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if init == "block_diagonal":

@@ -8,13 +8,16 @@ csrc/cuda/.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import bsr as bsr_format
-from .csr import CSCIndex, INDEX_DTYPE, csr_transpose, validate_csr
+from .csr import CSCIndex, INDEX_DTYPE, csr_transpose, row_indices, validate_csr
 
 _ops = torch.ops.sparse_kernels
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+_INT32_MAX = 2**31 - 1
 
 
 # --------------------------------------------------------------------------
@@ -51,13 +54,43 @@ def _check_values(values) -> None:
         raise ValueError(f"values must be a contiguous 1-D tensor, got shape {tuple(values.shape)}")
 
 
-def _check_csc(csc: CSCIndex, values: torch.Tensor, in_features: int) -> None:
-    for name, t in zip(CSCIndex._fields, csc):
-        _check_index_like(name, t, values)
+def _check_csc(csc, values: torch.Tensor, in_features: int, name: str = "csc") -> CSCIndex:
+    """The transposed index as a CSCIndex, its tensors' kinds and lengths checked."""
+    if not isinstance(csc, (tuple, list)) or len(csc) != 3:
+        raise TypeError(f"{name} must be a CSCIndex (col_ptr, row_idx, csr2csc), got {type(csc).__name__}"
+                        + (f" of length {len(csc)}" if isinstance(csc, (tuple, list)) else ""))
+    csc = CSCIndex(*csc)
+    label = {field: field if name == "csc" else f"{name}.{field}" for field in CSCIndex._fields}
+    for field, t in zip(CSCIndex._fields, csc):
+        _check_index_like(label[field], t, values)
     if csc.col_ptr.numel() != in_features + 1:
-        raise ValueError(f"col_ptr must have in_features + 1 = {in_features + 1} entries, got {csc.col_ptr.numel()}")
+        raise ValueError(f"{label['col_ptr']} must have in_features + 1 = {in_features + 1} entries, "
+                         f"got {csc.col_ptr.numel()}")
     if csc.row_idx.numel() != values.numel() or csc.csr2csc.numel() != values.numel():
-        raise ValueError("row_idx and csr2csc must have one entry per stored value")
+        raise ValueError(f"{label['row_idx']} and {label['csr2csc']} must have one entry per stored value "
+                         f"({values.numel()}), got {csc.row_idx.numel()} and {csc.csr2csc.numel()}")
+    return csc
+
+
+def _validate_csc(csc: CSCIndex, shape) -> None:
+    """A CSC index of a (rows x cols) matrix, checked in full: (col_ptr,
+    row_idx) is a valid CSR of the transpose and csr2csc a permutation of the
+    stored slots. O(nnz log nnz); for callers that pass their own."""
+    rows, cols = shape
+    validate_csr(csc.col_ptr, csc.row_idx, (cols, rows), names=("col_ptr", "row_idx"))
+    nnz = csc.row_idx.numel()
+    if not torch.equal(csc.csr2csc.sort().values, torch.arange(nnz, dtype=INDEX_DTYPE, device=csc.csr2csc.device)):
+        raise ValueError(f"csr2csc must be a permutation of range(nnz = {nnz}) (each stored slot once)")
+
+
+def _validate_weight(label, values, row_ptr, col_idx, csc: CSCIndex, shape) -> None:
+    """A layer's CSR matrix of ``shape`` and its transposed index, in full
+    (the ``validate=True`` path of the layer ops); label(field) names the
+    arguments ("hh_row_ptr", ...)."""
+    validate_csr(row_ptr, col_idx, shape, values, names=(label("row_ptr"), label("col_idx")))
+    expected = csr_transpose(row_ptr, col_idx, shape[1])
+    if not all(torch.equal(a, b) for a, b in zip(csc, expected)):
+        raise ValueError(f"{label('csc')} is not the transposed index of ({label('row_ptr')}, {label('col_idx')})")
 
 
 # --------------------------------------------------------------------------
@@ -80,6 +113,8 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     _check_index_like("col_idx", col_idx, values)
     if input.dim() < 1:
         raise ValueError("input must have at least one dimension (*, in_features)")
+    if row_ptr.numel() < 1:
+        raise ValueError("row_ptr must have out_features + 1 >= 1 entries, got an empty tensor")
     in_features = input.shape[-1]
     out_features = row_ptr.numel() - 1
     if validate:
@@ -92,42 +127,56 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     if csc is None:
         csc = csr_transpose(row_ptr, col_idx, in_features)
     else:
-        _check_csc(csc, values, in_features)
+        csc = _check_csc(csc, values, in_features)
         if validate:
             expected = csr_transpose(row_ptr, col_idx, in_features)
             if not all(torch.equal(a, b) for a, b in zip(csc, expected)):
                 raise ValueError("csc is not the transposed index of (row_ptr, col_idx)")
-    flat = input.reshape(-1, in_features)
+    # Not reshape(-1, in_features): with in_features = 0 the -1 is ambiguous.
+    flat = input.reshape(math.prod(input.shape[:-1]), in_features)
     out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *csc, bias)
     return out.reshape(*input.shape[:-1], out_features)
 
 
-def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, csc: CSCIndex) -> torch.Tensor:
-    """grad_output (N, out) @ W -> (N, in), through W's transposed index."""
+def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, csc: CSCIndex, *,
+                             validate: bool = True) -> torch.Tensor:
+    """grad_output (N, out) @ W -> (N, in), through W's transposed index
+    ``csc`` (out = grad_output's columns, in = len(col_ptr) - 1).
+    ``validate`` checks the index in full (O(nnz log nnz))."""
     _check_float("grad_output", grad_output)
     _check_values(values)
     _check_same("values", values, "grad_output", grad_output)
     if grad_output.dim() != 2:
         raise ValueError(f"grad_output must be 2-D (N, out_features), got shape {tuple(grad_output.shape)}")
-    in_features = csc.col_ptr.numel() - 1 if isinstance(csc.col_ptr, torch.Tensor) else 0
-    _check_csc(csc, values, in_features)
+    col_ptr = csc[0] if isinstance(csc, (tuple, list)) and len(csc) == 3 else None
+    in_features = col_ptr.numel() - 1 if isinstance(col_ptr, torch.Tensor) else 0
+    csc = _check_csc(csc, values, in_features)
+    if in_features < 0:
+        raise ValueError("col_ptr must have in_features + 1 >= 1 entries, got an empty tensor")
+    if validate:
+        _validate_csc(csc, (grad_output.shape[1], in_features))
     return _ops.sparse_linear_input_grad(grad_output, values, *csc)
 
 
 def sparse_linear_value_grad(grad_output: torch.Tensor, input: torch.Tensor,
-                             row_ptr: torch.Tensor, col_idx: torch.Tensor) -> torch.Tensor:
-    """SDDMM: (grad_output^T @ input) at the stored nonzeros only -> (nnz,)."""
+                             row_ptr: torch.Tensor, col_idx: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+    """SDDMM: (grad_output^T @ input) at the stored nonzeros only -> (nnz,).
+    ``validate`` checks the CSR structure (O(nnz))."""
     _check_float("grad_output", grad_output)
     _check_float("input", input)
     _check_same("input", input, "grad_output", grad_output)
-    _check_index_like("row_ptr", row_ptr, input)
-    _check_index_like("col_idx", col_idx, input)
+    _check_index_like("row_ptr", row_ptr, input, "input")
+    _check_index_like("col_idx", col_idx, input, "input")
     if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
         raise ValueError(
             f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
             f"{tuple(grad_output.shape)} and {tuple(input.shape)}")
+    if row_ptr.numel() < 1:
+        raise ValueError("row_ptr must have out_features + 1 >= 1 entries, got an empty tensor")
     if grad_output.shape[1] != row_ptr.numel() - 1:
         raise ValueError(f"grad_output must have out_features = {row_ptr.numel() - 1} columns, got {grad_output.shape[1]}")
+    if validate:
+        validate_csr(row_ptr, col_idx, (grad_output.shape[1], input.shape[1]))
     return _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
 
 
@@ -376,12 +425,46 @@ torch.library.register_autograd(
 # Shared checks of the whole-sequence layer ops
 
 def _check_batch_sizes(batch_sizes, steps: int, batch: int) -> torch.Tensor:
+    """PackedSequence's batch_sizes: int64 on the CPU, one per step,
+    non-increasing, within [0, batch]; None = every row at every step."""
     if batch_sizes is None:
         return torch.full((steps,), batch, dtype=torch.int64)
-    if (not isinstance(batch_sizes, torch.Tensor) or batch_sizes.dtype != torch.int64
-            or batch_sizes.shape != (steps,) or batch_sizes.device.type != "cpu"):
-        raise ValueError(f"batch_sizes must be an int64 CPU tensor of shape ({steps},)")
-    return batch_sizes
+    if not isinstance(batch_sizes, torch.Tensor):
+        raise TypeError(f"batch_sizes must be an int64 CPU tensor or None, got {type(batch_sizes).__name__}")
+    if batch_sizes.dtype != torch.int64:
+        raise TypeError(f"batch_sizes must have dtype torch.int64, got {batch_sizes.dtype}")
+    if batch_sizes.device.type != "cpu":
+        raise ValueError(f"batch_sizes must be on the CPU (as PackedSequence keeps it), got {batch_sizes.device}")
+    if batch_sizes.shape != (steps,):
+        raise ValueError(f"batch_sizes must have shape (steps,) = ({steps},), got {tuple(batch_sizes.shape)}")
+    if steps and (int(batch_sizes.min()) < 0 or int(batch_sizes.max()) > batch
+                  or bool((batch_sizes.diff() > 0).any())):
+        raise ValueError(f"batch_sizes must be non-increasing with entries in [0, batch = {batch}], got "
+                         f"{batch_sizes.tolist()}")
+    return batch_sizes.contiguous()
+
+
+def _check_recurrent_weight(label, values, row_ptr, col_idx, csc, ref: torch.Tensor, shape,
+                            validate: bool) -> CSCIndex:
+    """One sparse matrix of a layer op, label(field) naming its arguments
+    ("hh_values", "hh_row_ptr", ...): kinds, lengths, the transposed index's,
+    and with ``validate`` the whole structure."""
+    rows, cols = shape
+    _check_float(label("values"), values)
+    _check_same(label("values"), values, "input_gates", ref)
+    if values.dim() != 1 or not values.is_contiguous():
+        raise ValueError(f"{label('values')} must be a contiguous 1-D tensor, got shape {tuple(values.shape)}")
+    _check_index_like(label("row_ptr"), row_ptr, values, label("values"))
+    _check_index_like(label("col_idx"), col_idx, values, label("values"))
+    if row_ptr.numel() != rows + 1:
+        raise ValueError(f"{label('row_ptr')} must have rows + 1 = {rows + 1} entries, got {row_ptr.numel()}")
+    if col_idx.numel() != values.numel():
+        raise ValueError(f"{label('col_idx')} and {label('values')} must have equal lengths (nnz), got "
+                         f"{col_idx.numel()} and {values.numel()}")
+    csc = _check_csc(csc, values, cols, label("csc"))
+    if validate:
+        _validate_weight(label, values, row_ptr, col_idx, csc, shape)
+    return csc
 
 
 # --------------------------------------------------------------------------
@@ -389,7 +472,8 @@ def _check_batch_sizes(batch_sizes, steps: int, batch: int) -> torch.Tensor:
 
 def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh_values: torch.Tensor,
                hh_row_ptr: torch.Tensor, hh_col_idx: torch.Tensor, hh_csc: CSCIndex,
-               batch_sizes: torch.Tensor | None = None, reverse: bool = False, projection=None):
+               batch_sizes: torch.Tensor | None = None, reverse: bool = False, projection=None, *,
+               validate: bool = True):
     """One LSTM layer over a whole sequence, the time loop in C++.
 
     input_gates (T, B, 4H): the input projection x W_ih^T + b_ih + b_hh of
@@ -399,37 +483,41 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     (P x H) for proj_size > 0, else None. batch_sizes (T,) int64
     (PackedSequence's; None = all B) marks which rows are active at each step.
     Returns (output (T, B, P), h_n, c_n); differentiable in input_gates, h0,
-    c0, hh_values and the projection's values. The structures are assumed
-    validated (CSRWeight does it once).
+    c0, hh_values and the projection's values. ``validate`` checks the CSR
+    structures and transposed indices in full (O(nnz log nnz)); the modules
+    pass False, their CSRWeights having been validated once.
     """
     _check_float("input_gates", input_gates)
-    for name, t in (("h0", h0), ("c0", c0), ("hh_values", hh_values)):
+    for name, t in (("h0", h0), ("c0", c0)):
         _check_float(name, t)
         _check_same(name, t, "input_gates", input_gates)
     if input_gates.dim() != 3 or h0.dim() != 2 or c0.dim() != 2:
-        raise ValueError("input_gates must be (T, B, 4H) and h0, c0 (B, *)")
+        raise ValueError(f"input_gates must be (T, B, 4H) and h0, c0 (B, *), got {tuple(input_gates.shape)}, "
+                         f"{tuple(h0.shape)} and {tuple(c0.shape)}")
     steps, batch, width = input_gates.shape
-    hidden = c0.shape[1]
+    hidden = width // 4
+    if width != 4 * hidden or c0.shape != (batch, hidden):
+        raise ValueError(f"expected input_gates (T, B, 4*hidden) and c0 (B, hidden), got "
+                         f"{tuple(input_gates.shape)} and {tuple(c0.shape)}")
     state = hidden
     hr_args = ()
     if projection is not None:
+        if not isinstance(projection, (tuple, list)) or len(projection) != 4:
+            raise TypeError("projection must be (values, row_ptr, col_idx, csc) of W_hr, or None")
         hr_values, hr_row_ptr, hr_col_idx, hr_csc = projection
-        _check_float("projection values", hr_values)
-        _check_same("projection values", hr_values, "input_gates", input_gates)
-        _check_index_like("projection row_ptr", hr_row_ptr, hr_values)
-        _check_index_like("projection col_idx", hr_col_idx, hr_values)
-        _check_csc(hr_csc, hr_values, hidden)
+        _check_index_like("projection row_ptr", hr_row_ptr, input_gates, "input_gates")
+        if hr_row_ptr.numel() < 1:
+            raise ValueError("projection row_ptr must have proj_size + 1 entries, got an empty tensor")
         state = hr_row_ptr.numel() - 1
+        hr_csc = _check_recurrent_weight(lambda f: f"projection {f}", hr_values, hr_row_ptr, hr_col_idx,
+                                         hr_csc, input_gates, (state, hidden), validate)
         hr_args = (hr_values, hr_row_ptr, hr_col_idx, *hr_csc)
-    if width != 4 * hidden or h0.shape != (batch, state) or c0.shape != (batch, hidden):
-        raise ValueError(f"expected input_gates (T, {batch}, {4 * hidden}), h0 ({batch}, {state}) and c0 "
-                         f"({batch}, {hidden}), got {tuple(input_gates.shape)}, {tuple(h0.shape)}, "
-                         f"{tuple(c0.shape)}")
-    _check_index_like("hh_row_ptr", hh_row_ptr, hh_values)
-    _check_index_like("hh_col_idx", hh_col_idx, hh_values)
-    if hh_row_ptr.numel() != 4 * hidden + 1:
-        raise ValueError(f"W_hh must have 4*hidden = {4 * hidden} rows, got {hh_row_ptr.numel() - 1}")
-    _check_csc(hh_csc, hh_values, state)
+    if h0.shape != (batch, state):
+        what = "proj_size (the rows of W_hr)" if projection is not None else "hidden"
+        raise ValueError(f"expected h0 of shape (B, {what}) = ({batch}, {state}) for input_gates of shape "
+                         f"{tuple(input_gates.shape)}, got {tuple(h0.shape)}")
+    hh_csc = _check_recurrent_weight(lambda f: f"hh_{f}", hh_values, hh_row_ptr, hh_col_idx, hh_csc,
+                                     input_gates, (4 * hidden, state), validate)
     batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc,
                                            batch_sizes, bool(reverse), *hr_args)
@@ -489,34 +577,30 @@ torch.library.register_autograd(
 # Whole-sequence GRU and Elman RNN layers (same machinery as lstm_layer)
 
 def _check_layer_common(name: str, input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
-                        batch_sizes, gate_count: int):
+                        batch_sizes, gate_count: int, validate: bool):
     _check_float("input_gates", input_gates)
-    for arg, t in (("h0", h0), ("hh_values", hh_values)):
-        _check_float(arg, t)
-        _check_same(arg, t, "input_gates", input_gates)
+    _check_float("h0", h0)
+    _check_same("h0", h0, "input_gates", input_gates)
     if input_gates.dim() != 3 or h0.dim() != 2:
-        raise ValueError(f"{name}: input_gates must be (T, B, {gate_count}H) and h0 (B, H)")
+        raise ValueError(f"{name}: input_gates must be (T, B, {gate_count}H) and h0 (B, H), got "
+                         f"{tuple(input_gates.shape)} and {tuple(h0.shape)}")
     steps, batch, width = input_gates.shape
     hidden = h0.shape[1]
     if width != gate_count * hidden or h0.shape[0] != batch:
         raise ValueError(f"{name}: expected input_gates (T, {batch}, {gate_count * hidden}) and h0 "
                          f"({batch}, {hidden}), got {tuple(input_gates.shape)} and {tuple(h0.shape)}")
-    _check_index_like("hh_row_ptr", hh_row_ptr, hh_values)
-    _check_index_like("hh_col_idx", hh_col_idx, hh_values)
-    if hh_row_ptr.numel() != gate_count * hidden + 1:
-        raise ValueError(f"{name}: W_hh must have {gate_count}*hidden = {gate_count * hidden} rows, "
-                         f"got {hh_row_ptr.numel() - 1}")
-    _check_csc(hh_csc, hh_values, hidden)
-    return _check_batch_sizes(batch_sizes, steps, batch)
+    hh_csc = _check_recurrent_weight(lambda f: f"hh_{f}", hh_values, hh_row_ptr, hh_col_idx, hh_csc,
+                                     input_gates, (gate_count * hidden, hidden), validate)
+    return _check_batch_sizes(batch_sizes, steps, batch), hh_csc
 
 
 def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCIndex, hh_bias=None,
-              batch_sizes=None, reverse: bool = False):
+              batch_sizes=None, reverse: bool = False, *, validate: bool = True):
     """One GRU layer over a whole sequence, the time loop in C++ (see lstm_layer).
     input_gates (T, B, 3H) = x W_ih^T + b_ih; W_hh CSR (3H x H) with optional
     dense b_hh. Returns (output (T, B, H), h_n (B, H))."""
-    batch_sizes = _check_layer_common("gru_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
-                                      hh_csc, batch_sizes, 3)
+    batch_sizes, hh_csc = _check_layer_common("gru_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
+                                              hh_csc, batch_sizes, 3, validate)
     if hh_bias is not None:
         _check_float("hh_bias", hh_bias)
         _check_same("hh_bias", hh_bias, "input_gates", input_gates)
@@ -528,13 +612,13 @@ def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCInd
 
 
 def rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCIndex, batch_sizes=None,
-              reverse: bool = False, nonlinearity: str = "tanh"):
+              reverse: bool = False, nonlinearity: str = "tanh", *, validate: bool = True):
     """One Elman RNN layer (tanh or relu) over a whole sequence, the time loop
     in C++. input_gates (T, B, H) = x W_ih^T + b_ih + b_hh. Returns (output, h_n)."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    batch_sizes = _check_layer_common("rnn_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
-                                      hh_csc, batch_sizes, 1)
+    batch_sizes, hh_csc = _check_layer_common("rnn_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
+                                              hh_csc, batch_sizes, 1, validate)
     return _ops.rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc, batch_sizes,
                           bool(reverse), nonlinearity == "relu")
 
@@ -613,7 +697,8 @@ torch.library.register_autograd("sparse_kernels::rnn_layer", _rnn_layer_backward
 # Whole-sequence recurrent highway network (RHN) layer
 
 def rhn_layer(input_gates: torch.Tensor, h0: torch.Tensor, r_values, r_row_ptr, r_col_idx, r_csc,
-              biases: torch.Tensor, batch_sizes: torch.Tensor | None = None, reverse: bool = False):
+              biases: torch.Tensor, batch_sizes: torch.Tensor | None = None, reverse: bool = False, *,
+              validate: bool = True):
     """One recurrent highway network layer (Zilly et al. 2017, coupled carry
     gate) over a whole sequence, the time and depth loops in C++.
 
@@ -625,8 +710,8 @@ def rhn_layer(input_gates: torch.Tensor, h0: torch.Tensor, r_values, r_row_ptr, 
     [a | g]; s_{l+1} = tanh(a) * sigmoid(g) + s_l * (1 - sigmoid(g)); h_t = s_L.
     batch_sizes (T,) int64 (PackedSequence's; None = all B) marks the active
     rows of each step. Returns (output (T, B, H), h_n); differentiable in
-    input_gates, h0, every r_values[l] and biases. The CSR structures are
-    assumed validated (CSRWeight does it once).
+    input_gates, h0, every r_values[l] and biases. ``validate`` checks the
+    CSR structures and transposed indices in full (the modules pass False).
     """
     _check_float("input_gates", input_gates)
     for name, t in (("h0", h0), ("biases", biases)):
@@ -649,16 +734,10 @@ def rhn_layer(input_gates: torch.Tensor, h0: torch.Tensor, r_values, r_row_ptr, 
     if any(len(seq) != depth for seq in lists.values()):
         raise ValueError(f"r_values, r_row_ptr, r_col_idx and r_csc must have equal lengths, got "
                          f"{[len(seq) for seq in lists.values()]}")
+    r_csc = list(r_csc)
     for l, (values, row_ptr, col_idx, csc) in enumerate(zip(r_values, r_row_ptr, r_col_idx, r_csc)):
-        _check_values(values)
-        _check_same(f"r_values[{l}]", values, "input_gates", input_gates)
-        _check_index_like(f"r_row_ptr[{l}]", row_ptr, values)
-        _check_index_like(f"r_col_idx[{l}]", col_idx, values)
-        if row_ptr.numel() != 2 * hidden + 1:
-            raise ValueError(f"R_{l} must have 2*hidden = {2 * hidden} rows, got {row_ptr.numel() - 1}")
-        if col_idx.numel() != values.numel():
-            raise ValueError(f"r_col_idx[{l}] and r_values[{l}] must have equal lengths")
-        _check_csc(CSCIndex(*csc), values, hidden)
+        r_csc[l] = _check_recurrent_weight(lambda f, l=l: f"r_{f}[{l}]", values, row_ptr, col_idx, csc,
+                                           input_gates, (2 * hidden, hidden), validate)
     if biases.shape != (depth, 2 * hidden):
         raise ValueError(f"biases must have shape (depth, 2*hidden) = ({depth}, {2 * hidden}), "
                          f"got {tuple(biases.shape)}")
@@ -717,13 +796,17 @@ torch.library.register_autograd(
 # between optimizer steps. Group descriptors are int64 boundaries of
 # contiguous ranges: slots for the prune ops, rows for the regrow ops.
 
-def _check_pattern(row_ptr, col_idx) -> None:
+def _check_pattern(row_ptr, col_idx, n_cols: int | None = None, names=("row_ptr", "col_idx")) -> None:
+    """A sparsity pattern, in full: the topology kernels walk it row by row.
+    ``n_cols`` None: the column count is not known (any column >= 0 is in range)."""
+    ptr_name, idx_name = names
     if not isinstance(row_ptr, torch.Tensor):
-        raise TypeError(f"row_ptr must be a torch.Tensor, got {type(row_ptr).__name__}")
-    _check_index_like("row_ptr", row_ptr, row_ptr)
-    _check_index_like("col_idx", col_idx, row_ptr, "row_ptr")
+        raise TypeError(f"{ptr_name} must be a torch.Tensor, got {type(row_ptr).__name__}")
+    _check_index_like(ptr_name, row_ptr, row_ptr)
+    _check_index_like(idx_name, col_idx, row_ptr, ptr_name)
     if row_ptr.numel() < 1:
-        raise ValueError("row_ptr must have rows + 1 >= 1 entries")
+        raise ValueError(f"{ptr_name} must have rows + 1 >= 1 entries")
+    validate_csr(row_ptr, col_idx, (row_ptr.numel() - 1, _INT32_MAX if n_cols is None else n_cols), names=names)
 
 
 def _check_mask(name: str, mask, nnz: int, device) -> None:
@@ -751,7 +834,11 @@ def _group_bounds(name: str, bounds, total: int, device) -> torch.Tensor:
 
 
 def _group_counts(name: str, counts, bounds: torch.Tensor, limit: torch.Tensor, what: str) -> torch.Tensor:
-    counts = torch.as_tensor(counts, dtype=torch.int64, device=bounds.device).reshape(-1).contiguous()
+    counts = torch.as_tensor(counts, device=bounds.device)
+    if counts.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        # as_tensor(..., dtype=int64) would truncate 0.5 to 0 without a word.
+        raise TypeError(f"{name} must hold integers, got {counts.dtype}")
+    counts = counts.to(torch.int64).reshape(-1).contiguous()
     if counts.numel() != bounds.numel() - 1:
         raise ValueError(f"{name} must have one entry per group ({bounds.numel() - 1}), got {counts.numel()}")
     bad = (counts < 0) | (counts > limit)
@@ -797,10 +884,10 @@ def random_regrow(row_ptr: torch.Tensor, col_idx: torch.Tensor, occupied: torch.
     ``occupied`` (nnz, bool) marks the stored slots to avoid: the kept ones, or
     all of them to forbid re-picking what was just pruned. Deterministic in
     ``seed``. Returns the new positions as CSR (grow_row_ptr, grow_col_idx)."""
-    _check_pattern(row_ptr, col_idx)
+    if not isinstance(n_cols, int) or not 0 <= n_cols <= _INT32_MAX:
+        raise ValueError(f"n_cols must be an int in [0, 2**31 - 1], got {n_cols!r}")
+    _check_pattern(row_ptr, col_idx, n_cols)
     _check_mask("occupied", occupied, col_idx.numel(), col_idx.device)
-    if not isinstance(n_cols, int) or n_cols < 0:
-        raise ValueError(f"n_cols must be a non-negative int, got {n_cols!r}")
     if not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
     group_rows = _group_bounds("group_rows", group_rows, row_ptr.numel() - 1, row_ptr.device)
@@ -821,11 +908,11 @@ def gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, row_ptr: tor
     _check_float("grad_output", grad_output)
     _check_float("input", input)
     _check_same("input", input, "grad_output", grad_output)
-    _check_pattern(row_ptr, col_idx)
-    _check_mask("occupied", occupied, col_idx.numel(), col_idx.device)
     if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
         raise ValueError(f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
                          f"{tuple(grad_output.shape)} and {tuple(input.shape)}")
+    _check_pattern(row_ptr, col_idx, input.shape[1])
+    _check_mask("occupied", occupied, col_idx.numel(), col_idx.device)
     if grad_output.shape[1] != row_ptr.numel() - 1:
         raise ValueError(f"grad_output must have out_features = {row_ptr.numel() - 1} columns, "
                          f"got {grad_output.shape[1]}")
@@ -909,12 +996,21 @@ def rebuild_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, keep: torch.Tensor
     slot permutation ``perm`` (int64, new nnz): the old slot of every new slot,
     -1 for a grown one. A grown position that is also kept raises."""
     _check_pattern(row_ptr, col_idx)
-    _check_pattern(grow_row_ptr, grow_col_idx)
+    _check_pattern(grow_row_ptr, grow_col_idx, names=("grow_row_ptr", "grow_col_idx"))
     _check_mask("keep", keep, col_idx.numel(), col_idx.device)
     if grow_row_ptr.numel() != row_ptr.numel():
         raise ValueError(f"grow_row_ptr must have {row_ptr.numel()} entries (rows + 1), got {grow_row_ptr.numel()}")
     if grow_row_ptr.device != row_ptr.device:
         raise ValueError(f"grow_row_ptr must be on {row_ptr.device}, got {grow_row_ptr.device}")
+    if grow_col_idx.numel() and bool(keep.any()):
+        width = max(int(col_idx.max()), int(grow_col_idx.max())) + 1
+        kept = row_indices(row_ptr)[keep] * width + col_idx[keep]
+        grown = row_indices(grow_row_ptr) * width + grow_col_idx
+        clash = torch.isin(grown, kept)
+        if bool(clash.any()):
+            position = int(grown[clash][0])
+            raise ValueError(f"grown position {divmod(position, width)} is already stored (kept): "
+                             "grow_row_ptr/grow_col_idx may name only positions that keep drops or never held")
     return _ops.rebuild_csr(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx)
 
 

@@ -98,12 +98,7 @@ def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_bias=None, 
     w_hh = csr_to_dense(hh_values, hh_row_ptr, hh_col_idx, (3 * hidden, hidden))
 
     def step(t, b, h):
-        hg = h @ w_hh.T + (0 if hh_bias is None else hh_bias)
-        ig_r, ig_z, ig_n = input_gates[t, :b].chunk(3, dim=1)
-        hg_r, hg_z, hg_n = hg.chunk(3, dim=1)
-        r, z = torch.sigmoid(ig_r + hg_r), torch.sigmoid(ig_z + hg_z)
-        n = torch.tanh(ig_n + r * hg_n)
-        return (1 - z) * n + z * h
+        return gru_cell(input_gates[t, :b], h @ w_hh.T + (0 if hh_bias is None else hh_bias), h)
 
     return _recurrent_reference(input_gates, h0, batch_sizes, reverse, step)
 
@@ -112,10 +107,22 @@ def rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, batch_sizes=No
               nonlinearity="tanh"):
     hidden = h0.shape[1]
     w_hh = csr_to_dense(hh_values, hh_row_ptr, hh_col_idx, (hidden, hidden))
-    act = torch.tanh if nonlinearity == "tanh" else torch.relu
     return _recurrent_reference(input_gates, h0, batch_sizes, reverse,
-                                lambda t, b, h: act(input_gates[t, :b] + h @ w_hh.T))
-    return torch.stack(outputs) if steps else input_gates.new_zeros(0, batch, hidden), h, c
+                                lambda t, b, h: rnn_cell(input_gates[t, :b] + h @ w_hh.T, nonlinearity))
+
+
+def gru_cell(ig, hg, h_prev):
+    """One GRU step from its gate pre-activations: ig = x W_ih^T + b_ih and
+    hg = h W_hh^T + b_hh, both (B, 3H) in r|z|n order."""
+    ig_r, ig_z, ig_n = ig.chunk(3, dim=1)
+    hg_r, hg_z, hg_n = hg.chunk(3, dim=1)
+    r, z = torch.sigmoid(ig_r + hg_r), torch.sigmoid(ig_z + hg_z)
+    return (1 - z) * torch.tanh(ig_n + r * hg_n) + z * h_prev
+
+
+def rnn_cell(pre, nonlinearity="tanh"):
+    """One Elman step from its pre-activation."""
+    return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
 def rhn_cell(pre, s_prev):

@@ -125,9 +125,7 @@ class CSRWeight(SparseWeight):
     def __init__(self, values: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor,
                  shape, *, validate: bool = True):
         super().__init__()
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 2:
-            raise ValueError(f"shape must be (out_features, in_features), got {shape}")
+        shape = csr_format.check_shape(shape)
         if validate:
             validate_csr(row_ptr, col_idx, shape, values)
         self.out_features, self.in_features = shape
@@ -137,6 +135,9 @@ class CSRWeight(SparseWeight):
         for name in CSCIndex._fields:
             self.register_buffer(name, None, persistent=False)
         self._csc_key = None
+        # False for a predefined pattern that sparse training must leave alone
+        # (SparseEmbedding's frequency prefixes); see dst.find_sparse_weights.
+        self.dynamic = True
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -10,9 +10,50 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="sparse
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import sparse_kernels  # noqa: F401  (loads the ops)
 from sparse_kernels import csr
+
+# Heavy tests (@pytest.mark.slow) are deselected by default; a bounded sample
+# of each runs unmarked. The full set: `pytest --run-slow` or
+# SPARSE_KERNELS_RUN_SLOW=1 (so also `SPARSE_KERNELS_RUN_SLOW=1 make test`);
+# `pytest -m slow` runs the heavy ones alone.
+RUN_SLOW_ENV = "SPARSE_KERNELS_RUN_SLOW"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help=f"also run the tests marked slow (or set {RUN_SLOW_ENV}=1)")
+
+
+def run_slow(config) -> bool:
+    return (config.getoption("--run-slow") or os.environ.get(RUN_SLOW_ENV, "") not in ("", "0")
+            or "slow" in (config.getoption("-m") or ""))
+
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+def pytest_report_header(config):
+    if not run_slow(config):
+        return f"slow tests deselected (run them with --run-slow or {RUN_SLOW_ENV}=1)"
+
+
+# Hypothesis profiles. "default": fresh random examples on every run (the
+# examples that failed before are replayed first, from .hypothesis/).
+# "ci": derandomized (the same examples on every run) and no example
+# database, so that a CI result depends on the code only; `make test` uses it
+# (pytest --hypothesis-profile=ci). Per-test max_examples stay as written.
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Parametrise over every device; CUDA cases exist only where a GPU does.
@@ -45,3 +86,26 @@ PROBLEM_SHAPES = [
     (2, 5, 4, 1.0),      # full
     (6, 40, 3, 0.05),    # many empty rows
 ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After the results: the figures tests record with
+    record_property("measurement", ...) (e.g. the long run's resident memory
+    growth), and the number of bad-input cases the fuzz tests tried
+    (tests/fuzz_helpers.py), per test and in all."""
+    lines = [f"{report.nodeid}: {value}" for status in ("passed", "failed")
+             for report in terminalreporter.getreports(status) if report.when == "call"
+             for key, value in report.user_properties if key == "measurement"]
+    if lines:
+        terminalreporter.section("measurements")
+        for line in lines:
+            terminalreporter.write_line(line)
+    from fuzz_helpers import CASES, EXAMPLES
+    if not CASES:
+        return
+    terminalreporter.section("fuzz cases tried")
+    width = max(len(name) for name in CASES)
+    terminalreporter.write_line(f"{'':<{width}}  {'examples':>8}  {'calls':>8}")
+    for name in sorted(CASES):
+        terminalreporter.write_line(f"{name:<{width}}  {EXAMPLES[name]:>8,}  {CASES[name]:>8,}")
+    terminalreporter.write_line(f"{'total':<{width}}  {sum(EXAMPLES.values()):>8,}  {sum(CASES.values()):>8,}")

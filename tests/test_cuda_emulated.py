@@ -194,6 +194,58 @@ def test_lstm_cell_forward_and_backward(backend, n, hidden, dtype):
     _close(grad_c_prev, want_c_prev, dtype)
 
 
+# The GRU, Elman and highway cells are not ops of their own (their layer ops
+# call them inside the time loop; on a GPU those run in the layer tests), so
+# their kernels are checked here through the emulator against autograd on the
+# references.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,hidden", CELL_SHAPES)
+def test_gru_cell_forward_and_backward(n, hidden, dtype):
+    kernels = emulated.load()
+    g = torch.Generator().manual_seed(15)
+    ig, hg = (torch.randn(n, 3 * hidden, generator=g, dtype=dtype).requires_grad_() for _ in range(2))
+    h_prev = torch.randn(n, hidden, generator=g, dtype=dtype).requires_grad_()
+    h_ref = reference.gru_cell(ig, hg, h_prev)
+    _close(kernels.gru_cell(ig, hg, h_prev), h_ref, dtype)
+    grad_h = torch.randn(n, hidden, generator=g, dtype=dtype)
+    got = kernels.gru_cell_backward(grad_h, ig, hg, h_prev)
+    # dh_prev: the direct path z * grad_h (the path through hg is W_hh's product, outside the cell).
+    for got_grad, want in zip(got, torch.autograd.grad(h_ref, (ig, hg, h_prev), grad_h)):
+        _close(got_grad, want, dtype)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,hidden", CELL_SHAPES)
+def test_rnn_cell_forward_and_backward(n, hidden, dtype, nonlinearity):
+    kernels = emulated.load()
+    g = torch.Generator().manual_seed(16)
+    pre = torch.randn(n, hidden, generator=g, dtype=dtype).requires_grad_()
+    h_ref = reference.rnn_cell(pre, nonlinearity)
+    relu = nonlinearity == "relu"
+    h = kernels.rnn_cell(pre, relu)
+    _close(h, h_ref, dtype)
+    grad_h = torch.randn(n, hidden, generator=g, dtype=dtype)
+    (want,) = torch.autograd.grad(h_ref, pre, grad_h)
+    _close(kernels.rnn_cell_backward(grad_h, h_ref.detach(), relu), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,hidden", CELL_SHAPES)
+def test_rhn_cell_forward_and_backward(n, hidden, dtype):
+    kernels = emulated.load()
+    g = torch.Generator().manual_seed(17)
+    pre = torch.randn(n, 2 * hidden, generator=g, dtype=dtype).requires_grad_()
+    s_prev = torch.randn(n, hidden, generator=g, dtype=dtype).requires_grad_()
+    s_ref = reference.rhn_cell(pre, s_prev)
+    _close(kernels.rhn_cell(pre, s_prev), s_ref, dtype)
+    grad_s = torch.randn(n, hidden, generator=g, dtype=dtype)
+    got_pre, got_s_prev = kernels.rhn_cell_backward(grad_s, pre, s_prev)
+    want_pre, want_s_prev = torch.autograd.grad(s_ref, (pre, s_prev), grad_s)
+    _close(got_pre, want_pre, dtype)
+    _close(got_s_prev, want_s_prev, dtype)  # the carry path (1 - t) grad_s
+
+
 # ----------------------------------------------------------------------------- 16-bit values
 # Output rounding to the 16-bit type (2 half-ulps) on top of an fp32-accumulated
 # result; accumulating in the 16-bit type would miss this on the long rows.

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from sparse_kernels import SparseLinear, SparseLSTM, SparseLSTMCell, csr
+from sparse_kernels import SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRNN, csr
 from sparse_kernels.csr import validate_csr
 from sparse_kernels.dst import DynamicSparsity, block_diagonal_mask, find_sparse_weights
 
@@ -71,6 +71,24 @@ def test_find_sparse_weights_reaches_every_module_kind():
     names = set(find_sparse_weights(model))
     assert {n for n, _ in model.rnn.sparse_weights()} <= {n.split(".", 1)[1] for n in names if n.startswith("rnn.")}
     assert {"cell.weight_ih", "cell.weight_hh", "decoder.weight"} <= names
+
+
+@pytest.mark.parametrize("method", ["st-rnn", "predefined"])
+def test_a_predefined_embedding_pattern_is_left_alone(method):
+    """SparseEmbedding's frequency prefixes are Demeester's fixed pattern: no
+    method prunes, regrows or re-patterns them."""
+    from sparse_kernels import SparseEmbedding
+    model = nn.Sequential(SparseEmbedding(20, 8, density=0.5), SparseLinear(8, 8, density=0.5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    dst = DynamicSparsity(model, optimizer, method, total_steps=4, update_every=1)
+    assert set(dst.weights) == {"1.weight"}
+    pattern = (model[0].weight.row_ptr.clone(), model[0].weight.col_idx.clone())
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randint(20, (5,))).pow(2).sum().backward()
+        optimizer.step()
+        dst.step()
+    assert torch.equal(model[0].weight.row_ptr, pattern[0]) and torch.equal(model[0].weight.col_idx, pattern[1])
 
 
 @pytest.mark.parametrize("method,granularity", [("st-rnn", "tensor"), ("st-rnn", "gate"), ("st-rnn", "row"),
@@ -139,18 +157,19 @@ def test_set_prunes_both_signs_and_grows_random_values():
     assert bool((w.to_dense()[grown] != 0).all())  # SET's new weights are random, not zero
 
 
-def _rigl_model(bidirectional, packed):
+def _rigl_model(bidirectional, packed, kind=SparseLSTM):
     torch.manual_seed(3)
-    lstm = SparseLSTM(5, 6, num_layers=1, density=0.3, bidirectional=bidirectional, dtype=torch.float64)
+    lstm = kind(5, 6, num_layers=1, density=0.3, bidirectional=bidirectional, dtype=torch.float64)
     x = torch.randn(4, 3, 5, dtype=torch.float64)
     if packed:
         x = pack_padded_sequence(x, torch.tensor([4, 3, 2]))
     return lstm, x
 
 
+@pytest.mark.parametrize("kind", [SparseLSTM, SparseRNN], ids=["lstm", "elman"])
 @pytest.mark.parametrize("bidirectional,packed", [(False, False), (True, False), (True, True)])
-def test_rigl_regrows_the_largest_dense_gradients(bidirectional, packed):
-    lstm, x = _rigl_model(bidirectional, packed)
+def test_rigl_regrows_the_largest_dense_gradients(bidirectional, packed, kind):
+    lstm, x = _rigl_model(bidirectional, packed, kind)
     optimizer = torch.optim.SGD(lstm.parameters(), lr=0.0)
     dst = DynamicSparsity(lstm, optimizer, "rigl", total_steps=10, update_every=1, prune_rate=0.3)
     dense = lstm.to_dense()  # the oracle: nn.LSTM's dense gradient at every position
@@ -170,6 +189,42 @@ def test_rigl_regrows_the_largest_dense_gradients(bidirectional, packed):
         scores = getattr(dense, name).grad.abs().masked_fill(old_masks[name], -1).flatten()
         expected = torch.zeros_like(grown.flatten()).index_fill(0, scores.topk(k).indices, True)
         assert torch.equal(grown.flatten(), expected), name
+
+
+def test_rigl_warns_when_a_weight_has_no_gradient_rows():
+    """A GRU's W_hh output is gated by r inside the C++ loop: no rows are
+    captured for it, RigL regrows it at random and says so."""
+    gru, x = _rigl_model(False, False, SparseGRU)
+    optimizer = torch.optim.SGD(gru.parameters(), lr=0.0)
+    dst = DynamicSparsity(gru, optimizer, "rigl", total_steps=10, update_every=1, prune_rate=0.3)
+    gru(x)[0].sum().backward()
+    optimizer.step()
+    with pytest.warns(UserWarning, match="weight_hh_l0.*at random"):
+        assert dst.step()
+    assert all(dst.stats()["layers"][n]["regrown"] > 0 for n in dst.weights)
+
+
+def test_skip_step_drops_the_capture_of_a_skipped_step():
+    # RigL regrows from the inputs/gradients captured during the step before
+    # an update; a step the loop skipped (NaN gradients) must not count.
+    def run(skipped_first):
+        lstm, x = _rigl_model(False, False)
+        optimizer = torch.optim.SGD(lstm.parameters(), lr=0.0)
+        dst = DynamicSparsity(lstm, optimizer, "rigl", total_steps=10, update_every=1, prune_rate=0.3)
+        if skipped_first:
+            out, _ = lstm(x)
+            (out * float("nan")).sum().backward()
+            optimizer.zero_grad()
+            dst.skip_step()
+        out, _ = lstm(x)
+        out.backward(torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1)))
+        optimizer.step()
+        assert dst.step()
+        return {n: w.mask() for n, w in lstm.sparse_weights()}, dst.stats()
+
+    (masks, stats), (masks_after_skip, stats_after_skip) = run(False), run(True)
+    assert stats_after_skip["step"] == stats["step"] == 1 and stats_after_skip["updates"] == 1
+    assert all(torch.equal(masks[n], masks_after_skip[n]) for n in masks)
 
 
 def test_rigl_rejects_row_granularity():
@@ -235,6 +290,48 @@ def test_snfs_keeps_the_total_and_moves_budget_by_momentum():
     assert any(w.nnz != before[n] for n, w in dst.weights.items()), "budget never moved between layers"
     for w in dst.weights.values():
         validate_csr(w.row_ptr, w.col_idx, w.shape, w.values)
+
+
+@pytest.mark.parametrize("optimizer_name,beta", [("sgd", 0.9), ("adam", 0.8), ("sgd", 0.0)])
+def test_snfs_regrows_where_the_windowed_momentum_is_largest(optimizer_name, beta):
+    """The oracle: the dense gradient of every step (grad_y^T x at every
+    position, from a dense twin), summed with weights beta^age over the
+    momentum window; the regrown positions are its top-k among the absent."""
+    torch.manual_seed(9)
+    layer = SparseLinear(12, 10, bias=False, density=0.3)
+    if optimizer_name == "sgd":
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.0, momentum=beta)
+    else:
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.0, betas=(beta, 0.99))
+    window, period = 3, 5
+    dst = DynamicSparsity(layer, optimizer, "snfs", total_steps=20, update_every=period, prune_rate=0.4,
+                          momentum_window=window)
+    dense_grads = []
+    for _ in range(period):
+        x, g = torch.randn(7, 12), torch.randn(7, 10)
+        twin = layer.weight.to_dense().detach().requires_grad_()
+        (x @ twin.t()).backward(g)
+        dense_grads.append(twin.grad)
+        optimizer.zero_grad()
+        layer(x).backward(g)
+        optimizer.step()
+        old_mask = layer.weight.mask()
+        updated = dst.step()
+    assert updated
+    momentum = sum(beta ** age * grad for age, grad in enumerate(reversed(dense_grads[-window:])))
+    grown = layer.weight.mask() & ~old_mask
+    k = int(grown.sum())
+    assert k == dst.stats()["layers"]["weight"]["regrown"] > 0
+    scores = momentum.abs().masked_fill(old_mask, -1).flatten()
+    expected = torch.zeros(grown.numel(), dtype=torch.bool).index_fill(0, scores.topk(k).indices, True)
+    assert torch.equal(grown.flatten(), expected)
+
+
+def test_snfs_rejects_a_bad_momentum_window():
+    layer = SparseLinear(4, 4)
+    with pytest.raises(ValueError, match="momentum_window"):
+        DynamicSparsity(layer, torch.optim.SGD(layer.parameters(), lr=0.1), "snfs", total_steps=5,
+                        momentum_window=0)
 
 
 def test_gradual_pruning_follows_its_schedule_and_shrinks_storage():
@@ -342,20 +439,38 @@ def test_update_properties(out_f, in_f, density, rate, repick, granularity):
         assert optimizer.state[w.values]["momentum_buffer"].shape == (nnz,)
 
 
+@pytest.mark.parametrize("kind,extra", [("lstm", {}), ("gru", {}), ("elman", {"nonlinearity": "relu"}),
+                                        ("lstm", {"proj_size": 3})], ids=["lstm", "gru", "elman-relu", "lstm-proj"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_replicating_hidden_units_preserves_the_function(bidirectional):
-    from sparse_kernels.dst import replicate_hidden_units
+def test_replicating_hidden_units_preserves_the_function(bidirectional, kind, extra):
+    from sparse_kernels.dst import replicate_hidden_units, replicate_input_features
     torch.manual_seed(10)
-    small = SparseLSTM(5, 4, num_layers=2, density=0.5, bidirectional=bidirectional, dtype=torch.float64)
+    cls = {"lstm": SparseLSTM, "gru": SparseGRU, "elman": SparseRNN}[kind]
+    small = cls(5, 4, num_layers=2, density=0.5, bidirectional=bidirectional, dtype=torch.float64, **extra)
     grown, source = replicate_hidden_units(small, 7, generator=torch.Generator().manual_seed(1))
     assert grown.hidden_size == 7 and source[:4].tolist() == [0, 1, 2, 3]
+    assert source.shape == (7,) and bool((source[4:] < 4).all())  # new units copy old ones
+    assert type(grown) is cls and grown.proj_size == small.proj_size
+    assert getattr(grown, "nonlinearity", None) == getattr(small, "nonlinearity", None)
     x = torch.randn(6, 3, 5, dtype=torch.float64)
-    out_small, (h_small, c_small) = small(x)
-    out_grown, (h_grown, c_grown) = grown(x)
+    out_small, state_small = small(x)
+    out_grown, state_grown = grown(x)
     directions = 2 if bidirectional else 1
-    columns = torch.cat([d * 4 + source for d in range(directions)])
-    torch.testing.assert_close(out_grown, out_small[..., columns])
-    torch.testing.assert_close(c_grown, c_small[..., source])
+    if extra.get("proj_size"):
+        torch.testing.assert_close(out_grown, out_small)  # the projection's output does not grow
+        torch.testing.assert_close(state_grown[1], state_small[1][..., source])  # cell states repeat
+    else:
+        columns = torch.cat([d * 4 + source for d in range(directions)])
+        torch.testing.assert_close(out_grown, out_small[..., columns])
+        if kind == "lstm":
+            torch.testing.assert_close(state_grown[1], state_small[1][..., source])
+        # A decoder reading the output keeps its function once rewired.
+        for decoder in (nn.Linear(4 * directions, 3, dtype=torch.float64),
+                        SparseLinear(4 * directions, 3, density=0.6, dtype=torch.float64)):
+            rewired = replicate_input_features(decoder, source, directions)
+            torch.testing.assert_close(rewired(out_grown), decoder(out_small))
+        with pytest.raises(ValueError, match="reads 5 features"):
+            replicate_input_features(nn.Linear(5, 3), source, directions)
     for _, w in grown.sparse_weights():
         validate_csr(w.row_ptr, w.col_idx, w.shape, w.values)
     # Sparse training continues on the grown network.

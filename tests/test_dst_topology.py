@@ -137,8 +137,11 @@ def test_rebuild_rejects_a_grown_position_that_is_kept():
     grow_rp = torch.tensor([0, 1, 1, 1], dtype=torch.int32)
     first_col = col_idx[: int(row_ptr[1])][:1]
     assert first_col.numel() == 1  # uniform init at density 0.5: every row holds 2 of 4 columns
-    with pytest.raises(RuntimeError, match="already stored"):
+    with pytest.raises(ValueError, match="already stored"):
         ops.rebuild_csr(row_ptr, col_idx, keep, grow_rp, first_col.clone())
+    # Straight to the kernel, its own check still refuses.
+    with pytest.raises(RuntimeError, match="already stored"):
+        torch.ops.sparse_kernels.rebuild_csr(row_ptr, col_idx, keep, grow_rp, first_col.clone())
 
 
 # ----------------------------------------------------------------------------- gradient regrow

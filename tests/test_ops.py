@@ -319,10 +319,14 @@ def test_lstm_layer_opcheck(case, proj, reverse):
 def test_lstm_layer_bad_input():
     leaves, row_ptr, col_idx, csc, _, _ = _layer_problem(4, 2, 3, 0.5, None)
     gates, h0, c0, values = leaves
-    with pytest.raises(ValueError, match="expected input_gates"):
+    with pytest.raises(ValueError, match="expected h0 of shape"):
         ops.lstm_layer(gates, h0[:1], c0, values, row_ptr, col_idx, csc)
-    with pytest.raises(ValueError, match="batch_sizes must be an int64 CPU tensor"):
+    with pytest.raises(ValueError, match="expected input_gates .* and c0"):
+        ops.lstm_layer(gates, h0, c0[:1], values, row_ptr, col_idx, csc)
+    with pytest.raises(ValueError, match=r"batch_sizes must have shape \(steps,\)"):
         ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, torch.tensor([2, 2, 1]))
+    with pytest.raises(ValueError, match="batch_sizes must be non-increasing"):
+        ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, torch.tensor([1, 2, 2, 1]))
     with pytest.raises(TypeError, match="h0 must have the dtype of input_gates"):
         ops.lstm_layer(gates, h0.float(), c0, values, row_ptr, col_idx, csc)
     with pytest.raises(RuntimeError, match="batch_sizes must be non-increasing"):
@@ -416,7 +420,7 @@ def test_gru_rnn_layers_bad_input():
         ops.gru_layer(ig, h0[:1], values, row_ptr, col_idx, csc)
     with pytest.raises(ValueError, match="hh_bias must have shape"):
         ops.gru_layer(ig, h0, values, row_ptr, col_idx, csc, bias[:-1])
-    with pytest.raises(ValueError, match="W_hh must have 1\\*hidden"):
+    with pytest.raises(ValueError, match="hh_row_ptr must have rows \\+ 1 = 3 entries"):
         ops.rnn_layer(ig[..., :2], h0, values, row_ptr, col_idx, csc)
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
         ops.rnn_layer(ig, h0, values, row_ptr, col_idx, csc, nonlinearity="gelu")

@@ -20,8 +20,8 @@ CASES = {
     "liu_sensitivity": (5, ["dst"]),
     "liu_table7_sparse_momentum": (4, ["dst"]),
     "narang_gradual_pruning": (4, ["dst"]),
-    "demeester_predefined": (5, ["dst"]),
-    "shao_elman_iht": (3, ["dst", "SparseRNN"]),
+    "demeester_predefined": (7, ["dst"]),
+    "shao_elman_iht": (4, ["dst", "SparseRNN"]),
 }
 
 

@@ -104,7 +104,7 @@ def test_resume_rejects_incompatible_checkpoints(corpus, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         train_lm(corpus, tiny(), tmp_path / "other", resume=tmp_path / "nothing")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a sparse-rnn checkpoint"):
         train_lm(corpus, tiny(), tmp_path / "other", resume=tmp_path / "junk.pt")
     atomic_save({"format": "something else"}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a sparse-rnn checkpoint"):
@@ -121,7 +121,7 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
 
     with pytest.raises(RuntimeError, match="cannot pickle"):
         atomic_save({"a": Unpicklable()}, path)
-    assert torch.load(path, weights_only=False) == {"a": 1}
+    assert torch.load(path, weights_only=True) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
@@ -132,3 +132,36 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
 def test_config_errors(corpus, tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         train_lm(corpus, tiny(**{field: value}), tmp_path, progress=False)
+
+
+def test_sparse_embedding_lm_sizes_prefixes_by_train_frequency(corpus, tmp_path):
+    from sparse_kernels import SparseEmbedding
+    from sparse_kernels.train.lm import frequency_ranks
+    result = train_lm(corpus, tiny(method="predefined", sparsity=0.5, embedding_density=0.5, epochs=1), tmp_path,
+                      progress=False)
+    embed = result.model.encoder
+    assert isinstance(embed, SparseEmbedding)
+    widths = embed.weight.row_ptr.diff()
+    counts = torch.bincount(corpus.train, minlength=len(corpus.vocab))
+    ranks = frequency_ranks(corpus.train, len(corpus.vocab))
+    assert int(ranks[int(counts.argmax())]) == 0
+    assert int(widths[int(counts.argmax())]) == int(widths.max())  # the most frequent word: the longest prefix
+    by_rank = widths[torch.argsort(ranks)]
+    assert bool((by_rank.diff() <= 0).all())  # widths fall with the rank
+    assert embed.weight.nnz == round(0.5 * len(corpus.vocab) * 16)
+    with pytest.raises(ConfigError, match="tie_weights"):
+        train_lm(corpus, tiny(embedding_density=0.5, tie_weights=True), tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("model", ["lstm", "rnn", "gru"])
+def test_grown_language_model_computes_the_same_function(model):
+    from sparse_kernels.train.lm import build_lm
+    from sparse_kernels.train.models import grow_language_model
+    small = build_lm(tiny(model=model, method="static", sparsity=0.5, hidden_size=6), 30).double().eval()
+    grown = grow_language_model(small, 11, generator=torch.Generator().manual_seed(2)).eval()
+    assert grown.rnn.hidden_size == 11 and grown.decoder.in_features == 11
+    tokens = torch.randint(30, (7, 3))
+    torch.testing.assert_close(grown(tokens)[0], small(tokens)[0])
+    dense = build_lm(tiny(model=model, method="dense"), 30)
+    with pytest.raises(ConfigError, match="sparse"):
+        grow_language_model(dense, 20)

@@ -23,6 +23,7 @@ std::tuple<at::Tensor, at::Tensor> gradient_regrow(const at::Tensor& grad_output
   check_weight_gradient_args(grad_output, input, row_ptr, col_idx);
   const int64_t rows = row_ptr.numel() - 1, cols = input.size(1);
   topology::check_mask(occupied, col_idx.numel(), "occupied");
+  check_compressed_index(row_ptr, col_idx, cols, "row_ptr", "col_idx");
   TORCH_CHECK(block_rows >= 1, "block_rows must be positive, got ", block_rows);
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();

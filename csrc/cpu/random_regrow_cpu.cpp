@@ -61,10 +61,12 @@ std::tuple<at::Tensor, at::Tensor> random_regrow(const at::Tensor& row_ptr,
                                                  const at::Tensor& grow_counts, int64_t seed) {
   SK_CHECK_INDEX(row_ptr);
   SK_CHECK_INDEX(col_idx);
-  TORCH_CHECK(n_cols >= 0, "n_cols must be non-negative, got ", n_cols);
+  TORCH_CHECK(n_cols >= 0 && n_cols <= INT32_MAX, "n_cols must be in [0, 2**31 - 1], got ", n_cols);
   const int64_t rows = row_ptr.numel() - 1;
   TORCH_CHECK(rows >= 0, "row_ptr must have rows + 1 entries");
   topology::check_mask(occupied, col_idx.numel(), "occupied");
+  // The walk over a row's stored columns needs them sorted and in range.
+  check_compressed_index(row_ptr, col_idx, n_cols, "row_ptr", "col_idx");
   topology::check_group_ptr(group_rows, rows, "group_rows");
   const int64_t groups = group_rows.numel() - 1;
   topology::check_counts(grow_counts, groups, "grow_counts");

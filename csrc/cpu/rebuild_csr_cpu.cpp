@@ -23,6 +23,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rebuild_csr(const at::Tensor& row
               "grow_row_ptr must have as many entries as row_ptr (", row_ptr.numel(), "), got ",
               grow_row_ptr.numel());
   topology::check_mask(keep, col_idx.numel(), "keep");
+  // The merge below needs both patterns sorted within rows.
+  check_compressed_index(row_ptr, col_idx, INT32_MAX, "row_ptr", "col_idx");
+  check_compressed_index(grow_row_ptr, grow_col_idx, INT32_MAX, "grow_row_ptr", "grow_col_idx");
   const int64_t rows = row_ptr.numel() - 1;
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();

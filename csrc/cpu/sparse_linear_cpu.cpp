@@ -58,6 +58,12 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const at::Tensor& /*col_ptr*/, const at::Tensor& /*row_idx*/,
             const at::Tensor& /*csr2csc*/,
             const std::optional<at::Tensor>& bias) {
+           // The op boundary checks the structure (O(1) for an index already
+           // seen, see checks.h); the layer loops call the kernel directly,
+           // having checked it once per sequence.
+           SK_CHECK_DIM(input, 2);
+           sparse_kernels::check_compressed_index(row_ptr, col_idx, input.size(1), "row_ptr",
+                                                  "col_idx");
            return sparse_kernels::cpu::sparse_linear(input, values, row_ptr,
                                                      col_idx, bias);
          });

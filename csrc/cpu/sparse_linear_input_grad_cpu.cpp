@@ -52,5 +52,14 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output_,
 }  // namespace sparse_kernels::cpu
 
 TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
-  m.impl("sparse_linear_input_grad", &sparse_kernels::cpu::sparse_linear_input_grad);
+  m.impl("sparse_linear_input_grad",
+         [](const at::Tensor& grad_output, const at::Tensor& values, const at::Tensor& col_ptr,
+            const at::Tensor& row_idx, const at::Tensor& csr2csc) {
+           SK_CHECK_DIM(grad_output, 2);
+           sparse_kernels::check_compressed_index(col_ptr, row_idx, grad_output.size(1), "col_ptr",
+                                                  "row_idx");
+           sparse_kernels::check_index_bounds(csr2csc, values.numel(), "csr2csc");
+           return sparse_kernels::cpu::sparse_linear_input_grad(grad_output, values, col_ptr,
+                                                                row_idx, csr2csc);
+         });
 }

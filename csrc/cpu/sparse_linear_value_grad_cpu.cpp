@@ -42,5 +42,13 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
 }  // namespace sparse_kernels::cpu
 
 TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
-  m.impl("sparse_linear_value_grad", &sparse_kernels::cpu::sparse_linear_value_grad);
+  m.impl("sparse_linear_value_grad",
+         [](const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
+            const at::Tensor& col_idx) {
+           SK_CHECK_DIM(input, 2);
+           sparse_kernels::check_compressed_index(row_ptr, col_idx, input.size(1), "row_ptr",
+                                                  "col_idx");
+           return sparse_kernels::cpu::sparse_linear_value_grad(grad_output, input, row_ptr,
+                                                                col_idx);
+         });
 }

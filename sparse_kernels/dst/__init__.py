@@ -4,9 +4,9 @@ sparseness) over every CSRWeight of a model, and the optimizer-state remap
 that follows each topology update."""
 
 from .optim_state import remap_optimizer_state
-from .growth import replicate_hidden_units
+from .growth import replicate_hidden_units, replicate_input_features
 from .patterns import block_diagonal_csr, block_diagonal_mask
 from .sparsity import METHODS, DynamicSparsity, find_sparse_weights
 
 __all__ = ["METHODS", "DynamicSparsity", "block_diagonal_csr", "block_diagonal_mask", "find_sparse_weights",
-           "remap_optimizer_state", "replicate_hidden_units"]
+           "remap_optimizer_state", "replicate_hidden_units", "replicate_input_features"]

@@ -33,11 +33,14 @@ def previous_hidden(output: torch.Tensor, h0: torch.Tensor, batch_sizes, reverse
 
 
 class GradientCapture:
-    """Hooks recording (grad_output, input) rows per weight for one step."""
+    """Hooks recording (grad_output, input) rows per weight, tagged with the
+    training step they came from (``step``, set by the owner before each
+    step), over one or more steps."""
 
     def __init__(self, model: nn.Module, weights: dict[str, SparseWeight]):
         self._names = {id(w): name for name, w in weights.items()}
         self._rows: dict[str, tuple[list, list]] = {}
+        self.step = 0
         self._handles = []
         for module in model.modules():
             if isinstance(module, SparseWeight) and id(module) in self._names:
@@ -51,9 +54,10 @@ class GradientCapture:
             return
         x = x.detach().reshape(-1, x.shape[-1])
         grads, inputs = self._rows.setdefault(name, ([], []))
+        step = self.step
 
         def on_grad(grad):
-            grads.append(grad.detach().reshape(-1, grad.shape[-1]))
+            grads.append((step, grad.detach().reshape(-1, grad.shape[-1])))
             inputs.append(x)
 
         y.register_hook(on_grad)
@@ -68,16 +72,43 @@ class GradientCapture:
         if name is not None:
             self._record(name, previous_hidden(output.detach(), h0.detach(), batch_sizes, reverse), input_gates)
 
-    def take(self, name: str):
-        """(grad_output (N, out), input (N, in)) of this step, or None. In a
-        torch.distributed job the rows of every rank are gathered (every rank
-        calls this for every layer in the same order), so that all ranks rank
-        the same global gradient and choose the same positions."""
+    def take(self, name: str, *, now: int | None = None, decay: float = 0.0):
+        """(grad_output (N, out), input (N, in)), or None when nothing was
+        recorded. grad_output^T input is the weight's gradient; with ``now``
+        (the current step) and ``decay`` (beta), the rows of step s are scaled
+        by beta^(now - s), so grad_output^T input is the momentum
+        sum_s beta^(now - s) dL/dW_s over the recorded steps (rows of steps
+        with a zero factor are left out). In a torch.distributed job the rows
+        of every rank are gathered (every rank calls this for every layer in
+        the same order), so that all ranks rank the same global gradient and
+        choose the same positions."""
         grads, inputs = self._rows.get(name, ([], []))
-        rows = (torch.cat(grads), torch.cat(inputs)) if grads else None
+        if now is not None:
+            scaled = [(g * decay ** (now - s), x) for (s, g), x in zip(grads, inputs)
+                      if now == s or decay ** (now - s) != 0.0]
+        else:
+            scaled = [(g, x) for (_, g), x in zip(grads, inputs)]
+        rows = (torch.cat([g for g, _ in scaled]), torch.cat([x for _, x in scaled])) if scaled else None
         if _world_size() > 1:
             rows = _gather_rows(rows)
         return rows
+
+    def discard(self, step: int) -> None:
+        """Forget the rows recorded at ``step`` (a step the loop skipped)."""
+        for name, (grads, inputs) in self._rows.items():
+            kept = [(g, x) for g, x in zip(grads, inputs) if g[0] != step]
+            self._rows[name] = ([g for g, _ in kept], [x for _, x in kept])
+
+    def state_dict(self) -> dict:
+        """The recorded rows, as tensors and plain containers (so that a
+        checkpoint taken between the captured steps and the update resumes
+        exactly)."""
+        return {name: dict(steps=[s for s, _ in grads], grads=[g for _, g in grads], inputs=list(inputs))
+                for name, (grads, inputs) in self._rows.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rows = {name: ([(int(s), g) for s, g in zip(rows["steps"], rows["grads"])], list(rows["inputs"]))
+                      for name, rows in state.items() if name in self._names.values()}
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -1,5 +1,5 @@
 """Growing a trained network by replicating hidden units (Shao 2014): a
-small SparseLSTM becomes a larger one computing the same function, then
+small SparseLSTM / SparseGRU / SparseRNN becomes a larger one computing the same function, then
 sparse training continues on it.
 
 Every new unit copies an existing unit's incoming weights (its rows in each
@@ -11,14 +11,17 @@ feed forward sums to what the original fed. All on the CSR entries.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from .. import csr as csr_format
-from ..nn import SparseLSTM
+from ..nn import SparseLinear
+from ..nn.recurrent import GATES, SparseRNNBase
 from ..storage import CSRWeight
 
-__all__ = ["replicate_hidden_units"]
+__all__ = ["replicate_hidden_units", "replicate_input_features"]
 
 
 def _expand(weight: CSRWeight, row_source: torch.Tensor, col_source: torch.Tensor | None,
@@ -49,48 +52,95 @@ def _expand(weight: CSRWeight, row_source: torch.Tensor, col_source: torch.Tenso
     return CSRWeight(values[order].contiguous(), new_row_ptr, new_col_idx, (row_source.numel(), new_cols))
 
 
-def replicate_hidden_units(lstm: SparseLSTM, hidden_size: int, *,
-                           generator: torch.Generator | None = None) -> tuple[SparseLSTM, torch.Tensor]:
-    """A SparseLSTM with ``hidden_size`` units per layer whose outputs are
-    those of ``lstm`` with units repeated: returns (grown, source) where
-    ``grown``'s unit j copies ``lstm``'s unit source[j] (source[j] = j for the
-    first units, random among the old units for the new ones), and
-    ``grown(x)[0][..., j] == lstm(x)[0][..., source[j]]`` from zero states.
-    A layer reading the LSTM's output (a decoder) keeps its function by
-    dividing its input column source[j] by the number of copies."""
-    if not isinstance(lstm, SparseLSTM):
-        raise TypeError(f"lstm must be a SparseLSTM, got {type(lstm).__name__}")
-    if lstm.proj_size:
-        raise ValueError("replicating units of an LSTM with proj_size > 0 is not supported")
-    if getattr(lstm, "block_shape", None) is not None:
-        raise ValueError("replicating units of a block-sparse SparseLSTM (block_shape set) is not supported: "
+def replicate_hidden_units(rnn: SparseRNNBase, hidden_size: int, *,
+                           generator: torch.Generator | None = None) -> tuple[SparseRNNBase, torch.Tensor]:
+    """A SparseLSTM / SparseGRU / SparseRNN (Elman) with ``hidden_size`` units
+    per layer computing the function of ``rnn`` with units repeated: returns
+    (grown, source) where ``grown``'s unit j copies ``rnn``'s unit source[j]
+    (source[j] = j for the first units, random among the old units for the
+    new ones), and from zero states ``grown(x)[0][..., j] ==
+    rnn(x)[0][..., source[j]]`` (per direction). The recurrence sees the
+    hidden state only through W_hh h, so dividing a unit's outgoing columns
+    among its copies keeps every gate's input, the GRU's reset-gated W_hn h
+    included. With ``proj_size`` the cell units are replicated and W_hr's
+    columns divided: the output is unchanged. A layer that reads the grown
+    output (a decoder) keeps its function through
+    ``replicate_input_features(decoder, source, num_directions)``."""
+    if not isinstance(rnn, SparseRNNBase):
+        raise TypeError(f"rnn must be a SparseLSTM, SparseGRU or SparseRNN, got {type(rnn).__name__}")
+    if getattr(rnn, "block_shape", None) is not None:
+        raise ValueError("replicating units of a block-sparse layer (block_shape set) is not supported: "
                          "copied units would split blocks")
-    old = lstm.hidden_size
-    if not isinstance(hidden_size, int) or hidden_size < old:
+    old = rnn.hidden_size
+    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < old:
         raise ValueError(f"hidden_size must be an int >= the current hidden size {old}, got {hidden_size!r}")
     source = torch.cat([torch.arange(old), torch.randint(old, (hidden_size - old,), generator=generator)])
-    copies = torch.bincount(source, minlength=old)
-    scale = 1.0 / copies.double()
-    directions = lstm.num_directions
-    gate_rows = torch.cat([g * old + source for g in range(4)])
-    dir_source = torch.cat([d * old + source for d in range(directions)])
-    dir_scale = scale.repeat(directions)
-    param = lstm.weight_ih_l0.values
-    grown = SparseLSTM(lstm.input_size, hidden_size, num_layers=lstm.num_layers, bias=lstm.bias,
-                       batch_first=lstm.batch_first, dropout=lstm.dropout, bidirectional=lstm.bidirectional,
-                       density=0.0, init=lstm.init, dtype=param.dtype)
-    for layer in range(lstm.num_layers):
-        for sfx in lstm._suffixes():
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}{sfx}"), getattr(lstm, f"weight_hh_l{layer}{sfx}")
+    scale = 1.0 / torch.bincount(source, minlength=old).double()
+    directions, projected = rnn.num_directions, bool(rnn.proj_size)
+    gate_rows = torch.cat([g * old + source for g in range(GATES[rnn.mode])])
+    # What the next layer (and W_hh) read: the hidden units, or the projection when there is one.
+    if projected:
+        state_source, state_scale, state_width = None, None, rnn.proj_size
+    else:
+        state_source, state_scale, state_width = source, scale, hidden_size
+    dir_source = None if projected else torch.cat([d * old + source for d in range(directions)])
+    dir_scale = None if projected else scale.repeat(directions)
+    param = rnn.weight_ih_l0.values
+    grown = type(rnn)(**dict(rnn._config(), hidden_size=hidden_size), density=0.0, init=rnn.init,
+                      dtype=param.dtype)
+    for layer in range(rnn.num_layers):
+        for sfx in rnn._suffixes():
+            w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}{sfx}"), getattr(rnn, f"weight_hh_l{layer}{sfx}")
             if layer == 0:
-                new_ih = _expand(w_ih, gate_rows, None, None, lstm.input_size)
+                new_ih = _expand(w_ih, gate_rows, None, None, rnn.input_size)
             else:
-                new_ih = _expand(w_ih, gate_rows, dir_source, dir_scale, hidden_size * directions)
+                new_ih = _expand(w_ih, gate_rows, dir_source, dir_scale, state_width * directions)
             setattr(grown, f"weight_ih_l{layer}{sfx}", new_ih)
-            setattr(grown, f"weight_hh_l{layer}{sfx}", _expand(w_hh, gate_rows, source, scale, hidden_size))
-            if lstm.bias:
+            setattr(grown, f"weight_hh_l{layer}{sfx}", _expand(w_hh, gate_rows, state_source, state_scale,
+                                                              state_width))
+            if projected:
+                w_hr = getattr(rnn, f"weight_hr_l{layer}{sfx}")
+                setattr(grown, f"weight_hr_l{layer}{sfx}",
+                        _expand(w_hr, torch.arange(rnn.proj_size), source, scale, hidden_size))
+            if rnn.bias:
                 for kind in ("ih", "hh"):
                     name = f"bias_{kind}_l{layer}{sfx}"
-                    setattr(grown, name, nn.Parameter(getattr(lstm, name).detach()[gate_rows].clone()))
+                    setattr(grown, name, nn.Parameter(getattr(rnn, name).detach()[gate_rows].clone()))
     grown.target_density = grown.density
-    return grown.to(param.device).train(lstm.training), source
+    return grown.to(param.device).train(rnn.training), source
+
+
+def replicate_input_features(layer: nn.Module, source: torch.Tensor, num_directions: int = 1) -> nn.Module:
+    """The layer reading a grown network's output (an nn.Linear or a
+    SparseLinear decoder), rewired to the grown units: input feature j of the
+    result reads old feature source[j] (per direction block), divided by the
+    number of copies, so ``new(grown_output) == layer(old_output)``. (Not
+    needed with proj_size, whose output does not grow.)"""
+    if not isinstance(source, torch.Tensor) or source.dtype != torch.int64 or source.dim() != 1:
+        raise TypeError("source must be the 1-D int64 tensor returned by replicate_hidden_units")
+    old = int(source.max()) + 1 if source.numel() else 0
+    if not isinstance(num_directions, int) or num_directions not in (1, 2):
+        raise ValueError(f"num_directions must be 1 or 2, got {num_directions!r}")
+    scale = 1.0 / torch.bincount(source, minlength=old).double()
+    columns = torch.cat([d * old + source for d in range(num_directions)])
+    column_scale = scale.repeat(num_directions)
+    width = source.numel() * num_directions
+    if isinstance(layer, SparseLinear):
+        if layer.in_features != old * num_directions:
+            raise ValueError(f"layer reads {layer.in_features} features, the old network gives "
+                             f"{old * num_directions}")
+        grown = copy.deepcopy(layer)
+        grown.weight = _expand(layer.weight, torch.arange(layer.out_features), columns, column_scale, width)
+        grown.in_features = width
+        return grown
+    if isinstance(layer, nn.Linear):
+        if layer.in_features != old * num_directions:
+            raise ValueError(f"layer reads {layer.in_features} features, the old network gives "
+                             f"{old * num_directions}")
+        grown = copy.deepcopy(layer)
+        with torch.no_grad():
+            weight = layer.weight.detach()[:, columns] * column_scale[columns].to(layer.weight.dtype)
+        grown.weight = nn.Parameter(weight)
+        grown.in_features = width
+        return grown
+    raise TypeError(f"layer must be an nn.Linear or a SparseLinear, got {type(layer).__name__}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -41,12 +42,13 @@ _SEED_BOUND = 2**62
 
 def find_sparse_weights(model: nn.Module) -> dict[str, SparseWeight]:
     """Every CSRWeight or BSRWeight submodule (of SparseLinear, SparseLSTMCell,
-    SparseLSTM..., or a bare one) by qualified name, each once."""
+    SparseLSTM..., or a bare one) by qualified name, each once; weights whose
+    pattern is predefined (``dynamic = False``: SparseEmbedding's) are left out."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     found, seen = {}, set()
     for name, module in model.named_modules():
-        if isinstance(module, SparseWeight) and id(module) not in seen:
+        if isinstance(module, SparseWeight) and getattr(module, "dynamic", True) and id(module) not in seen:
             seen.add(id(module))
             found[name or "weight"] = module
     return found
@@ -72,10 +74,16 @@ class DynamicSparsity:
       "rigl"       RigL: magnitude prune, regrow the absent positions of
                    largest |dL/dW| (streamed top-k, nothing dense); updates
                    stop at ``stop_fraction`` (default 0.75) of total_steps.
-      "snfs"       sparse momentum: magnitude prune per layer, the regrow
-                   budget redistributed across layers by each layer's mean
-                   |momentum|, regrow by gradient (see README for the
-                   deviation from the dense-momentum original).
+      "snfs"       sparse momentum (Dettmers & Zettlemoyer): magnitude prune
+                   per layer, the regrow budget redistributed across layers
+                   by each layer's mean |momentum|, regrow where the momentum
+                   of the absent weights is largest. That momentum is never
+                   stored densely: it is streamed, like RigL's gradient, from
+                   the (output gradient, input) rows of the last
+                   ``momentum_window`` steps before an update, each step's
+                   rows scaled by beta^age (beta: the optimizer's momentum or
+                   Adam's beta1), i.e. the momentum truncated to that window
+                   (beta^window of the older history is dropped).
       "gradual"    dense-to-sparse gradual pruning, never regrown; the storage
                    shrinks with the density. ``schedule="cubic"`` (Zhu-Gupta):
                    the density falls from the initial one to exactly
@@ -113,7 +121,7 @@ class DynamicSparsity:
                  grow_init: str | None = None, stop_fraction: float | None = None, block_rows: int = 256,
                  final_density: float = 0.1, start_step: int = 0, end_step: int | None = None,
                  target_density: float | None = None, n_blocks: int | None = None, schedule: str = "cubic",
-                 ramp_step: int | None = None):
+                 ramp_step: int | None = None, momentum_window: int = 8):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -138,6 +146,8 @@ class DynamicSparsity:
             raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction}")
         if not 0.0 <= float(final_density) <= 1.0:
             raise ValueError(f"final_density must be in [0, 1], got {final_density}")
+        if not isinstance(momentum_window, int) or isinstance(momentum_window, bool) or momentum_window < 1:
+            raise ValueError(f"momentum_window must be a positive int, got {momentum_window!r}")
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.model, self.optimizer, self.method = model, optimizer, method
@@ -151,6 +161,7 @@ class DynamicSparsity:
         self.total_steps, self.update_every = total_steps, update_every
         self.prune_rate, self.decay, self.granularity = float(prune_rate), decay, granularity
         self.allow_repick, self.grow_init, self.block_rows = bool(allow_repick), grow_init, int(block_rows)
+        self.momentum_window = momentum_window if method == "snfs" else 1
         self.stop_step = int(round(float(stop_fraction) * total_steps))
         self.final_density, self.start_step = float(final_density), int(start_step)
         self.end_step = int(end_step) if end_step is not None else total_steps
@@ -168,6 +179,7 @@ class DynamicSparsity:
         self.generator = torch.Generator().manual_seed(seed)
         self.steps = 0
         self.updates = 0
+        self.storage_resized = False  # did the last step() change some layer's nnz?
         self._layer_stats = {n: dict(pruned=0, regrown=0, total_pruned=0, total_regrown=0, change_rate=0.0)
                              for n in self.weights}
         self._capture = None
@@ -231,24 +243,49 @@ class DynamicSparsity:
     # ------------------------------------------------------------------ loop hook
     def step(self) -> bool:
         """Call once after every optimizer.step(). Returns True when the
-        topology was updated at this step."""
+        topology was updated at this step; ``storage_resized`` then says
+        whether some layer's nnz changed (SNFS, gradual), after which a
+        DistributedDataParallel wrapper of the model must be rebuilt."""
         self.steps += 1
         updated = False
+        self.storage_resized = False
         if self.is_update_step(self.steps):
+            nnz_before = [w.nnz for w in self.weights.values()]
             self._update()
+            # SNFS moves nnz between layers and gradual pruning shrinks them:
+            # a DistributedDataParallel wrapper sized its buckets for the old
+            # shapes and must be rebuilt (see README, "Training at scale").
+            self.storage_resized = nnz_before != [w.nnz for w in self.weights.values()]
             self.updates += 1
             updated = True
+            self._drop_capture()  # its rows are spent
         self._arm_capture()
         return updated
 
-    def _arm_capture(self) -> None:
-        """Gradient regrow reads the inputs/output gradients of the step
-        before an update: hook them only then."""
+    def skip_step(self) -> None:
+        """Call instead of :meth:`step` when the loop skipped optimizer.step()
+        (a NaN/inf loss or gradient): the schedule does not advance, and the
+        layer inputs/gradients captured for gradient regrow during that step
+        are dropped so the next update never sees them."""
+        if self._capture is not None:
+            self._capture.discard(self._capture.step)
+        self._arm_capture()
+
+    def _drop_capture(self) -> None:
         if self._capture is not None:
             self._capture.remove()
             self._capture = None
-        if self.method in _GRADIENT_GROWTH and self.is_update_step(self.steps + 1):
+
+    def _arm_capture(self) -> None:
+        """Gradient regrow reads the inputs/output gradients of the step
+        before an update (of the ``momentum_window`` steps before it for
+        SNFS): hook them only then."""
+        window = range(self.steps + 1, self.steps + 1 + self.momentum_window)
+        if self.method not in _GRADIENT_GROWTH or not any(self.is_update_step(s) for s in window):
+            return self._drop_capture()
+        if self._capture is None:
             self._capture = GradientCapture(self.model, self.weights)
+        self._capture.step = self.steps + 1  # the step whose backward comes next
 
     # ------------------------------------------------------------------ updates
     def _draw_seed(self) -> int:
@@ -355,6 +392,16 @@ class DynamicSparsity:
             open_layers = share < room
         return {n: share[i].reshape(1) for i, n in enumerate(names)}
 
+    def _momentum_beta(self, w: SparseWeight) -> float:
+        """The decay of the optimizer's momentum for w.values (SGD momentum,
+        Adam/AdamW beta1), 0 when it has none."""
+        for group in self.optimizer.param_groups:
+            if any(p is w.values for p in group["params"]):
+                if "betas" in group:
+                    return float(group["betas"][0])
+                return float(group.get("momentum", 0.0))
+        return 0.0
+
     def _mean_momentum(self, w: SparseWeight) -> float:
         state = self.optimizer.state.get(w.values, {})
         buf = state.get("momentum_buffer", state.get("exp_avg"))
@@ -368,7 +415,11 @@ class DynamicSparsity:
         occupied = keep if self.allow_repick else torch.ones_like(keep)
         k = int(grow_counts.sum())
         # Every rank takes every layer's rows (a collective in a distributed job).
-        captured = self._capture.take(name) if self._capture is not None else None
+        captured = None
+        if self._capture is not None:
+            # RigL: the last step's gradient; SNFS: the windowed momentum.
+            decay = self._momentum_beta(w) if self.method == "snfs" else 0.0
+            captured = self._capture.take(name, now=self.steps, decay=decay)
         if self.method in _GRADIENT_GROWTH and captured is not None and k:
             grad_output, inputs = (t.cpu().to(w.values.dtype) for t in captured)
             if isinstance(w, BSRWeight):
@@ -377,6 +428,9 @@ class DynamicSparsity:
             else:
                 grow = ops.gradient_regrow(grad_output, inputs, row_ptr, col_idx, occupied, k, self.block_rows)
         else:
+            if self.method in _GRADIENT_GROWTH and k:
+                warnings.warn(f"{self.method}: no gradient rows were captured for {name!r} (not called as a "
+                              f"module, or a GRU/RHN recurrent weight); its {k} positions regrow at random")
             # Random regrow; also RigL's fallback for a layer that saw no gradient this step.
             grow = ops.random_regrow(row_ptr, col_idx, occupied, w.grid_shape[1], grow_counts,
                                      self._draw_seed(), group_rows=row_groups)
@@ -468,7 +522,8 @@ class DynamicSparsity:
                     generator=self.generator.get_state(),
                     layer_stats={n: dict(s) for n, s in self._layer_stats.items()},
                     initial_density=dict(self.initial_density), target_density=dict(self.target_density),
-                    theta=dict(self.theta))
+                    theta=dict(self.theta),
+                    captured=self._capture.state_dict() if self._capture is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("method") != self.method:
@@ -482,4 +537,9 @@ class DynamicSparsity:
         self.initial_density = dict(state["initial_density"])
         self.target_density = dict(state["target_density"])
         self.theta = dict(state.get("theta", {}))
+        # Rows captured before the load belong to another history; the
+        # checkpoint's own (steps since the last update) come back.
+        self._drop_capture()
         self._arm_capture()
+        if self._capture is not None:
+            self._capture.load_state_dict(state.get("captured", {}))

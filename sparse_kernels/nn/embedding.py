@@ -159,6 +159,7 @@ class SparseEmbedding(SparseWeightsMixin, nn.Module):
         else:
             values = torch.empty(col_idx.numel(), **factory).normal_(generator=generator)
         self.weight = CSRWeight(values, row_ptr, col_idx, (vocab, dim), validate=False)
+        self.weight.dynamic = False  # Demeester's pattern is predefined: DynamicSparsity leaves it alone
         if _weight is None:
             self._zero_padding_row()
         self.weight.values.requires_grad_(not _freeze)

@@ -37,4 +37,4 @@ class SparseGRU(SparseRNNBase):
         input_gates = w_ih(x, b_ih)
         hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
         return ops.gru_layer(input_gates, states[0], hh_values, hh_row_ptr, hh_col_idx, hh_csc, b_hh, batch_sizes,
-                             reverse)
+                             reverse, validate=False)

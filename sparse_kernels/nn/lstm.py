@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from .. import ops
-from .recurrent import SparseRNNBase
+from .recurrent import RecurrentHookMixin, SparseRNNBase
 
 __all__ = ["SparseLSTM"]
 
 
-class SparseLSTM(SparseRNNBase):
+class SparseLSTM(RecurrentHookMixin, SparseRNNBase):
     """nn.LSTM with sparse (CSR) input and recurrent weights.
 
     Same constructor, forward and state_dict names as nn.LSTM, gate order
@@ -27,18 +24,6 @@ class SparseLSTM(SparseRNNBase):
     mode = "LSTM"
     dense_class = nn.LSTM
 
-    def register_recurrent_hook(self, hook) -> RemovableHandle:
-        """``hook(w_hh, input_gates, output, h0, batch_sizes, reverse)`` runs
-        after each layer direction computed in C++, so tools (e.g. RigL's
-        gradient regrow) can see W_hh's inputs (the previous hidden states)
-        and, via a tensor hook on ``input_gates``, the gates' gradient.
-        Returns a handle whose ``remove()`` unregisters it."""
-        if not hasattr(self, "_recurrent_hooks"):
-            self._recurrent_hooks = OrderedDict()  # RemovableHandle needs a weakref-able dict
-        handle = RemovableHandle(self._recurrent_hooks)
-        self._recurrent_hooks[handle.id] = hook
-        return handle
-
     def _run_direction(self, layer: int, sfx: str, x, states, batch_sizes, reverse: bool):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         h0, c0 = states
@@ -49,7 +34,6 @@ class SparseLSTM(SparseRNNBase):
             projection = getattr(self, f"weight_hr_l{layer}{sfx}").csr_operands()
         hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
         out, h_n, c_n = ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
-                                       batch_sizes, reverse, projection)
-        for hook in list(getattr(self, "_recurrent_hooks", {}).values()):
-            hook(w_hh, input_gates, out, h0, batch_sizes, reverse)
+                                       batch_sizes, reverse, projection, validate=False)
+        self._call_recurrent_hooks(w_hh, input_gates, out, h0, batch_sizes, reverse)
         return out, h_n, c_n

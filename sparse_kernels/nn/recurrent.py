@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections import OrderedDict
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from torch.utils.hooks import RemovableHandle
 
 from ._common import (SparseWeightsMixin, check_block_shape, check_init, make_weight, resolve_density,
                       weight_from_dense)
@@ -49,6 +51,30 @@ def _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dro
         raise ValueError("proj_size should be a positive integer or zero to disable projections")
     if proj_size >= hidden_size:
         raise ValueError("proj_size has to be smaller than hidden_size")
+
+
+class RecurrentHookMixin:
+    """For layers whose recurrent product's output gradient is the gradient
+    of the input gates (LSTM: gates = W_ih x + W_hh h; Elman: the same with
+    one gate): tools such as RigL's gradient regrow see W_hh's inputs and
+    output gradient without a dense gradient. (A GRU's W_hn h is multiplied
+    by the reset gate, so it has no such hook.)"""
+
+    def register_recurrent_hook(self, hook) -> RemovableHandle:
+        """``hook(w_hh, input_gates, output, h0, batch_sizes, reverse)`` runs
+        after each layer direction computed in C++, so tools (e.g. RigL's
+        gradient regrow) can see W_hh's inputs (the previous hidden states)
+        and, via a tensor hook on ``input_gates``, the gates' gradient.
+        Returns a handle whose ``remove()`` unregisters it."""
+        if not hasattr(self, "_recurrent_hooks"):
+            self._recurrent_hooks = OrderedDict()  # RemovableHandle needs a weakref-able dict
+        handle = RemovableHandle(self._recurrent_hooks)
+        self._recurrent_hooks[handle.id] = hook
+        return handle
+
+    def _call_recurrent_hooks(self, w_hh, input_gates, output, h0, batch_sizes, reverse) -> None:
+        for hook in list(getattr(self, "_recurrent_hooks", {}).values()):
+            hook(w_hh, input_gates, output, h0, batch_sizes, reverse)
 
 
 class SparseRNNBase(SparseWeightsMixin, nn.Module):
@@ -227,9 +253,14 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
     def _initial_states(self, hx, is_batched: bool, batch: int, x: torch.Tensor, sorted_indices):
         if hx is None:
             return [x.new_zeros(shape) for shape in self._state_shapes(batch)]
+        if self._has_cell_state and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            # list(hx) of a lone Tensor would split it along its first dimension.
+            got = f"a {type(hx).__name__} of length {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+            raise TypeError(f"{self._name}: hx must be a tuple (h_0, c_0) of two Tensors, got {got}")
         states = list(hx) if self._has_cell_state else [hx]
         if not all(isinstance(s, torch.Tensor) for s in states):
-            raise TypeError(f"hx must be {'a tuple of two Tensors' if self._has_cell_state else 'a Tensor'}")
+            raise TypeError(f"{self._name}: hx must be {'a tuple of two Tensors' if self._has_cell_state else 'a Tensor'}"
+                            f", got {type(hx).__name__}")
         want = 3 if is_batched else 2
         if any(s.dim() != want for s in states):
             kind = "batched 3-D" if is_batched else "unbatched 2-D"

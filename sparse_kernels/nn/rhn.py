@@ -141,4 +141,4 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
         # The input projection of every timestep: one sparse product over T*B rows.
         input_gates = w(x)
         values, row_ptr, col_idx, csc = (list(part) for part in zip(*(r.csr_operands() for r in recurrent)))
-        return ops.rhn_layer(input_gates, h0, values, row_ptr, col_idx, csc, biases, batch_sizes)
+        return ops.rhn_layer(input_gates, h0, values, row_ptr, col_idx, csc, biases, batch_sizes, validate=False)

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from .. import ops
-from .recurrent import SparseRNNBase
+from .recurrent import RecurrentHookMixin, SparseRNNBase
 
 __all__ = ["SparseRNN"]
 
 
-class SparseRNN(SparseRNNBase):
+class SparseRNN(RecurrentHookMixin, SparseRNNBase):
     """nn.RNN with sparse (CSR) input and recurrent weights: the Elman network
     of Shao's sparse RNN language models.
 
@@ -51,5 +51,7 @@ class SparseRNN(SparseRNNBase):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         input_gates = w_ih(x, None if b_ih is None else b_ih + b_hh)
         hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
-        return ops.rnn_layer(input_gates, states[0], hh_values, hh_row_ptr, hh_col_idx, hh_csc, batch_sizes,
-                             reverse, self.nonlinearity)
+        out, h_n = ops.rnn_layer(input_gates, states[0], hh_values, hh_row_ptr, hh_col_idx, hh_csc, batch_sizes,
+                                 reverse, self.nonlinearity, validate=False)
+        self._call_recurrent_hooks(w_hh, input_gates, out, states[0], batch_sizes, reverse)
+        return out, h_n

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from . import distributed
 from .data import ClassificationData
 from .loop import FitResult, RunConfig, fit
 from .models import Classifier
@@ -68,8 +69,12 @@ def split_off_valid(train: list, fraction: float, seed: int) -> tuple[list, list
 
 @torch.no_grad()
 def evaluate_cls(model: Classifier, examples: list, batch_size: int, device) -> tuple[float, float]:
-    """(mean loss, accuracy)."""
+    """(mean loss, accuracy). In a torch.distributed job every rank
+    evaluates a contiguous share of ``examples`` and the sums are reduced:
+    every rank returns the same numbers."""
     model.eval()
+    n = len(examples)
+    examples = examples[distributed.shard(n, distributed.current())]
     loss, correct = 0.0, 0
     for start in range(0, len(examples), batch_size):
         tokens, lengths, labels = collate(examples[start:start + batch_size])
@@ -77,17 +82,24 @@ def evaluate_cls(model: Classifier, examples: list, batch_size: int, device) -> 
         labels = labels.to(device)
         loss += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         correct += int((logits.argmax(1) == labels).sum())
-    n = max(len(examples), 1)
-    return loss / n, correct / n
+    loss, correct = distributed.all_reduce([loss, correct])
+    return loss / max(n, 1), correct / max(n, 1)
 
 
 def train_cls(data: ClassificationData, config: ClsConfig, out_dir, *, resume=None, progress: bool = True,
-              on_step=None, tensorboard: bool = True) -> ClsResult:
+              on_step=None, tensorboard: bool = True, check_topology: bool = False) -> ClsResult:
     """Train a classifier (see :func:`~.loop.fit` for the files written and
     for ``resume``/``on_step``); the best model is the one of highest
     validation accuracy, evaluated on test at the end. Batches are reshuffled
-    every epoch from (seed, epoch), so a resumed run sees the same order."""
+    every epoch from (seed, epoch), so a resumed run sees the same order.
+
+    Under torchrun every rank calls this with the same arguments:
+    ``batch_size`` is the global batch; each rank trains on a contiguous
+    share of every global batch (the same order on every rank), weighted by
+    its size (see :func:`~.loop.fit`); ``check_topology`` compares the
+    ranks' sparse patterns after every topology update."""
     config.validate()
+    ranks = distributed.current()
     device = torch.device(config.device)
     train, valid = data.train, data.valid
     if not valid:
@@ -97,12 +109,18 @@ def train_cls(data: ClassificationData, config: ClsConfig, out_dir, *, resume=No
     def batches(epoch):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
         for start in range(0, len(train), config.batch_size):
-            yield collate([train[i] for i in order[start:start + config.batch_size].tolist()])
+            chosen = order[start:start + config.batch_size].tolist()
+            mine = chosen[distributed.shard(len(chosen), ranks)]
+            # A rank left without examples (a last batch smaller than the
+            # number of ranks) still runs forward and backward, as DDP needs,
+            # on one example that counts zero.
+            yield (*collate([train[i] for i in mine or chosen[:1]]), len(mine))
 
     def loss_fn(model, batch, carry):
-        tokens, lengths, labels = batch
+        tokens, lengths, labels, items = batch
         logits = model(tokens.to(device), lengths)
-        return torch.nn.functional.cross_entropy(logits, labels.to(device)), labels.numel()
+        # fit weights the mean by items (so by zero for a rank's stand-in example).
+        return torch.nn.functional.cross_entropy(logits, labels.to(device)), items
 
     def validate(model):
         loss, accuracy = evaluate_cls(model, valid, config.batch_size, device)
@@ -117,7 +135,7 @@ def train_cls(data: ClassificationData, config: ClsConfig, out_dir, *, resume=No
     fitted = fit("cls", config, out_dir, build_model=build_model, steps_per_epoch=steps_per_epoch,
                  batches=batches, loss_fn=loss_fn, validate=validate, score=lambda m: -m["valid_accuracy"],
                  resume=resume, progress=progress, on_step=on_step, tensorboard=tensorboard,
-                 extra={"vocab": data.vocab.itos, "labels": data.labels})
+                 extra={"vocab": data.vocab.itos, "labels": data.labels}, check_topology=check_topology)
     result = ClsResult(**fitted.__dict__)
     if not result.interrupted and result.history:
         result.test_loss, result.test_accuracy = evaluate_cls(result.model, data.test, config.batch_size, device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,17 +55,27 @@ class LMCorpus:
     name: str = ""
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, a byte order mark dropped (it would otherwise
+    stick to the first word or label), line ends as "\n"."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not text.strip():
         raise DataError(f"{path}: file is empty")
-    return lines
+    return text
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of the non-blank lines. Lines end at "\n" only:
+    str.splitlines would also cut a line at a form feed, U+0085 or U+2028
+    inside a sentence or a text."""
+    return [(number, line) for number, line in enumerate(_read_text(path).split("\n"), 1) if line.strip()]
 
 
 def _lm_from_sentences(splits: dict, *, name: str, optimal_perplexity=None) -> LMCorpus:
@@ -88,7 +99,7 @@ def load_ptb(folder) -> LMCorpus:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: data folder not found (expected train.txt, valid.txt, test.txt)")
-    splits = {k: [line.split() for line in _read_lines(folder / f"{k}.txt")] for k in SPLITS}
+    splits = {k: [line.split() for _, line in _read_lines(folder / f"{k}.txt")] for k in SPLITS}
     return _lm_from_sentences(splits, name=str(folder))
 
 
@@ -114,8 +125,8 @@ def write_ptb(folder, splits: dict) -> Path:
 def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A 1-D token stream as (steps, batch) columns, the tail that does not
     fill a column dropped (the usual word-LM layout)."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     steps = data.numel() // batch_size
     if steps < 2:
         raise DataError(f"{data.numel()} tokens are too few for batch size {batch_size}")
@@ -125,8 +136,8 @@ def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
 def bptt_batches(source: torch.Tensor, bptt: int):
     """(start, input, target) windows of at most ``bptt`` steps over
     batchified data; the target is the input shifted by one step."""
-    if bptt <= 0:
-        raise ValueError(f"bptt must be positive, got {bptt}")
+    if isinstance(bptt, bool) or not isinstance(bptt, int) or bptt <= 0:
+        raise ValueError(f"bptt must be a positive int, got {bptt!r}")
     for start in range(0, source.size(0) - 1, bptt):
         length = min(bptt, source.size(0) - 1 - start)
         yield start, source[start:start + length], source[start + 1:start + 1 + length]
@@ -153,14 +164,24 @@ class ClassificationData:
 
 
 def _read_labelled(path: Path) -> list[tuple[str, str]]:
-    """``label<TAB>text`` lines (.tsv / .txt) or two-column CSV (.csv)."""
-    lines = _read_lines(path)
-    rows = list(csv.reader(lines)) if path.suffix == ".csv" else [line.split("\t", 1) for line in lines]
+    """``label<TAB>text`` lines (.tsv / .txt) or two-column CSV (.csv; quote
+    a text holding commas)."""
+    if path.suffix == ".csv":
+        # strict: a quote left open would otherwise swallow the rest of the file.
+        reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+        try:
+            numbered = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: not CSV ({exc})") from None
+        expected = "a 'label' column then a comma then the text"
+    else:
+        numbered = [(number, line.split("\t", 1)) for number, line in _read_lines(path)]
+        expected = "'label' then a tab then the text"
     out = []
-    for number, row in enumerate(rows, 1):
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            sep = "a comma" if path.suffix == ".csv" else "a tab"
-            raise DataError(f"{path}:{number}: expected 'label' then {sep} then the text")
+    for number, row in numbered:
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            got = f"{len(row)} columns" if len(row) > 2 else repr("\t".join(row) if len(row) < 2 else row[0])
+            raise DataError(f"{path}:{number}: expected {expected}, got {got}"[:300])
         out.append((row[0].strip(), row[1]))
     return out
 
@@ -177,8 +198,9 @@ def classification_from_rows(splits: dict, *, max_vocab: int = 20_000, max_lengt
     """splits: split -> [(label, text)]. The vocabulary is the ``max_vocab``
     most frequent training tokens (ties by first appearance), plus <pad> = 0
     and <unk> = 1; texts are cut to ``max_length`` tokens."""
-    if max_vocab <= 0 or max_length <= 0:
-        raise ValueError(f"max_vocab and max_length must be positive, got {max_vocab}, {max_length}")
+    for arg, value in (("max_vocab", max_vocab), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{arg} must be a positive int, got {value!r}")
     train_tokens = [tokenize(text)[:max_length] for _, text in splits["train"]]
     counts = collections.Counter(w for toks in train_tokens for w in toks)
     vocab = Vocabulary([PAD, UNK] + [w for w, _ in counts.most_common(max_vocab)])
@@ -201,6 +223,8 @@ def load_classification(path, *, max_vocab: int = 20_000, max_length: int = 100,
     """A folder with ``train`` and ``test`` (and optionally ``valid``) files
     (.tsv, .csv or .txt), or one file split at random into train/test by
     ``test_fraction``."""
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     path = Path(path)
     if path.is_dir():
         splits = {}

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from . import distributed
 from .data import LMCorpus, batchify, bptt_batches
-from .loop import FitResult, RunConfig, fit, perplexity
+from .loop import ConfigError, FitResult, RunConfig, fit, perplexity
 from .models import LanguageModel, detach_state
 
 
@@ -23,8 +24,9 @@ class LMConfig(RunConfig):
     bptt: int = 35
     tie_weights: bool = False
     lr_decay: float = 1.33       # lr /= lr_decay when the validation loss stops decreasing
+    embedding_density: float | None = None  # Demeester's frequency-sized sparse embedding; None: dense
 
-    model_keys = RunConfig.model_keys + ("tie_weights",)
+    model_keys = RunConfig.model_keys + ("tie_weights", "embedding_density")
 
     def _validate(self) -> None:
         super()._validate()
@@ -33,6 +35,10 @@ class LMConfig(RunConfig):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr_decay < 1.0:
             raise ValueError(f"lr_decay must be >= 1, got {self.lr_decay}")
+        if self.embedding_density is not None and not 0.0 < self.embedding_density <= 1.0:
+            raise ValueError(f"embedding_density must be in (0, 1] or None, got {self.embedding_density}")
+        if self.embedding_density is not None and self.tie_weights:
+            raise ValueError("tie_weights needs a dense embedding (embedding_density None)")
 
 
 @dataclass
@@ -54,25 +60,46 @@ class LMResult(FitResult):
         return perplexity(self.best_valid_loss)
 
 
-def build_lm(config: LMConfig, vocab_size: int) -> LanguageModel:
+def frequency_ranks(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Each word's rank by its count in ``tokens`` (0: the most frequent;
+    ties in index order)."""
+    counts = torch.bincount(tokens.flatten().cpu(), minlength=vocab_size)
+    order = torch.sort(counts, descending=True, stable=True).indices
+    return torch.empty_like(order).index_copy_(0, order, torch.arange(vocab_size))
+
+
+def build_lm(config: LMConfig, vocab_size: int, ranks: torch.Tensor | None = None) -> LanguageModel:
+    """``ranks``: word frequency ranks for a sparse embedding (default: index order)."""
     return LanguageModel(vocab_size, embedding_size=config.embedding_size, hidden_size=config.hidden_size,
                          num_layers=config.num_layers, model=config.model, dropout=config.dropout,
                          tie_weights=config.tie_weights, sparse=config.sparse, density=config.density,
-                         init=config.init, seed=config.seed, depth=config.depth).to(config.device)
+                         init=config.init, seed=config.seed, depth=config.depth,
+                         embedding_density=config.embedding_density, frequency_ranks=ranks).to(config.device)
 
 
 @torch.no_grad()
 def evaluate_lm(model: LanguageModel, source: torch.Tensor, bptt: int) -> tuple[float, float]:
-    """(mean loss per token, tokens per second) over batchified ``source``."""
+    """(mean loss per token, tokens per second) over batchified ``source``.
+    In a torch.distributed job every rank evaluates its own columns of
+    ``source`` (the columns are independent streams) and the sums are
+    reduced: every rank returns the same numbers."""
     model.eval()
+    source = source[:, distributed.shard(source.size(1), distributed.current())]
     total, count, state = 0.0, 0, None
     start = time.perf_counter()
-    for _, inputs, targets in bptt_batches(source, bptt):
+    for _, inputs, targets in bptt_batches(source, bptt) if source.size(1) else ():
         logits, state = model(inputs, state)
         total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
         count += targets.numel()
-    elapsed = time.perf_counter() - start
+    total, count = distributed.all_reduce([total, count])
+    elapsed, = distributed.all_reduce([time.perf_counter() - start], op="max")
     return total / max(count, 1), count / elapsed if elapsed > 0 else math.nan
+
+
+def _map_state(fn, state):
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return tuple(_map_state(fn, s) for s in state)
 
 
 def _lm_loss(model, batch, carry):
@@ -85,20 +112,39 @@ def _lm_loss(model, batch, carry):
 
 
 def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progress: bool = True,
-             on_step=None, tensorboard: bool = True) -> LMResult:
+             on_step=None, tensorboard: bool = True, check_topology: bool = False,
+             initial_model: LanguageModel | None = None) -> LMResult:
     """Train, keeping ``out_dir/checkpoint.pt`` (every epoch and on Ctrl-C),
     ``out_dir/best.pt`` (the best validation model) and
     ``out_dir/metrics.csv``; then evaluate the best model on test.
+
+    ``initial_model``: start from this model (e.g. a grown one,
+    models.grow_language_model) instead of a new one built from ``config``;
+    it must have the architecture ``config`` describes.
 
     ``resume``: a checkpoint file or run folder to continue from exactly.
     ``on_step(step)`` is called after every optimizer step (a hook for
     tests and callers; raising KeyboardInterrupt there acts like Ctrl-C).
     On KeyboardInterrupt the checkpoint is written and the result returned
     with ``interrupted=True``.
+
+    Under torchrun (a torch.distributed process group initialised, see
+    :mod:`.distributed`), every rank calls this with the same arguments:
+    ``batch_size`` is the global batch, split into equal column blocks per
+    rank; ``check_topology`` compares the ranks' sparse patterns after every
+    topology update.
     """
     config.validate()
+    ranks = distributed.current()
+    if config.batch_size % ranks.world_size:
+        raise ConfigError(f"batch_size ({config.batch_size}) must be a multiple of the number of ranks "
+                          f"({ranks.world_size}): each rank trains on an equal share of the batch columns")
     device = torch.device(config.device)
-    train_data = batchify(corpus.train, config.batch_size).to(device)
+    # Data parallel: each rank takes a contiguous block of the batch columns
+    # (independent token streams), so N ranks train on exactly the windows
+    # one process with the whole batch would.
+    columns = distributed.shard(config.batch_size, ranks)
+    train_data = batchify(corpus.train, config.batch_size)[:, columns].contiguous().to(device)
     valid_data = batchify(corpus.valid, config.eval_batch_size).to(device)
     test_data = batchify(corpus.test, config.eval_batch_size).to(device)
     windows = [(x, y) for _, x, y in bptt_batches(train_data, config.bptt)]
@@ -107,10 +153,26 @@ def train_lm(corpus: LMCorpus, config: LMConfig, out_dir, *, resume=None, progre
         loss, _ = evaluate_lm(model, valid_data, config.bptt)
         return {"valid_loss": loss, "valid_ppl": perplexity(loss)}
 
-    fitted = fit("lm", config, out_dir, build_model=lambda: build_lm(config, len(corpus.vocab)),
+    # The hidden state carried between windows, in checkpoints: the whole
+    # batch's (batch is dim 1 of every state tensor), whatever the ranks.
+    def gather_carry(carry):
+        return {**carry, "state": _map_state(lambda t: distributed.all_gather_dim(t, 1), carry["state"])}
+
+    def shard_carry(carry):
+        return {**carry, "state": _map_state(lambda t: t[:, columns].contiguous().to(device), carry["state"])}
+
+    word_ranks = (frequency_ranks(corpus.train, len(corpus.vocab)) if config.embedding_density is not None
+                  else None)
+    if initial_model is not None and initial_model.rnn.hidden_size != config.hidden_size:
+        raise ValueError(f"initial_model has hidden_size {initial_model.rnn.hidden_size}, config says "
+                         f"{config.hidden_size}")
+    fitted = fit("lm", config, out_dir,
+                 build_model=lambda: (initial_model.to(device) if initial_model is not None
+                                      else build_lm(config, len(corpus.vocab), word_ranks)),
                  steps_per_epoch=len(windows), batches=lambda epoch: windows, loss_fn=_lm_loss, validate=validate,
                  score=lambda m: m["valid_loss"], resume=resume, progress=progress, on_step=on_step,
-                 tensorboard=tensorboard, extra={"vocab": corpus.vocab.itos})
+                 tensorboard=tensorboard, extra={"vocab": corpus.vocab.itos}, gather_carry=gather_carry,
+                 shard_carry=shard_carry, check_topology=check_topology)
     result = LMResult(**fitted.__dict__, optimal_perplexity=corpus.optimal_perplexity)
     if not result.interrupted and result.history:
         result.test_loss, result.inference_tokens_per_second = evaluate_lm(result.model, test_data, config.bptt)

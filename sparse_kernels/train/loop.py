@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 import signal
 import threading
@@ -16,10 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import report
+from . import distributed, report
 
-from .checkpoint import FORMAT, CheckpointError, atomic_save, check_compatible, load_checkpoint, rng_state, \
-    seed_everything, set_rng_state
+from .checkpoint import CheckpointError, CheckpointWriteError, check_compatible, check_output_folder, \
+    load_checkpoint, read_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, seed_everything, \
+    set_rng_state
 
 # "dense": the torch.nn model; "static": a random sparse topology kept fixed;
 # the others are the sparse-training algorithms of sparse_kernels.dst.
@@ -27,10 +29,16 @@ DST_METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
 METHODS = ("dense", "static") + DST_METHODS
 DENSE_TO_SPARSE = ("gradual", "iht")
 OPTIMIZERS = ("sgd", "adam")
+NONFINITE = ("skip", "stop")   # what a step with a NaN/inf loss or gradient does
 
 
 class ConfigError(ValueError):
     """A setting a user gave that cannot work (the message names it)."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped on a NaN/inf loss or gradient (the message says
+    where, and which checkpoint is the last good one)."""
 
 
 @dataclass
@@ -57,6 +65,9 @@ class RunConfig:
     update_every: int = 0        # steps between topology updates; 0: once per epoch
     method_options: dict = field(default_factory=dict)
     device: str = "cpu"
+    checkpoint_every: int = 0    # steps between mid-epoch checkpoints; 0: at epoch ends only
+    nonfinite: str = "skip"      # a NaN/inf loss or gradient: "skip" the step, or "stop" the run
+    nonfinite_limit: int = 10    # "skip" stops the run after this many non-finite steps in a row
 
     model_keys = ("model", "method", "sparsity", "init", "embedding_size", "hidden_size", "num_layers", "depth",
                   "optimizer", "seed")
@@ -81,6 +92,11 @@ class RunConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE)}, got {self.nonfinite!r}")
+        for name in ("checkpoint_every", "nonfinite_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def sparse(self) -> bool:
@@ -139,11 +155,12 @@ class MetricsLog:
     (so a resumed run's file equals an uninterrupted one's), and TensorBoard
     scalars when tensorboard is installed."""
 
-    def __init__(self, out_dir: Path, history: list[dict], tensorboard: bool = True):
+    def __init__(self, out_dir: Path, history: list[dict], tensorboard: bool = True, write: bool = True):
         self.path = out_dir / "metrics.csv"
         self.history = history
+        self.write = write      # False: keep the history only (ranks > 0 of a data-parallel job)
         self.writer = None
-        if tensorboard:
+        if tensorboard and write:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"))
@@ -152,13 +169,20 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         self.history.append(row)
+        if not self.write:
+            return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(row))
         writer.writeheader()
         writer.writerows(self.history)
         tmp = self.path.with_suffix(".csv.tmp")
-        tmp.write_text(buf.getvalue())
-        tmp.replace(self.path)
+        try:
+            tmp.write_text(buf.getvalue())
+            tmp.replace(self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointWriteError(f"{self.path}: could not write ({exc.strerror or exc}); the previous "
+                                       "metrics.csv is unchanged") from exc
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
@@ -172,11 +196,42 @@ class MetricsLog:
 
 def save_run(path: Path, *, kind: str, config: RunConfig, model, optimizer, lr_scheduler, sparsity_scheduler,
              progress: dict, history: list, extra: dict | None = None) -> None:
-    atomic_save({"format": FORMAT, "kind": kind, "config": asdict(config), "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(),
-                 "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
-                 "sparsity_scheduler": sparsity_scheduler.state_dict() if sparsity_scheduler is not None else None,
-                 "rng": rng_state(), "progress": progress, "history": history, **(extra or {})}, path)
+    save_checkpoint({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "lr_scheduler": lr_scheduler.state_dict() if lr_scheduler is not None else None,
+                     "sparsity_scheduler": sparsity_scheduler.state_dict() if sparsity_scheduler is not None else None,
+                     "rng": rng_state(), "progress": progress, "history": history, **(extra or {})}, path, kind=kind)
+
+
+def checkpoint_bytes_estimate(config: RunConfig, model) -> int:
+    """About what ``checkpoint.pt`` and ``best.pt`` take on disk together:
+    the model's tensors, once more per optimizer slot (Adam: 2, SGD with
+    momentum: 1), once more for best.pt, plus room for the small fields."""
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()
+                      if isinstance(t, torch.Tensor))
+    slots = 2 if config.optimizer == "adam" else int(config.momentum > 0)
+    return model_bytes * (2 + slots) + (1 << 20)
+
+
+def clip_or_find_nonfinite(model, loss_value: float, clip: float) -> str | None:
+    """After backward: None when the loss and every gradient are finite
+    (then the gradients are clipped to norm ``clip`` when it is positive),
+    else what is wrong, naming the first parameter with a NaN/inf gradient.
+    (Under DistributedDataParallel the gradients are averaged across ranks,
+    so their verdict is the same everywhere, but the loss is each rank's
+    own: a distributed loop must agree on the verdict, e.g. all-reduce it,
+    before skipping, since the sparse-training step is collective.)"""
+    if not math.isfinite(loss_value):
+        return f"the loss is {loss_value}"
+    named = [(name, p) for name, p in model.named_parameters() if p.grad is not None]
+    if not named:
+        return None
+    norm = torch.nn.utils.get_total_norm([p.grad for _, p in named])
+    if not bool(torch.isfinite(norm)):
+        bad = next((name for name, p in named if not bool(torch.isfinite(p.grad).all())), None)
+        return f"the gradient of {bad} is not finite" if bad else f"the gradient norm overflows ({float(norm)})"
+    if clip > 0:
+        torch.nn.utils.clip_grads_with_norm_([p for _, p in named], clip, norm)
+    return None
 
 
 def open_resume(path, kind: str, config: RunConfig) -> dict:
@@ -208,29 +263,39 @@ class StepBoundaryInterrupt:
     """Ctrl-C handling for a training loop: the first SIGINT only sets a
     flag, and the loop calls :meth:`check` after each completed step, so the
     checkpoint written on interrupt never holds a half-done step; a second
-    SIGINT interrupts at once. Does nothing outside the main thread."""
+    SIGINT interrupts at once. Does nothing outside the main thread.
 
-    def __init__(self):
+    ``distributed=True`` (a rank of a torchrun job): SIGTERM is caught too
+    and repeated signals only keep the flag set, because torchrun forwards
+    the terminal's Ctrl-C to every rank a second time and stops them with
+    SIGTERM; the ranks then agree on the step to stop after (the loop
+    all-reduces the flag) and rank 0 writes the checkpoint."""
+
+    def __init__(self, distributed: bool = False):
         self.requested = False
-        self._previous = None
+        self.distributed = distributed
+        self._signals = (signal.SIGINT, signal.SIGTERM) if distributed else (signal.SIGINT,)
+        self._previous = {}
 
     def install(self) -> "StepBoundaryInterrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self._signals}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        if not self.distributed:
+            signal.signal(signum, self._previous[signum])
 
     def check(self) -> None:
         if self.requested:
             raise KeyboardInterrupt
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for s, previous in self._previous.items():
+            if previous is not None:  # None: a handler installed outside Python, not restorable
+                signal.signal(s, previous)
+        self._previous = {}
 
 
 @dataclass
@@ -249,9 +314,21 @@ class FitResult:
     model: torch.nn.Module | None = None
 
 
+def _seed_rank(config: RunConfig, ranks: "distributed.Ranks", step: int) -> None:
+    """Random draws in training (dropout) on ranks > 0 of a data-parallel
+    job: a stream of the rank's own, re-seeded from (seed, rank, step) at
+    every epoch start and on resume. Rank 0 keeps the single-process stream,
+    which is the one checkpoints store (their contents do not depend on the
+    number of ranks); so resuming from an epoch's checkpoint with the same
+    number of ranks is exact, and a mid-epoch resume is exact on rank 0 (on
+    every rank without dropout)."""
+    if ranks.rank > 0:
+        torch.manual_seed(((config.seed * 1_000_003 + ranks.rank) * 1_000_033 + step) % 2**63)
+
+
 def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: int, batches, loss_fn, validate,
         score, resume=None, progress: bool = True, on_step=None, tensorboard: bool = True,
-        extra: dict | None = None) -> FitResult:
+        extra: dict | None = None, gather_carry=None, shard_carry=None, check_topology: bool = False) -> FitResult:
     """The epoch loop both training loops share.
 
     ``build_model()`` makes the model (after seeding); ``batches(epoch)``
@@ -261,12 +338,33 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     ``validate(model)`` returns a dict of metrics with ``valid_loss`` (which
     drives the learning-rate decay); ``score(metrics)`` is lower-is-better
     and picks the model kept in ``best.pt``. Checkpoints go to
-    ``out_dir/checkpoint.pt`` after every epoch and on Ctrl-C (then the
-    result has ``interrupted=True``); ``resume`` continues one exactly.
+    ``out_dir/checkpoint.pt`` after every epoch, every
+    ``config.checkpoint_every`` steps and on Ctrl-C (then the result has
+    ``interrupted=True``); ``resume`` continues one exactly. A step whose
+    loss or gradient is NaN/inf is skipped (optimizer and sparse-training
+    steps not taken, counted in the metrics' ``skipped_steps``) or, with
+    ``config.nonfinite == "stop"`` or after ``config.nonfinite_limit`` such
+    steps in a row, ends the run with :class:`NonFiniteError`, the last
+    checkpoint untouched. The output folder is checked (writable, room for
+    the checkpoints) before the first step.
+
+    In a torch.distributed job (see :mod:`.distributed`) every rank calls
+    fit: ``batches`` yields this rank's share of each global batch (possibly
+    with items = 0), ``validate`` returns metrics reduced over the ranks, and
+    ``gather_carry(carry)`` / ``shard_carry(carry)`` turn this rank's carry
+    into the whole batch's (a collective) and back, so that checkpoints do
+    not depend on the number of ranks (``shard_carry`` also runs in a single
+    process, to move a resumed carry to the device). The model is wrapped in
+    DistributedDataParallel; each rank's loss is weighted by its share of the
+    global batch's items, so the averaged gradient is the single-process
+    one. Rank 0 writes every file; the others wait for it at a barrier.
+    ``check_topology``: after every topology update, compare the ranks'
+    pattern digests and raise :class:`~.distributed.TopologyMismatch` when
+    they differ.
     """
     config.validate()
+    ranks = distributed.current()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = open_resume(resume, kind, config) if resume is not None else None
     for key, value in (extra or {}).items() if ckpt is not None else ():
         if ckpt.get(key) != value:  # e.g. the same vocabulary size, other words
@@ -280,68 +378,144 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
         lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / decay,
                                                                   patience=0, threshold=0.0)
     sparsity = make_sparsity_scheduler(config, model, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
+    if ranks.main:  # rank 0 writes every file
+        check_output_folder(out_dir, checkpoint_bytes_estimate(config, model))
+        remove_stale_temporaries(out_dir)  # left by a run killed while saving
     ps = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "items": 0, "seconds": 0.0,
-          "best_score": math.inf, "flops_sum": 0.0, "carry": {}}
+          "best_score": math.inf, "flops_sum": 0.0, "carry": {}, "skipped": 0, "nonfinite_streak": 0}
     history: list[dict] = []
     if ckpt is not None:
         restore_run(ckpt, resume, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
                     sparsity_scheduler=sparsity)
-        ps, history = ckpt["progress"], list(ckpt["history"])
-    metrics = MetricsLog(out_dir, history, tensorboard=tensorboard)
+        ps, history = {**ps, **ckpt["progress"]}, list(ckpt["history"])
+        if ps["carry"] and shard_carry is not None:
+            ps["carry"] = shard_carry(ps["carry"])
+    _seed_rank(config, ranks, ps["step"])
+    metrics = MetricsLog(out_dir, history, tensorboard=tensorboard, write=ranks.main)
     result = FitResult(config=config, history=history)
+    # The module the training forward runs through: DDP around the model
+    # in a distributed job (validation and checkpoints use the model).
+    net = distributed.DataParallel(model)
+    if ranks.distributed and ranks.main:
+        sent = distributed.gradient_bytes(model)
+        print(f"data parallel: {ranks.world_size} ranks ({torch.distributed.get_backend()}); gradient all-reduce "
+              f"{report.human_bytes(sent['total'])} per step, of which sparse weights "
+              f"{report.human_bytes(sent['sparse'])} (nnz-sized; dense they would be "
+              f"{report.human_bytes(sent['sparse_dense'])})", file=sys.stderr, flush=True)
+
+    saved_step = [ps["step"] if ckpt is not None else None]  # the step of the last good checkpoint
 
     def checkpoint():
-        save_run(out_dir / "checkpoint.pt", kind=kind, config=config, model=model, optimizer=optimizer,
-                 lr_scheduler=lr_scheduler, sparsity_scheduler=sparsity, progress=ps, history=history, extra=extra)
+        progress_state = ps
+        if ps["carry"] and gather_carry is not None:  # a collective: every rank takes part
+            progress_state = {**ps, "carry": gather_carry(ps["carry"])}
+        if ranks.main:
+            save_run(out_dir / "checkpoint.pt", kind=kind, config=config, model=model, optimizer=optimizer,
+                     lr_scheduler=lr_scheduler, sparsity_scheduler=sparsity, progress=progress_state,
+                     history=history, extra=extra)
+        distributed.barrier()
+        saved_step[0] = ps["step"]
 
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not progress,
+    def nonfinite_step(problem: str) -> None:
+        """A step with a NaN/inf loss or gradient: nothing was updated; drop
+        the carried state it produced, count it, or stop the run."""
+        ps["skipped"] += 1
+        ps["nonfinite_streak"] += 1
+        ps["carry"] = {}
+        if sparsity is not None:
+            sparsity.skip_step()
+        where = f"step {ps['step'] + 1} (epoch {ps['epoch'] + 1}, batch {ps['batch'] + 1})"
+        if config.nonfinite == "stop" or ps["nonfinite_streak"] > config.nonfinite_limit:
+            why = ("nonfinite='stop'" if config.nonfinite == "stop" else
+                   f"{ps['nonfinite_streak']} non-finite steps in a row, more than nonfinite_limit="
+                   f"{config.nonfinite_limit}")
+            kept = (f"the last good checkpoint {out_dir / 'checkpoint.pt'} (step {saved_step[0]}) is untouched"
+                    if saved_step[0] is not None else "no checkpoint was written yet")
+            raise NonFiniteError(f"{where}: {problem}; training stopped ({why}); {kept}")
+
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not (progress and ranks.main),
                desc=f"{config.method} {config.model}", unit="batch", dynamic_ncols=True, leave=False)
-    interrupt = StepBoundaryInterrupt().install()
+    interrupt = StepBoundaryInterrupt(distributed=ranks.distributed).install()
     try:
         while ps["epoch"] < config.epochs:
             model.train()
+            if ps["batch"] == 0:
+                _seed_rank(config, ranks, ps["step"])
             epoch_start = time.perf_counter() - ps["seconds"]
             for index, batch in enumerate(batches(ps["epoch"])):
                 if index < ps["batch"]:
                     continue
-                loss, items = loss_fn(model, batch, ps["carry"])
+                loss, items = loss_fn(net.module, batch, ps["carry"])
+                loss_sum, all_items = loss.item() * items, items
+                if ranks.distributed:
+                    # Weight this rank's mean by its share of the global batch:
+                    # DDP's average of the gradients is then the gradient of the
+                    # global batch's mean loss.
+                    loss_sum, all_items = distributed.all_reduce([loss_sum, items])
+                    loss = loss * (items * ranks.world_size / all_items)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-                optimizer.step()
-                if sparsity is not None:
-                    sparsity.step()
-                ps["loss_sum"] += loss.item() * items
-                ps["items"] += items
+                # Under DDP the gradients are already averaged over the ranks and
+                # loss_sum is reduced: every rank reaches the same verdict.
+                problem = clip_or_find_nonfinite(model, loss_sum / max(all_items, 1), config.clip)
+                if problem is None:
+                    optimizer.step()
+                    if sparsity is not None and sparsity.step():
+                        net.refresh()
+                        if check_topology:
+                            distributed.check_topology(sparsity, ps["step"] + 1)
+                    ps["loss_sum"] += loss_sum
+                    ps["items"] += int(all_items)
+                    ps["nonfinite_streak"] = 0
+                else:
+                    nonfinite_step(problem)
                 ps["flops_sum"] += report.flops_ratio(model)
                 ps["batch"], ps["step"] = index + 1, ps["step"] + 1
                 ps["seconds"] = time.perf_counter() - epoch_start
-                train_loss = ps["loss_sum"] / ps["items"]
+                train_loss = ps["loss_sum"] / ps["items"] if ps["items"] else math.nan
                 bar.update(1)
                 shown = {"ppl": f"{perplexity(train_loss):.1f}"} if kind == "lm" else {}
                 bar.set_postfix(epoch=ps["epoch"] + 1, loss=f"{train_loss:.3f}", **shown,
-                                lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+                                lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                                **({"skipped": ps["skipped"]} if ps["skipped"] else {}))
+                stop = False
                 if on_step is not None:
-                    on_step(ps["step"])
-                interrupt.check()
+                    try:
+                        on_step(ps["step"])
+                    except KeyboardInterrupt:
+                        if not ranks.distributed:
+                            raise
+                        stop = True
+                if ranks.distributed:
+                    # Every rank stops after the same step, or the collectives
+                    # of the next one would wait forever.
+                    if distributed.any_rank(stop or interrupt.requested):
+                        raise KeyboardInterrupt
+                else:
+                    interrupt.check()
+                if config.checkpoint_every and ps["step"] % config.checkpoint_every == 0 \
+                        and ps["batch"] < steps_per_epoch:  # the epoch's end writes one anyway
+                    checkpoint()
             epoch_seconds = time.perf_counter() - epoch_start
             valid = validate(model)
-            train_loss = ps["loss_sum"] / max(ps["items"], 1)
+            train_loss = ps["loss_sum"] / ps["items"] if ps["items"] else math.nan
             params = report.parameter_counts(model)
-            metrics.append({"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
-                            "train_loss": train_loss,
-                            **({"train_ppl": perplexity(train_loss)} if kind == "lm" else {}), **valid,
-                            "stored_params": params["stored"], "dense_params": params["dense"],
-                            "epoch_seconds": epoch_seconds})
+            row = {"epoch": ps["epoch"] + 1, "step": ps["step"], "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": train_loss, **({"train_ppl": perplexity(train_loss)} if kind == "lm" else {}),
+                   **valid, "stored_params": params["stored"], "dense_params": params["dense"],
+                   "allreduce_bytes_per_step": distributed.gradient_bytes(model)["total"] if ranks.distributed else 0,
+                   "skipped_steps": ps["skipped"], "epoch_seconds": epoch_seconds}
+            # Rank 0's row (its clock) on every rank: the histories agree.
+            metrics.append(distributed.broadcast_object(row))
             if lr_scheduler is not None:
                 lr_scheduler.step(valid["valid_loss"])
             if score(valid) < ps["best_score"]:
                 ps["best_score"] = score(valid)
-                atomic_save({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
-                             **valid, **(extra or {})}, out_dir / "best.pt")
-            ps.update(epoch=ps["epoch"] + 1, batch=0, loss_sum=0.0, items=0, seconds=0.0, carry={})
-            checkpoint()
+                if ranks.main:
+                    save_checkpoint({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
+                                     **valid, **(extra or {})}, out_dir / "best.pt", kind=f"{kind}-best")
+            ps.update(epoch=ps["epoch"] + 1, batch=0, loss_sum=0.0, items=0, seconds=0.0, carry={}, skipped=0)
+            checkpoint()  # its barrier also orders best.pt before anyone reads it
     except KeyboardInterrupt:
         checkpoint()
         result.interrupted = True
@@ -360,6 +534,6 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     seconds = [row["epoch_seconds"] for row in history]
     result.seconds_per_epoch = sum(seconds) / len(seconds) if seconds else math.nan
     if not result.interrupted and (out_dir / "best.pt").is_file():
-        best = torch.load(out_dir / "best.pt", map_location=config.device, weights_only=False)
+        best = read_checkpoint(out_dir / "best.pt", f"{kind}-best", map_location=config.device)
         model.load_state_dict(best["model"])
     return result

@@ -9,6 +9,7 @@ becomes available as soon as the package exports its module.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -69,19 +70,29 @@ class LanguageModel(nn.Module):
 
     def __init__(self, vocab_size: int, *, embedding_size: int, hidden_size: int, num_layers: int = 2,
                  model: str = "lstm", dropout: float = 0.5, tie_weights: bool = False, sparse: bool = False,
-                 density: float = 1.0, init: str = "uniform", seed: int = 0, depth: int = 1):
+                 density: float = 1.0, init: str = "uniform", seed: int = 0, depth: int = 1,
+                 embedding_density: float | None = None, frequency_ranks: torch.Tensor | None = None):
         super().__init__()
         if tie_weights and embedding_size != hidden_size:
             raise ConfigError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} "
                              f"and {hidden_size}")
+        if tie_weights and embedding_density is not None:
+            raise ConfigError("tie_weights needs a dense embedding (embedding_density=None)")
         generator = torch.Generator().manual_seed(seed)
         self.drop = nn.Dropout(dropout)
-        self.encoder = nn.Embedding(vocab_size, embedding_size)
+        if embedding_density is None:
+            self.encoder = nn.Embedding(vocab_size, embedding_size)
+        else:
+            # Demeester et al.: frequent words get long embedding prefixes, rare words short ones.
+            from .. import SparseEmbedding
+            self.encoder = SparseEmbedding(vocab_size, embedding_size, density=embedding_density,
+                                           frequency_ranks=frequency_ranks)
         self.rnn = recurrent_stack(model, embedding_size, hidden_size, num_layers, dropout=dropout,
                                    density=density, sparse=sparse, init=init, generator=generator, depth=depth)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         with torch.no_grad():
-            self.encoder.weight.uniform_(-0.1, 0.1, generator=generator)
+            encoder_values = self.encoder.weight if embedding_density is None else self.encoder.weight.values
+            encoder_values.uniform_(-0.1, 0.1, generator=generator)
             self.decoder.weight.uniform_(-0.1, 0.1, generator=generator)
             self.decoder.bias.zero_()
         if tie_weights:
@@ -91,6 +102,24 @@ class LanguageModel(nn.Module):
         """tokens (T, B) -> logits (T, B, vocab), state."""
         out, state = self.rnn(self.drop(self.encoder(tokens)), state)
         return self.decoder(self.drop(out)), state
+
+
+def grow_language_model(model: LanguageModel, hidden_size: int, *,
+                        generator: torch.Generator | None = None) -> LanguageModel:
+    """Shao's growth: a copy of a trained ``model`` whose sparse recurrent
+    stack has ``hidden_size`` units per layer, made by replicating hidden
+    units (sparse_kernels.dst.replicate_hidden_units), with the decoder's
+    input columns divided among the copies: it computes the same function
+    and training continues from it."""
+    from ..dst import replicate_hidden_units, replicate_input_features
+    from ..nn.recurrent import SparseRNNBase
+    if not isinstance(model.rnn, SparseRNNBase):
+        raise ConfigError(f"growing needs a sparse LSTM/GRU/Elman stack, got {type(model.rnn).__name__}")
+    grown = copy.deepcopy(model)
+    grown.rnn, source = replicate_hidden_units(model.rnn, hidden_size, generator=generator)
+    if not model.rnn.proj_size:
+        grown.decoder = replicate_input_features(model.decoder, source, model.rnn.num_directions)
+    return grown
 
 
 class Classifier(nn.Module):

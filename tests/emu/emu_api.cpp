@@ -3,6 +3,7 @@
 // pointers). Every function returns the launcher's cudaError_t; the message
 // of a failure is sk_emu_last_error_message().
 #include "kernels.h"
+#include "rhn_kernels.h"
 
 namespace k = sparse_kernels::cuda;
 
@@ -71,3 +72,37 @@ SK_EMU_EXPORT(float, f32)
 SK_EMU_EXPORT(double, f64)
 SK_EMU_EXPORT(__half, f16)
 SK_EMU_EXPORT(__nv_bfloat16, bf16)
+
+// The GRU, Elman and highway cells (float and double: the types their ops take).
+#define SK_EMU_EXPORT_CELLS(T, suffix)                                                      \
+  extern "C" int sk_emu_gru_cell_##suffix(const T* ig, const T* hg, const T* h_prev, T* h,  \
+                                          int64_t n_rows, int64_t hidden) {                 \
+    return k::gru_cell<T>(ig, hg, h_prev, h, n_rows, hidden, nullptr);                     \
+  }                                                                                         \
+  extern "C" int sk_emu_gru_cell_backward_##suffix(                                         \
+      const T* grad_h, const T* ig, const T* hg, const T* h_prev, T* d_ig, T* d_hg,         \
+      T* dh_prev, int64_t n_rows, int64_t hidden) {                                         \
+    return k::gru_cell_backward<T>(grad_h, ig, hg, h_prev, d_ig, d_hg, dh_prev, n_rows,     \
+                                   hidden, nullptr);                                        \
+  }                                                                                         \
+  extern "C" int sk_emu_rnn_cell_##suffix(const T* pre, T* h, int64_t n, int64_t relu) {    \
+    return k::rnn_cell<T>(pre, h, n, relu != 0, nullptr);                                   \
+  }                                                                                         \
+  extern "C" int sk_emu_rnn_cell_backward_##suffix(const T* grad_h, const T* h, T* grad_pre, \
+                                                   int64_t n, int64_t relu) {               \
+    return k::rnn_cell_backward<T>(grad_h, h, grad_pre, n, relu != 0, nullptr);             \
+  }                                                                                         \
+  extern "C" int sk_emu_rhn_cell_##suffix(const T* pre, const T* s_prev, T* s,              \
+                                          int64_t n_rows, int64_t hidden) {                 \
+    return k::rhn_cell<T>(pre, s_prev, s, n_rows, hidden, nullptr);                         \
+  }                                                                                         \
+  extern "C" int sk_emu_rhn_cell_backward_##suffix(const T* grad_s, const T* pre,           \
+                                                   const T* s_prev, T* grad_pre,            \
+                                                   T* grad_s_prev, int64_t n_rows,          \
+                                                   int64_t hidden) {                        \
+    return k::rhn_cell_backward<T>(grad_s, pre, s_prev, grad_pre, grad_s_prev, n_rows,      \
+                                   hidden, nullptr);                                        \
+  }
+
+SK_EMU_EXPORT_CELLS(float, f32)
+SK_EMU_EXPORT_CELLS(double, f64)

@@ -129,6 +129,46 @@ class EmulatedKernels:
         return grad_gates, grad_c_prev
 
 
+    def gru_cell(self, ig, hg, h_prev):
+        ig, hg, h_prev = self._contig(ig, hg, h_prev)
+        h = torch.full_like(h_prev, float("nan"))
+        self._call("gru_cell", ig.dtype, _ptr(ig), _ptr(hg), _ptr(h_prev), _ptr(h), *h_prev.shape)
+        return h
+
+    def gru_cell_backward(self, grad_h, ig, hg, h_prev):
+        grad_h, ig, hg, h_prev = self._contig(grad_h, ig, hg, h_prev)
+        d_ig, d_hg = torch.full_like(ig, float("nan")), torch.full_like(hg, float("nan"))
+        dh_prev = torch.full_like(h_prev, float("nan"))
+        self._call("gru_cell_backward", ig.dtype, _ptr(grad_h), _ptr(ig), _ptr(hg), _ptr(h_prev), _ptr(d_ig),
+                   _ptr(d_hg), _ptr(dh_prev), *h_prev.shape)
+        return d_ig, d_hg, dh_prev
+
+    def rnn_cell(self, pre, relu: bool):
+        (pre,) = self._contig(pre)
+        h = torch.full_like(pre, float("nan"))
+        self._call("rnn_cell", pre.dtype, _ptr(pre), _ptr(h), pre.numel(), int(relu))
+        return h
+
+    def rnn_cell_backward(self, grad_h, h, relu: bool):
+        grad_h, h = self._contig(grad_h, h)
+        grad_pre = torch.full_like(h, float("nan"))
+        self._call("rnn_cell_backward", h.dtype, _ptr(grad_h), _ptr(h), _ptr(grad_pre), h.numel(), int(relu))
+        return grad_pre
+
+    def rhn_cell(self, pre, s_prev):
+        pre, s_prev = self._contig(pre, s_prev)
+        s = torch.full_like(s_prev, float("nan"))
+        self._call("rhn_cell", pre.dtype, _ptr(pre), _ptr(s_prev), _ptr(s), *s_prev.shape)
+        return s
+
+    def rhn_cell_backward(self, grad_s, pre, s_prev):
+        grad_s, pre, s_prev = self._contig(grad_s, pre, s_prev)
+        grad_pre, grad_s_prev = torch.full_like(pre, float("nan")), torch.full_like(s_prev, float("nan"))
+        self._call("rhn_cell_backward", pre.dtype, _ptr(grad_s), _ptr(pre), _ptr(s_prev), _ptr(grad_pre),
+                   _ptr(grad_s_prev), *s_prev.shape)
+        return grad_pre, grad_s_prev
+
+
 _loaded: dict[str | None, EmulatedKernels] = {}
 
 

@@ -23,6 +23,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer(
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const std::optional<at::Tensor>& hh_bias,
     const at::Tensor& batch_sizes, bool reverse) {
   check_recurrent_args(input_gates_, h0, values, row_ptr, col_idx, batch_sizes, 3);
+  if (hh_bias.has_value()) {
+    // Checked here too, not only by the product: a sequence of no active
+    // rows never reaches it.
+    SK_CHECK_SAME_DTYPE(input_gates_, (*hh_bias));
+    TORCH_CHECK(hh_bias->dim() == 1 && hh_bias->numel() == input_gates_.size(2),
+                "hh_bias must have shape (3*hidden,) = (", input_gates_.size(2), "), got ", hh_bias->sizes());
+  }
   const at::Tensor input_gates = input_gates_.contiguous();
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = h0.size(1);
   at::Tensor output = at::zeros({steps, batch, hidden}, input_gates.options());
@@ -54,6 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward(
     const at::Tensor& batch_sizes, bool reverse) {
   check_recurrent_args(input_gates, h0, values, row_ptr, col_idx, batch_sizes, 3);
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = h0.size(1);
+  check_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, hidden, "W_hh");
   TORCH_CHECK(hidden_gates.sizes() == input_gates.sizes(), "hidden_gates must match input_gates");
   TORCH_CHECK(grad_output.sizes() == output.sizes() && output.dim() == 3 &&
                   output.size(0) == steps && output.size(1) == batch && output.size(2) == hidden,

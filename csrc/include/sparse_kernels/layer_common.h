@@ -16,9 +16,11 @@
 namespace sparse_kernels::layer {
 
 inline void check_batch_sizes(const at::Tensor& batch_sizes, int64_t steps, int64_t batch) {
+  // Contiguous: the loops read it through data_ptr, which ignores strides.
   TORCH_CHECK(batch_sizes.scalar_type() == at::kLong && batch_sizes.dim() == 1 &&
-                  batch_sizes.numel() == steps && batch_sizes.device().is_cpu(),
-              "batch_sizes must be a 1-D int64 CPU tensor with one entry per step");
+                  batch_sizes.numel() == steps && batch_sizes.device().is_cpu() &&
+                  batch_sizes.is_contiguous(),
+              "batch_sizes must be a contiguous 1-D int64 CPU tensor with one entry per step");
   const int64_t* bs = batch_sizes.data_ptr<int64_t>();
   for (int64_t t = 0; t < steps; ++t) {
     TORCH_CHECK(bs[t] >= 0 && bs[t] <= batch && (t == 0 || bs[t] <= bs[t - 1]),
@@ -45,6 +47,7 @@ inline void check_recurrent_args(const at::Tensor& input_gates, const at::Tensor
   TORCH_CHECK(row_ptr.numel() == gate_count * hidden + 1, "W_hh must have ", gate_count,
               "*hidden rows");
   TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
+  check_compressed_index(row_ptr, col_idx, hidden, "hh_row_ptr", "hh_col_idx");
   check_batch_sizes(batch_sizes, input_gates.size(0), input_gates.size(1));
 }
 

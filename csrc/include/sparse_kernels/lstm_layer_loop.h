@@ -53,6 +53,7 @@ inline LstmShapes check_lstm_args(const at::Tensor& input_gates, const at::Tenso
               "h0 and c0 must have batch = ", batch, " rows");
   TORCH_CHECK(row_ptr.numel() == 4 * hidden + 1, "W_hh must have 4*hidden rows");
   TORCH_CHECK(values.numel() == col_idx.numel(), "values and col_idx must have equal length");
+  check_compressed_index(row_ptr, col_idx, state, "hh_row_ptr", "hh_col_idx");
   const bool projected = hr_values.has_value();
   TORCH_CHECK(projected == hr_row_ptr.has_value() && projected == hr_col_idx.has_value(),
               "the projection W_hr needs hr_values, hr_row_ptr and hr_col_idx together");
@@ -63,6 +64,7 @@ inline LstmShapes check_lstm_args(const at::Tensor& input_gates, const at::Tenso
     TORCH_CHECK(hr_row_ptr->numel() == state + 1, "W_hr must have proj_size rows");
     TORCH_CHECK(hr_values->numel() == hr_col_idx->numel(),
                 "hr_values and hr_col_idx must have equal length");
+    check_compressed_index(*hr_row_ptr, *hr_col_idx, hidden, "hr_row_ptr", "hr_col_idx");
   } else {
     TORCH_CHECK(state == hidden, "without a projection h0 must have hidden = ", hidden, " columns");
   }
@@ -130,6 +132,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
   const bool projected = hr_values.has_value();
   TORCH_CHECK(!projected || (hr_col_ptr && hr_row_idx && hr_csr2csc),
               "the projection's backward needs W_hr's transposed index");
+  check_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, state, "W_hh");
+  if (projected) {
+    check_csc_view(*hr_row_ptr, *hr_col_idx, *hr_col_ptr, *hr_row_idx, *hr_csr2csc, hidden, "W_hr");
+  }
   for (const at::Tensor* t : {&grad_output, &output}) {
     TORCH_CHECK(t->dim() == 3 && t->size(0) == steps && t->size(1) == batch && t->size(2) == state,
                 "grad_output and output must have shape (steps, batch, state)");

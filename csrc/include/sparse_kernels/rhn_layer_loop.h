@@ -61,6 +61,7 @@ inline RhnShapes check_rhn_args(int64_t steps, int64_t batch, const at::Tensor& 
                 "r_values[", l, "] must be contiguous 1-D with one entry per col_idx entry");
     TORCH_CHECK(row_ptr[l].numel() == 2 * hidden + 1, "R_", l, " must have 2*hidden = ",
                 2 * hidden, " rows");
+    check_compressed_index(row_ptr[l], col_idx[l], hidden, "r_row_ptr", "r_col_idx");
   }
   if (col_ptr != nullptr) {
     TORCH_CHECK(static_cast<int64_t>(col_ptr->size()) == depth &&
@@ -75,6 +76,8 @@ inline RhnShapes check_rhn_args(int64_t steps, int64_t batch, const at::Tensor& 
                       (*row_idx)[l].numel() == values[l].numel() &&
                       (*csr2csc)[l].numel() == values[l].numel(),
                   "the transposed index of R_", l, " does not match its shape or nnz");
+      check_csc_view(row_ptr[l], col_idx[l], (*col_ptr)[l], (*row_idx)[l], (*csr2csc)[l], hidden,
+                     "R_l");
     }
   }
   check_batch_sizes(batch_sizes, steps, batch);

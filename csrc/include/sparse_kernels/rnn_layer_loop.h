@@ -50,6 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward(
     const at::Tensor& col_idx, const at::Tensor& col_ptr, const at::Tensor& row_idx,
     const at::Tensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
   check_recurrent_args(output, h0, values, row_ptr, col_idx, batch_sizes, 1);
+  check_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, h0.size(1), "W_hh");
   TORCH_CHECK(grad_output.sizes() == output.sizes(), "grad_output must have the shape of output");
   TORCH_CHECK(grad_h_n.sizes() == h0.sizes(), "grad_h_n must have the shape of h0");
   const int64_t steps = output.size(0), batch = output.size(1), hidden = h0.size(1);
