@@ -283,5 +283,5 @@ def test_loss_decreases_and_checkpoint_restores_exactly():
 
 
 def test_replicating_units_refuses_block_sparse_layers():
-    with pytest.raises(ValueError, match="block-sparse SparseLSTM"):
+    with pytest.raises(ValueError, match="block-sparse layer"):
         replicate_hidden_units(SparseLSTM(8, 8, block_shape=(4, 4)), 12)
