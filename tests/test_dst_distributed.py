@@ -48,7 +48,10 @@ def _worker(rank: int, port: int, out_dir: str, method: str) -> None:
             optimizer.step()
             if dst.step() and dst.storage_resized:
                 # SNFS moved nnz between layers: DDP's buckets follow the new shapes.
-                ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+                # Release the old reducer before building the new one, and do not
+                # sync anything at init (each rank keeps its own pattern).
+                ddp = None
+                ddp = torch.nn.parallel.DistributedDataParallel(model, init_sync=False, forward_sync_buffers=False)
                 resized += 1
         assert dst.updates == 3
         assert (resized > 0) == (method == "snfs"), resized
