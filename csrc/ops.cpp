@@ -10,15 +10,22 @@
 TORCH_LIBRARY(sparse_kernels, m) {
   // y = input @ W^T + bias for CSR W (out x in). The CSC view (col_ptr,
   // row_idx, csr2csc) is passed in so that the backward can use the cached
-  // transposed index without hidden state; the forward does not read it.
+  // transposed index without hidden state; the forward does not read it. It
+  // is optional: the CPU backward scatters from the CSR and needs none
+  // (sparse_linear_input_grad_csr); CUDA's gathers through it.
   m.def(
       "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, "
-      "Tensor col_idx, Tensor col_ptr, Tensor row_idx, Tensor csr2csc, "
+      "Tensor col_idx, Tensor? col_ptr, Tensor? row_idx, Tensor? csr2csc, "
       "Tensor? bias) -> Tensor");
-  // grad_input = grad_output @ W via the CSC view.
+  // grad_input = grad_output @ W via the CSC view (a gather per input feature).
   m.def(
       "sparse_linear_input_grad(Tensor grad_output, Tensor values, "
       "Tensor col_ptr, Tensor row_idx, Tensor csr2csc) -> Tensor");
+  // grad_input = grad_output @ W from W's CSR (a scatter per row of W; CPU):
+  // no transposed index. in_features: the columns of W.
+  m.def(
+      "sparse_linear_input_grad_csr(Tensor grad_output, Tensor values, "
+      "Tensor row_ptr, Tensor col_idx, int in_features) -> Tensor");
   // SDDMM: gradient of the stored values only.
   m.def(
       "sparse_linear_value_grad(Tensor grad_output, Tensor input, "
@@ -45,6 +52,9 @@ TORCH_LIBRARY(sparse_kernels, m) {
   m.def(
       "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor gates, "
       "Tensor c_prev, Tensor c) -> (Tensor, Tensor)");
+  // The layer ops take each recurrent matrix as CSR plus its optional
+  // transposed index (hh_col_ptr, hh_row_idx, hh_csr2csc; all or none), which
+  // only the CUDA backward reads (rhn_layer: empty lists for none).
   // A whole LSTM layer over all timesteps (the time loop runs in C++).
   // input_gates = x W_ih^T + biases for every step (one sparse product done
   // by the caller). With proj_size > 0, W_hr (proj x hidden) gives
@@ -53,8 +63,8 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // empty without a projection). batch_sizes: int64 CPU (T,), non-increasing.
   m.def(
       "lstm_layer(Tensor input_gates, Tensor h0, Tensor c0, Tensor hh_values, "
-      "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, "
-      "Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, Tensor? hr_values=None, "
+      "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, "
+      "Tensor? hh_csr2csc, Tensor batch_sizes, bool reverse, Tensor? hr_values=None, "
       "Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, Tensor? hr_col_ptr=None, "
       "Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
@@ -64,8 +74,8 @@ TORCH_LIBRARY(sparse_kernels, m) {
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, "
       "Tensor gates, Tensor output, Tensor cells, Tensor hidden_full, Tensor h0, Tensor c0, "
-      "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
-      "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, "
+      "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor? hh_col_ptr, "
+      "Tensor? hh_row_idx, Tensor? hh_csr2csc, Tensor batch_sizes, bool reverse, "
       "Tensor? hr_values=None, Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, "
       "Tensor? hr_col_ptr=None, Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
@@ -74,25 +84,25 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // b_hn. -> (output, h_n, hidden_gates); hidden_gates is saved for the backward.
   m.def(
       "gru_layer(Tensor input_gates, Tensor h0, Tensor hh_values, Tensor hh_row_ptr, "
-      "Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, Tensor hh_csr2csc, "
+      "Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, Tensor? hh_csr2csc, "
       "Tensor? hh_bias, Tensor batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor)");
   // -> (grad_input_gates, grad_hidden_gates, grad_h0, grad_hh_values)
   m.def(
       "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input_gates, "
       "Tensor hidden_gates, Tensor output, Tensor h0, Tensor hh_values, Tensor hh_row_ptr, "
-      "Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, Tensor hh_csr2csc, "
+      "Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, Tensor? hh_csr2csc, "
       "Tensor batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor, Tensor)");
   // A whole Elman RNN layer, tanh or relu. input_gates = x W_ih^T + b_ih + b_hh.
   // -> (output, h_n)
   m.def(
       "rnn_layer(Tensor input_gates, Tensor h0, Tensor hh_values, Tensor hh_row_ptr, "
-      "Tensor hh_col_idx, Tensor hh_col_ptr, Tensor hh_row_idx, Tensor hh_csr2csc, "
+      "Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, Tensor? hh_csr2csc, "
       "Tensor batch_sizes, bool reverse, bool relu) -> (Tensor, Tensor)");
   // -> (grad_input_gates, grad_h0, grad_hh_values)
   m.def(
       "rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor h0, "
-      "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor hh_col_ptr, "
-      "Tensor hh_row_idx, Tensor hh_csr2csc, Tensor batch_sizes, bool reverse, bool relu) "
+      "Tensor hh_values, Tensor hh_row_ptr, Tensor hh_col_idx, Tensor? hh_col_ptr, "
+      "Tensor? hh_row_idx, Tensor? hh_csr2csc, Tensor batch_sizes, bool reverse, bool relu) "
       "-> (Tensor, Tensor, Tensor)");
   // A whole recurrent highway network layer (Zilly et al., coupled carry
   // gate) over all timesteps: the time and depth loops run in C++.

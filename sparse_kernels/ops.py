@@ -102,9 +102,10 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     """y = input @ W^T + bias for a CSR matrix W of shape (out, in).
 
     input: (*, in); returns (*, out). ``csc`` is W's transposed index (see
-    sparse_kernels.csr); it is computed when not given. ``validate`` checks the
-    CSR structure (O(nnz)); CSRWeight validates once and passes False.
-    Differentiable in input, values and bias.
+    sparse_kernels.csr), which only the CUDA backward reads: it is computed
+    there when not given; the CPU backward scatters from the CSR and needs
+    none. ``validate`` checks the CSR structure (O(nnz)); CSRWeight validates
+    once and passes False. Differentiable in input, values and bias.
     """
     _check_float("input", input)
     _check_values(values)
@@ -125,7 +126,8 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
         if bias.shape != (out_features,):
             raise ValueError(f"bias must have shape ({out_features},), got {tuple(bias.shape)}")
     if csc is None:
-        csc = csr_transpose(row_ptr, col_idx, in_features)
+        if values.device.type != "cpu":
+            csc = csr_transpose(row_ptr, col_idx, in_features)
     else:
         csc = _check_csc(csc, values, in_features)
         if validate:
@@ -134,7 +136,7 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
                 raise ValueError("csc is not the transposed index of (row_ptr, col_idx)")
     # Not reshape(-1, in_features): with in_features = 0 the -1 is ambiguous.
     flat = input.reshape(math.prod(input.shape[:-1]), in_features)
-    out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *csc, bias)
+    out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *_csc_args(csc), bias)
     return out.reshape(*input.shape[:-1], out_features)
 
 
@@ -156,6 +158,36 @@ def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, cs
     if validate:
         _validate_csc(csc, (grad_output.shape[1], in_features))
     return _ops.sparse_linear_input_grad(grad_output, values, *csc)
+
+
+def sparse_linear_input_grad_csr(grad_output: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
+                                 col_idx: torch.Tensor, in_features: int, *,
+                                 validate: bool = True) -> torch.Tensor:
+    """grad_output (N, out) @ W -> (N, in) from W's CSR (row_ptr, col_idx) of
+    shape (out, in_features), by scatter: no transposed index. CPU only (the
+    CUDA product gathers through the transposed index, see
+    sparse_linear_input_grad). ``validate`` checks the CSR in full (O(nnz))."""
+    _check_float("grad_output", grad_output)
+    _check_values(values)
+    _check_same("values", values, "grad_output", grad_output)
+    _check_index_like("row_ptr", row_ptr, values)
+    _check_index_like("col_idx", col_idx, values)
+    if values.device.type != "cpu":
+        raise ValueError(f"sparse_linear_input_grad_csr runs on the CPU; on {values.device} use "
+                         "sparse_linear_input_grad with the transposed index")
+    if grad_output.dim() != 2:
+        raise ValueError(f"grad_output must be 2-D (N, out_features), got shape {tuple(grad_output.shape)}")
+    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 0:
+        raise ValueError(f"in_features must be an int >= 0, got {in_features!r}")
+    if row_ptr.numel() != grad_output.shape[1] + 1:
+        raise ValueError(f"row_ptr must have out_features + 1 = {grad_output.shape[1] + 1} entries "
+                         f"(grad_output's columns + 1), got {row_ptr.numel()}")
+    if col_idx.numel() != values.numel():
+        raise ValueError(f"col_idx and values must have equal lengths (nnz), got {col_idx.numel()} and "
+                         f"{values.numel()}")
+    if validate:
+        validate_csr(row_ptr, col_idx, (grad_output.shape[1], in_features), values)
+    return _ops.sparse_linear_input_grad_csr(grad_output, values, row_ptr, col_idx, in_features)
 
 
 def sparse_linear_value_grad(grad_output: torch.Tensor, input: torch.Tensor,
@@ -325,6 +357,11 @@ def _(grad_output, values, col_ptr, row_idx, csr2csc):
     return grad_output.new_empty((grad_output.shape[0], col_ptr.shape[0] - 1))
 
 
+@torch.library.register_fake("sparse_kernels::sparse_linear_input_grad_csr")
+def _(grad_output, values, row_ptr, col_idx, in_features):
+    return grad_output.new_empty((grad_output.shape[0], in_features))
+
+
 @torch.library.register_fake("sparse_kernels::sparse_linear_value_grad")
 def _(grad_output, input, row_ptr, col_idx):
     return input.new_empty((col_idx.shape[0],))
@@ -358,6 +395,22 @@ def _(grad_h, grad_c, gates, c_prev, c):
 # --------------------------------------------------------------------------
 # Autograd
 
+def _csc_args(csc):
+    """A transposed index as the ops' three optional arguments."""
+    return (None, None, None) if csc is None else tuple(csc)
+
+
+def _input_grad(grad_output, values, row_ptr, col_idx, in_features, col_ptr, row_idx, csr2csc):
+    """grad_output @ W by the product each device does best: the scatter from
+    the CSR on the CPU; elsewhere the gather through the transposed index
+    (built here when the caller passed none)."""
+    if values.device.type == "cpu":
+        return _ops.sparse_linear_input_grad_csr(grad_output, values, row_ptr, col_idx, in_features)
+    if col_ptr is None:
+        col_ptr, row_idx, csr2csc = csr_transpose(row_ptr, col_idx, in_features)
+    return _ops.sparse_linear_input_grad(grad_output, values, col_ptr, row_idx, csr2csc)
+
+
 def _sparse_linear_setup_context(ctx, inputs, output):
     input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias = inputs
     ctx.save_for_backward(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc)
@@ -368,7 +421,8 @@ def _sparse_linear_backward(ctx, grad_output):
     input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc = ctx.saved_tensors
     grad_input = grad_values = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_input = _ops.sparse_linear_input_grad(grad_output, values, col_ptr, row_idx, csr2csc)
+        grad_input = _input_grad(grad_output, values, row_ptr, col_idx, input.shape[1], col_ptr, row_idx,
+                                 csr2csc)
     if ctx.needs_input_grad[1]:
         grad_values = _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
     if ctx.has_bias and ctx.needs_input_grad[7]:
@@ -445,10 +499,12 @@ def _check_batch_sizes(batch_sizes, steps: int, batch: int) -> torch.Tensor:
 
 
 def _check_recurrent_weight(label, values, row_ptr, col_idx, csc, ref: torch.Tensor, shape,
-                            validate: bool) -> CSCIndex:
+                            validate: bool) -> CSCIndex | None:
     """One sparse matrix of a layer op, label(field) naming its arguments
     ("hh_values", "hh_row_ptr", ...): kinds, lengths, the transposed index's,
-    and with ``validate`` the whole structure."""
+    and with ``validate`` the whole structure. Returns the transposed index
+    the op needs: None on the CPU when not given (its backward scatters from
+    the CSR), built when not given elsewhere."""
     rows, cols = shape
     _check_float(label("values"), values)
     _check_same(label("values"), values, "input_gates", ref)
@@ -461,6 +517,10 @@ def _check_recurrent_weight(label, values, row_ptr, col_idx, csc, ref: torch.Ten
     if col_idx.numel() != values.numel():
         raise ValueError(f"{label('col_idx')} and {label('values')} must have equal lengths (nnz), got "
                          f"{col_idx.numel()} and {values.numel()}")
+    if csc is None:
+        if validate:
+            validate_csr(row_ptr, col_idx, shape, values, names=(label("row_ptr"), label("col_idx")))
+        return None if values.device.type == "cpu" else csr_transpose(row_ptr, col_idx, cols)
     csc = _check_csc(csc, values, cols, label("csc"))
     if validate:
         _validate_weight(label, values, row_ptr, col_idx, csc, shape)
@@ -511,7 +571,7 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
         state = hr_row_ptr.numel() - 1
         hr_csc = _check_recurrent_weight(lambda f: f"projection {f}", hr_values, hr_row_ptr, hr_col_idx,
                                          hr_csc, input_gates, (state, hidden), validate)
-        hr_args = (hr_values, hr_row_ptr, hr_col_idx, *hr_csc)
+        hr_args = (hr_values, hr_row_ptr, hr_col_idx, *_csc_args(hr_csc))
     if h0.shape != (batch, state):
         what = "proj_size (the rows of W_hr)" if projection is not None else "hidden"
         raise ValueError(f"expected h0 of shape (B, {what}) = ({batch}, {state}) for input_gates of shape "
@@ -519,7 +579,8 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     hh_csc = _check_recurrent_weight(lambda f: f"hh_{f}", hh_values, hh_row_ptr, hh_col_idx, hh_csc,
                                      input_gates, (4 * hidden, state), validate)
     batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
-    output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc,
+    output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
+                                           *_csc_args(hh_csc),
                                            batch_sizes, bool(reverse), *hr_args)
     return output, h_n, c_n
 
@@ -606,7 +667,8 @@ def gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCInd
         _check_same("hh_bias", hh_bias, "input_gates", input_gates)
         if hh_bias.shape != (input_gates.shape[2],):
             raise ValueError(f"hh_bias must have shape ({input_gates.shape[2]},), got {tuple(hh_bias.shape)}")
-    output, h_n, _ = _ops.gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc, hh_bias,
+    output, h_n, _ = _ops.gru_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *_csc_args(hh_csc),
+                                    hh_bias,
                                     batch_sizes, bool(reverse))
     return output, h_n
 
@@ -619,7 +681,7 @@ def rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc: CSCInd
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     batch_sizes, hh_csc = _check_layer_common("rnn_layer", input_gates, h0, hh_values, hh_row_ptr, hh_col_idx,
                                               hh_csc, batch_sizes, 1, validate)
-    return _ops.rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *hh_csc, batch_sizes,
+    return _ops.rnn_layer(input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, *_csc_args(hh_csc), batch_sizes,
                           bool(reverse), nonlinearity == "relu")
 
 
@@ -742,7 +804,13 @@ def rhn_layer(input_gates: torch.Tensor, h0: torch.Tensor, r_values, r_row_ptr, 
         raise ValueError(f"biases must have shape (depth, 2*hidden) = ({depth}, {2 * hidden}), "
                          f"got {tuple(biases.shape)}")
     batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
-    col_ptr, row_idx, csr2csc = (list(part) for part in zip(*r_csc))
+    # The transposed indices go whole or not at all (CPU, none given: empty lists).
+    if all(csc is None for csc in r_csc):
+        col_ptr, row_idx, csr2csc = [], [], []
+    else:
+        r_csc = [csr_transpose(row_ptr, col_idx, hidden) if csc is None else csc
+                 for row_ptr, col_idx, csc in zip(r_row_ptr, r_col_idx, r_csc)]
+        col_ptr, row_idx, csr2csc = (list(part) for part in zip(*r_csc))
     output, h_n, _, _ = _ops.rhn_layer(input_gates, h0, list(r_values), list(r_row_ptr), list(r_col_idx),
                                        col_ptr, row_idx, csr2csc, biases, batch_sizes, bool(reverse))
     return output, h_n
@@ -771,6 +839,7 @@ def _rhn_layer_setup_context(ctx, inputs, output):
     out, _, pre, states = output
     ctx.mark_non_differentiable(pre, states)  # saved activations, not results
     ctx.depth = len(values)
+    ctx.has_csc = len(col_ptr) > 0
     ctx.save_for_backward(pre, states, out, batch_sizes, *values, *row_ptr, *col_idx, *col_ptr, *row_idx,
                           *csr2csc)
     ctx.reverse = reverse
@@ -779,15 +848,17 @@ def _rhn_layer_setup_context(ctx, inputs, output):
 def _rhn_layer_backward(ctx, grad_output, grad_h_n, _grad_pre, _grad_states):
     pre, states, out, batch_sizes, *index = ctx.saved_tensors
     depth = ctx.depth
-    values, row_ptr, col_idx, col_ptr, row_idx, csr2csc = (index[k * depth:(k + 1) * depth] for k in range(6))
+    values, row_ptr, col_idx, col_ptr, row_idx, csr2csc = (
+        index[k * depth:(k + 1) * depth] if k < 3 or ctx.has_csc else [] for k in range(6))
     grad_output = torch.zeros_like(out) if grad_output is None else grad_output
     grad_h_n = states.new_zeros(states.shape[2:]) if grad_h_n is None else grad_h_n
     grad_input_gates, grad_h0, grad_values, grad_biases = _ops.rhn_layer_backward(
         grad_output, grad_h_n, pre, states, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc,
         batch_sizes, ctx.reverse)
     no_grad = [None] * depth  # the index lists: one None per micro-layer
-    return (grad_input_gates, grad_h0, grad_values, no_grad, no_grad, no_grad, no_grad, no_grad, grad_biases,
-            None, None)
+    no_csc_grad = no_grad if ctx.has_csc else []
+    return (grad_input_gates, grad_h0, grad_values, no_grad, no_grad, no_csc_grad, no_csc_grad, no_csc_grad,
+            grad_biases, None, None)
 
 
 torch.library.register_autograd(

@@ -5,7 +5,9 @@ A CSRWeight is an nn.Module holding
            torch.optim optimizer, state_dict, .to(), DDP and AMP work as usual;
   row_ptr, col_idx   the pattern, int32 buffers;
   col_ptr, row_idx, csr2csc   the transposed index, non-persistent buffers
-           rebuilt lazily only when the pattern changes.
+           built lazily, only where the backward reads it (CUDA), and
+           rebuilt only when the pattern changes. The CPU backward scatters
+           from the CSR and keeps no transposed index.
 A BSRWeight is the same with dense blocks (bh x bw) as the unit: values
 (nblocks, bh, bw), block_row_ptr / block_col_idx over the grid of blocks.
 
@@ -214,9 +216,9 @@ class CSRWeight(SparseWeight):
         return self.values.detach().abs()
 
     def csr_operands(self):
-        """(values, row_ptr, col_idx, transposed index): the CSR arguments of
-        the whole-layer ops."""
-        return self.values, self.row_ptr, self.col_idx, self.transposed_index()
+        """(values, row_ptr, col_idx, transposed index or None): the CSR
+        arguments of the whole-layer ops."""
+        return self.values, self.row_ptr, self.col_idx, self.backward_index()
 
     def values_at(self, dense: torch.Tensor) -> torch.Tensor:
         """The entries of a dense (out, in) matrix at this pattern, in slot order."""
@@ -243,6 +245,13 @@ class CSRWeight(SparseWeight):
             self.col_ptr, self.row_idx, self.csr2csc = col_ptr, row_idx, csr2csc
             self._csc_key = self._pattern_key()
         return CSCIndex(self.col_ptr, self.row_idx, self.csr2csc)
+
+    def backward_index(self) -> CSCIndex | None:
+        """The transposed index where the backward reads it: on CUDA (the input
+        gradient gathers through it, no atomics); None on the CPU, whose
+        backward scatters from the CSR (faster there, and 8 bytes per nonzero
+        less to keep)."""
+        return None if self.col_idx.device.type == "cpu" else self.transposed_index()
 
     def set_pattern(self, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
                     *, validate: bool = True) -> None:
@@ -287,7 +296,7 @@ class CSRWeight(SparseWeight):
             raise ValueError(f"input must have in_features = {self.in_features} as its last dimension, "
                              f"got shape {tuple(input.shape)}")
         return ops.sparse_linear(input, self.values, self.row_ptr, self.col_idx, bias,
-                                 csc=self.transposed_index(), validate=False)
+                                 csc=self.backward_index(), validate=False)
 
     def to_dense(self) -> torch.Tensor:
         dense = self.values.new_zeros(self.shape)
@@ -503,19 +512,22 @@ class BSRWeight(SparseWeight):
 
     def element_index(self):
         """The cached element-level CSR view of the pattern: (row_ptr,
-        col_idx, CSCIndex, gather), every entry of every block, with
+        col_idx, CSCIndex or None, gather), every entry of every block, with
         ``values.reshape(-1)[gather]`` its values. O(nnz) int32/int64 memory,
-        built on first use and after a pattern change only."""
+        built on first use and after a pattern change only; the transposed
+        index only off the CPU (see CSRWeight.backward_index)."""
         key = self._pattern_key()
         if self._element_key != key or self.element_row_ptr is None:
             row_ptr, col_idx, gather = bsr_format.element_csr(self.block_row_ptr, self.block_col_idx,
                                                               self.block_shape)
-            csc = csr_format.csr_transpose(row_ptr, col_idx, self.in_features)
+            csc = ((None, None, None) if row_ptr.device.type == "cpu"
+                   else csr_format.csr_transpose(row_ptr, col_idx, self.in_features))
             for name, t in zip(self._ELEMENT_FIELDS, (row_ptr, col_idx, *csc, gather)):
                 setattr(self, name, t)
             self._element_key = self._pattern_key()
-        return (self.element_row_ptr, self.element_col_idx,
-                CSCIndex(self.element_col_ptr, self.element_row_idx, self.element_csr2csc), self.element_gather)
+        csc = (None if self.element_col_ptr is None
+               else CSCIndex(self.element_col_ptr, self.element_row_idx, self.element_csr2csc))
+        return self.element_row_ptr, self.element_col_idx, csc, self.element_gather
 
     def csr_operands(self):
         """(values, row_ptr, col_idx, transposed index) of the element-level

@@ -356,7 +356,8 @@ def _layer_bad_arguments(p):
         (f"{prefix}csc of another matrix",
          dict(weights=[(v, rp, ci, csr.CSCIndex(csc.col_ptr + 1, csc.row_idx, csc.csr2csc))] + rest),
          (ValueError,), (f"{prefix}csc", "col_ptr")),
-        (f"{prefix}csc None", dict(weights=[(v, rp, ci, None)] + rest), (TypeError,), (f"{prefix}csc", "csc")),
+        (f"{prefix}csc of Nones", dict(weights=[(v, rp, ci, (None, None, None))] + rest), (TypeError,),
+         (f"{prefix}csc", "csc")),
     ]
     if kind == "lstm":
         cases += [("c0 one column more", dict(c0=c0.new_ones(batch, hidden + 1)), ARG_ERRORS, ("c0", "input_gates")),

@@ -100,6 +100,53 @@ def test_input_grad_and_value_grad_match_reference(device, dtype, shape):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", PROBLEM_SHAPES)
+def test_input_grad_csr_matches_reference(dtype, shape):
+    """The CPU transposed product by scatter from the CSR (no transposed index)."""
+    n, out_f, in_f, density = shape
+    p = random_problem(n, out_f, in_f, density, dtype=dtype, seed=6)
+    grad_out = torch.randn(n, out_f, dtype=dtype)
+    got = ops.sparse_linear_input_grad_csr(grad_out, p["values"], p["row_ptr"], p["col_idx"], in_f)
+    want = reference.sparse_linear_input_grad(grad_out, p["values"], p["row_ptr"], p["col_idx"], p["shape"])
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 7, 20, 96, 301])
+def test_input_grad_csr_parallel_paths(threads, n):
+    """Every path of the scatter: inline (small), per-thread copies over row
+    ranges (narrow batches), batch tiles (wide batches), with odd tile tails,
+    at several thread counts, on a product large enough to go parallel."""
+    p = random_problem(n, 300, 257, 0.3, dtype=torch.float64, seed=n + threads)
+    grad_out = torch.randn(n, 300, dtype=torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = ops.sparse_linear_input_grad_csr(grad_out, p["values"], p["row_ptr"], p["col_idx"], 257)
+    finally:
+        torch.set_num_threads(before)
+    want = reference.sparse_linear_input_grad(grad_out, p["values"], p["row_ptr"], p["col_idx"], p["shape"])
+    torch.testing.assert_close(got, want, **TOL[torch.float64])
+
+
+def test_input_grad_csr_bad_input():
+    p = _good()
+    args = (p["values"], p["row_ptr"], p["col_idx"])
+    with pytest.raises(ValueError, match="grad_output must be 2-D"):
+        ops.sparse_linear_input_grad_csr(torch.randn(6), *args, 5)
+    with pytest.raises(ValueError, match="row_ptr must have out_features"):
+        ops.sparse_linear_input_grad_csr(torch.randn(3, 7), *args, 5)
+    with pytest.raises(ValueError, match="in_features must be an int >= 0"):
+        ops.sparse_linear_input_grad_csr(torch.randn(3, 6), *args, -1)
+    with pytest.raises(ValueError, match="col_idx must be in"):
+        ops.sparse_linear_input_grad_csr(torch.randn(3, 6), *args, 2)
+    with pytest.raises(TypeError, match="values must have the dtype of grad_output"):
+        ops.sparse_linear_input_grad_csr(torch.randn(3, 6, dtype=torch.float64), *args, 5)
+    with pytest.raises(RuntimeError, match="col_idx must hold values in"):
+        _ops.sparse_linear_input_grad_csr(torch.randn(3, 6), *args, 2)  # the raw op checks too
+
+
 # ----------------------------------------------------------------------------- lstm_cell
 @device_params
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -139,7 +186,10 @@ def _opcheck_cases():
             grad_out = torch.randn(n, out_f, dtype=dtype)
             yield "sparse_linear", (p["x"], p["values"], p["row_ptr"], p["col_idx"], *csc, p["bias"])
             yield "sparse_linear", (p["x"], p["values"], p["row_ptr"], p["col_idx"], *csc, None)
+            yield "sparse_linear", (p["x"], p["values"], p["row_ptr"], p["col_idx"], None, None, None, p["bias"])
             yield "sparse_linear_input_grad", (grad_out, p["values"].detach(), *csc)
+            yield "sparse_linear_input_grad_csr", (grad_out, p["values"].detach(), p["row_ptr"], p["col_idx"],
+                                                   in_f)
             yield "sparse_linear_value_grad", (grad_out, p["x"].detach(), p["row_ptr"], p["col_idx"])
     for n, hidden in [(3, 4), (0, 2), (1, 1)]:
         gates = torch.randn(n, 4 * hidden, dtype=torch.float64, requires_grad=True)

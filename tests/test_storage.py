@@ -145,6 +145,33 @@ def test_transposed_index_is_cached_and_rebuilt_on_topology_change():
     assert w.transposed_index().col_ptr is not second.col_ptr
 
 
+def test_cpu_training_keeps_no_transposed_index():
+    """On the CPU the backward scatters from the CSR: a training step of a
+    SparseLSTM (input projection, recurrent and projection matrices) and of
+    a SparseLinear builds no transposed index, so a stored nonzero costs its
+    value, its gradient, the optimizer's state and one int32 column index."""
+    torch.manual_seed(0)
+    lstm = sparse_kernels.SparseLSTM(6, 8, num_layers=2, proj_size=5, density=0.5)
+    lin = sparse_kernels.SparseLinear(5, 3, density=0.5)
+    opt = torch.optim.SGD(list(lstm.parameters()) + list(lin.parameters()), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 3, 6, requires_grad=True)
+    out, _ = lstm(x)
+    lin(out).sum().backward()
+    opt.step()
+    weights = [m for m in (*lstm.modules(), *lin.modules()) if isinstance(m, CSRWeight)]
+    assert len(weights) == 2 * 3 + 1
+    for w in weights:
+        assert w.col_ptr is None and w.row_idx is None and w.csr2csc is None, w
+        assert w.values.grad is not None and w.values.grad.abs().sum() > 0
+    # What a nonzero costs in training: value + gradient + momentum + column index.
+    nnz = sum(w.nnz for w in weights)
+    stored = sum(t.numel() * t.element_size()
+                 for w in weights for t in (w.values, w.values.grad, opt.state[w.values]["momentum_buffer"],
+                                            w.col_idx, w.row_ptr))
+    rows = sum(w.row_ptr.numel() for w in weights)
+    assert stored == 16 * nnz + 4 * rows
+
+
 def test_forward_uses_current_topology_after_set_pattern():
     g = torch.Generator().manual_seed(9)
     w = CSRWeight.random(12, 10, 0.3, generator=g, dtype=torch.float64)

@@ -16,6 +16,18 @@ SK_CPU_CLONES void spmm_rows_f64(const int32_t* ptr, const int32_t* idx, const d
   spmm_rows(ptr, idx, v, perm, dense_t, bias, out_t, n, r0, r1);
 }
 
+SK_CPU_CLONES void scatter_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v,
+                                    const float* dense_t, float* out_t, int64_t n, int64_t c0,
+                                    int64_t c1, int64_t r0, int64_t r1) {
+  scatter_rows(ptr, idx, v, dense_t, out_t, n, c0, c1, r0, r1);
+}
+
+SK_CPU_CLONES void scatter_rows_f64(const int32_t* ptr, const int32_t* idx, const double* v,
+                                    const double* dense_t, double* out_t, int64_t n, int64_t c0,
+                                    int64_t c1, int64_t r0, int64_t r1) {
+  scatter_rows(ptr, idx, v, dense_t, out_t, n, c0, c1, r0, r1);
+}
+
 SK_CPU_CLONES void sddmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* grad_t,
                                   const float* input_t, float* grad_v, int64_t n, int64_t r0,
                                   int64_t r1) {

@@ -12,7 +12,7 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
   m.impl("lstm_layer",
          [](const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,
             const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor& batch_sizes,
+            const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor& batch_sizes,
             bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
             const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&) {
            return sparse_kernels::layer::lstm_layer<sparse_kernels::cpu::CpuKernels>(

@@ -42,7 +42,7 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
     parallel_over_rows(rp, out_features, [&](int64_t r0, int64_t r1) {
       spmm_rows_dispatch(rp, ci, values.data_ptr<scalar_t>(), nullptr, input_t.data_ptr<scalar_t>(),
                          b, out_t.data_ptr<scalar_t>(), n_rows, r0, r1);
-    });
+    }, n_rows);
   });
   return n_rows == 1 ? out_t.view({1, out_features}) : out_t.t().contiguous();
 }
@@ -51,12 +51,15 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
 }  // namespace sparse_kernels::cpu
 
 TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
-  // The CSC arguments exist for the backward; the forward ignores them.
+  // The CSC arguments exist for the CUDA backward; the CPU reads none of
+  // them (its backward scatters from the CSR) but refuses a wrong one, so
+  // that what a caller passes is never silently inconsistent.
   m.impl("sparse_linear",
          [](const at::Tensor& input, const at::Tensor& values,
             const at::Tensor& row_ptr, const at::Tensor& col_idx,
-            const at::Tensor& /*col_ptr*/, const at::Tensor& /*row_idx*/,
-            const at::Tensor& /*csr2csc*/,
+            const std::optional<at::Tensor>& col_ptr,
+            const std::optional<at::Tensor>& row_idx,
+            const std::optional<at::Tensor>& csr2csc,
             const std::optional<at::Tensor>& bias) {
            // The op boundary checks the structure (O(1) for an index already
            // seen, see checks.h); the layer loops call the kernel directly,
@@ -64,6 +67,8 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
            SK_CHECK_DIM(input, 2);
            sparse_kernels::check_compressed_index(row_ptr, col_idx, input.size(1), "row_ptr",
                                                   "col_idx");
+           sparse_kernels::check_optional_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc,
+                                                   input.size(1), "W");
            return sparse_kernels::cpu::sparse_linear(input, values, row_ptr,
                                                      col_idx, bias);
          });

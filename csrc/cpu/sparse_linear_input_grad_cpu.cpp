@@ -43,7 +43,7 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output_,
       spmm_rows_dispatch(cp, ri, values.data_ptr<scalar_t>(), perm, grad_t.data_ptr<scalar_t>(),
                          static_cast<const scalar_t*>(nullptr), grad_input_t.data_ptr<scalar_t>(),
                          n_rows, c0, c1);
-    });
+    }, n_rows);
   });
   return n_rows == 1 ? grad_input_t.view({1, in_features}) : grad_input_t.t().contiguous();
 }

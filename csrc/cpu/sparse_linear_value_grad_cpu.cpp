@@ -33,7 +33,7 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
     parallel_over_rows(rp, out_features, [&](int64_t r0, int64_t r1) {
       sddmm_rows_dispatch(rp, ci, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),
                           grad_values.data_ptr<scalar_t>(), n_rows, r0, r1);
-    });
+    }, n_rows);
   });
   return grad_values;
 }

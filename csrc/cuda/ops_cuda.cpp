@@ -64,7 +64,8 @@ T* data(const at::Tensor& t) {
 
 at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values,
                               const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                              const std::optional<at::Tensor>&,
                               const std::optional<at::Tensor>& bias) {
   SK_CHECK_DIM(input_, 2);
   SK_CHECK_SAME_DTYPE(input_, values);
@@ -339,12 +340,18 @@ at::Tensor rnn_cell_backward_cuda(const at::Tensor& grad_h_, const at::Tensor& h
 struct CudaKernels {
   static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
                                   const at::Tensor& ci, const std::optional<at::Tensor>& b) {
-    return sparse_linear_cuda(x, v, rp, ci, at::Tensor(), at::Tensor(), at::Tensor(), b);
+    return sparse_linear_cuda(x, v, rp, ci, std::nullopt, std::nullopt, std::nullopt, b);
   }
+  // The CUDA input gradient gathers through the transposed index (no atomics).
   static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
-                                             const at::Tensor& cp, const at::Tensor& ri,
-                                             const at::Tensor& perm) {
-    return sparse_linear_input_grad_cuda(gy, v, cp, ri, perm);
+                                             const at::Tensor&, const at::Tensor&, int64_t,
+                                             const std::optional<at::Tensor>& cp,
+                                             const std::optional<at::Tensor>& ri,
+                                             const std::optional<at::Tensor>& perm) {
+    TORCH_CHECK(cp && ri && perm,
+                "the CUDA backward of a layer needs each recurrent matrix's transposed index "
+                "(col_ptr, row_idx, csr2csc)");
+    return sparse_linear_input_grad_cuda(gy, v, *cp, *ri, *perm);
   }
   static at::Tensor sparse_linear_value_grad(const at::Tensor& gy, const at::Tensor& x,
                                              const at::Tensor& rp, const at::Tensor& ci) {
@@ -376,7 +383,7 @@ using layer::OptTensor;
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor& batch_sizes,
+    const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor& batch_sizes,
     bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
     const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
@@ -389,7 +396,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
     const at::Tensor& hidden_full, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
+    const OptTensor& col_ptr, const OptTensor& row_idx, const OptTensor& csr2csc,
     const at::Tensor& batch_sizes, bool reverse, const OptTensor& hr_values,
     const OptTensor& hr_row_ptr, const OptTensor& hr_col_idx, const OptTensor& hr_col_ptr,
     const OptTensor& hr_row_idx, const OptTensor& hr_csr2csc) {
@@ -402,8 +409,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& values,
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor&, const at::Tensor&,
-    const at::Tensor&, const std::optional<at::Tensor>& hh_bias, const at::Tensor& batch_sizes,
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const OptTensor&, const OptTensor&,
+    const OptTensor&, const std::optional<at::Tensor>& hh_bias, const at::Tensor& batch_sizes,
     bool reverse) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
   return layer::gru_layer<CudaKernels>(input_gates, h0, values, row_ptr, col_idx, hh_bias,
@@ -414,7 +421,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cu
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input_gates,
     const at::Tensor& hidden_gates, const at::Tensor& output, const at::Tensor& h0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
+    const OptTensor& col_ptr, const OptTensor& row_idx, const OptTensor& csr2csc,
     const at::Tensor& batch_sizes, bool reverse) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
   return layer::gru_layer_backward<CudaKernels>(grad_output, grad_h_n, input_gates, hidden_gates,
@@ -424,8 +431,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cu
 
 std::tuple<at::Tensor, at::Tensor> rnn_layer_cuda(const at::Tensor& input_gates, const at::Tensor& h0,
                                                   const at::Tensor& values, const at::Tensor& row_ptr,
-                                                  const at::Tensor& col_idx, const at::Tensor&,
-                                                  const at::Tensor&, const at::Tensor&,
+                                                  const at::Tensor& col_idx, const OptTensor&,
+                                                  const OptTensor&, const OptTensor&,
                                                   const at::Tensor& batch_sizes, bool reverse,
                                                   bool relu) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
@@ -436,8 +443,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_layer_cuda(const at::Tensor& input_gates,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output,
     const at::Tensor& h0, const at::Tensor& values, const at::Tensor& row_ptr,
-    const at::Tensor& col_idx, const at::Tensor& col_ptr, const at::Tensor& row_idx,
-    const at::Tensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
+    const at::Tensor& col_idx, const OptTensor& col_ptr, const OptTensor& row_idx,
+    const OptTensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
   const c10::cuda::CUDAGuard guard(output.device());
   return layer::rnn_layer_backward<CudaKernels>(grad_output, grad_h_n, output, h0, values, row_ptr,
                                                 col_idx, col_ptr, row_idx, csr2csc, batch_sizes,

@@ -27,21 +27,27 @@ void check_launch(cudaError_t err, const char* what) {
 }
 
 struct CudaRhnKernels {
-  // sparse_linear's forward ignores its transposed-index arguments (they are
-  // there for its backward), so the CSR index tensors stand in for them.
+  // sparse_linear's forward does not read its optional transposed index.
   static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
                                   const at::Tensor& ci, const std::optional<at::Tensor>& b) {
+    using Opt = std::optional<at::Tensor>;
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("sparse_kernels::sparse_linear", "")
             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&, const std::optional<at::Tensor>&)>();
-    return op.call(x, v, rp, ci, rp, ci, ci, b);
+                              const at::Tensor&, const Opt&, const Opt&, const Opt&, const Opt&)>();
+    return op.call(x, v, rp, ci, std::nullopt, std::nullopt, std::nullopt, b);
   }
+  // The CUDA input gradient gathers through the transposed index.
   static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
-                                             const at::Tensor& cp, const at::Tensor& ri,
-                                             const at::Tensor& perm) {
+                                             const at::Tensor&, const at::Tensor&, int64_t,
+                                             const std::optional<at::Tensor>& cp_,
+                                             const std::optional<at::Tensor>& ri_,
+                                             const std::optional<at::Tensor>& perm_) {
+    TORCH_CHECK(cp_ && ri_ && perm_,
+                "the CUDA backward of an RHN layer needs each R_l's transposed index "
+                "(r_col_ptr, r_row_idx, r_csr2csc)");
+    const at::Tensor &cp = *cp_, &ri = *ri_, &perm = *perm_;
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("sparse_kernels::sparse_linear_input_grad", "")
                                .typed<at::Tensor(const at::Tensor&, const at::Tensor&,

@@ -346,11 +346,17 @@ def build_csr(p: Problem) -> Built:
     if p.op == "forward":
         return built({"x@W^T": Kernel(_no_grad(lambda: w(p.x)))})
     if p.op == "transposed":
+        # The product the backward runs on this device: the scatter from the
+        # CSR on the CPU, the gather through the transposed index elsewhere.
+        if values.device.type == "cpu":
+            return built({"gy@W": Kernel(lambda: ops.sparse_linear_input_grad_csr(
+                p.grad_gates, values, w.row_ptr, w.col_idx, w.in_features, validate=False))})
         csc = w.transposed_index()
-        return built({"gy@W": Kernel(lambda: ops.sparse_linear_input_grad(p.grad_gates, values, csc))})
+        return built({"gy@W": Kernel(lambda: ops.sparse_linear_input_grad(p.grad_gates, values, csc,
+                                                                          validate=False))})
     if p.op == "value_grad":
         return built({"SDDMM": Kernel(
-            lambda: ops.sparse_linear_value_grad(p.grad_gates, p.x, w.row_ptr, w.col_idx),
+            lambda: ops.sparse_linear_value_grad(p.grad_gates, p.x, w.row_ptr, w.col_idx, validate=False),
             lambda out: reference.csr_to_dense(out, w.row_ptr, w.col_idx, w.shape))})
     masks = p.masks
     if p.op == "cell":

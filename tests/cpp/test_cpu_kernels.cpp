@@ -188,6 +188,28 @@ void test_sparse_linear_input_grad() {
   }
 }
 
+// The scatter from the CSR: the same product without the transposed index,
+// at batch widths that take each of its three paths (inline, row ranges with
+// per-thread copies, batch tiles).
+void test_sparse_linear_input_grad_csr() {
+  for (const auto dtype : kDtypes) {
+    for (const auto& s : kLinearShapes) {
+      const SparseWeight w = random_weight(s.out, s.in, s.density, s.empty_lines, dtype);
+      std::fprintf(stderr, "  input_grad_csr %s\n", describe(s, dtype, w.nnz()).c_str());
+      for (const int64_t n : {s.n, int64_t{20}, int64_t{300}}) {
+        const Tensor grad_y = at::randn({n, s.out}, w.values.options());
+        EXPECT_CLOSE(sparse_kernels::cpu::sparse_linear_input_grad_csr(grad_y, w.values, w.row_ptr,
+                                                                      w.col_idx, s.in),
+                    at::matmul(grad_y, w.dense));
+      }
+      const Tensor grad_yt = at::randn({s.out, s.n}, w.values.options()).t();
+      EXPECT_CLOSE(sparse_kernels::cpu::sparse_linear_input_grad_csr(grad_yt, w.values, w.row_ptr,
+                                                                    w.col_idx, s.in),
+                  at::matmul(grad_yt, w.dense));
+    }
+  }
+}
+
 void test_sparse_linear_value_grad() {
   for (const auto dtype : kDtypes) {
     for (const auto& s : kLinearShapes) {
@@ -347,8 +369,8 @@ void test_dispatcher() {
     const Tensor y =
         linear
             .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                          const Tensor&, const Tensor&, const Tensor&,
-                          const std::optional<Tensor>&)>()
+                          const std::optional<Tensor>&, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&, const std::optional<Tensor>&)>()
             .call(x, w.values, w.row_ptr, w.col_idx, w.col_ptr, w.row_idx, w.csr2csc, bias);
     EXPECT_CLOSE(y, at::matmul(x, w.dense.t()) + bias);
 
@@ -465,6 +487,7 @@ const Case kCases[] = {
     {"csr_helper", test_csr_helper},
     {"sparse_linear", test_sparse_linear},
     {"sparse_linear_input_grad", test_sparse_linear_input_grad},
+    {"sparse_linear_input_grad_csr", test_sparse_linear_input_grad_csr},
     {"sparse_linear_value_grad", test_sparse_linear_value_grad},
     {"bsr_linear", test_bsr_linear},
     {"lstm_cell", test_lstm_cell},

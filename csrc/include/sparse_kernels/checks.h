@@ -296,6 +296,20 @@ inline void check_csc_view(const at::Tensor& row_ptr, const at::Tensor& col_idx,
   check_transposed_index(row_ptr, col_idx, col_ptr, row_idx, csr2csc);
 }
 
+// An optional transposed index (all three tensors or none): checked as
+// check_csc_view when given. The layer loops take one per matrix; only the
+// CUDA backward reads it (the CPU scatters from the CSR).
+inline void check_optional_csc_view(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                    const std::optional<at::Tensor>& col_ptr,
+                                    const std::optional<at::Tensor>& row_idx,
+                                    const std::optional<at::Tensor>& csr2csc, int64_t cols,
+                                    const char* matrix) {
+  const int given = col_ptr.has_value() + row_idx.has_value() + csr2csc.has_value();
+  TORCH_CHECK(given == 0 || given == 3, "the transposed index of ", matrix,
+              " (col_ptr, row_idx, csr2csc) must be given whole or not at all");
+  if (given == 3) check_csc_view(row_ptr, col_idx, *col_ptr, *row_idx, *csr2csc, cols, matrix);
+}
+
 // The block values of a BSR matrix: contiguous (nblocks, bh, bw), one block
 // per block_col_idx (or block_row_idx) entry, blocks of at least 1 x 1.
 inline void check_block_values(const at::Tensor& values, const at::Tensor& block_index) {

@@ -31,6 +31,12 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output,
                                     const at::Tensor& row_idx,
                                     const at::Tensor& csr2csc);
 
+// The same product from W's CSR, by scatter (no transposed index; faster on
+// the CPU, see sparse_linear_input_grad_csr_cpu.cpp): (N, out) -> (N, in).
+at::Tensor sparse_linear_input_grad_csr(const at::Tensor& grad_output, const at::Tensor& values,
+                                        const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                        int64_t in_features);
+
 // Value gradient at the stored nonzeros only (SDDMM):
 // grad_values[k] = sum_n grad_output[n, row(k)] * input[n, col_idx[k]].
 at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output,
@@ -92,10 +98,14 @@ struct CpuKernels {
                                   const at::Tensor& ci, const std::optional<at::Tensor>& b) {
     return cpu::sparse_linear(x, v, rp, ci, b);
   }
+  // The transposed index, when the caller has one, is not read: the scatter
+  // from the CSR is the faster CPU product.
   static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
-                                             const at::Tensor& cp, const at::Tensor& ri,
-                                             const at::Tensor& perm) {
-    return cpu::sparse_linear_input_grad(gy, v, cp, ri, perm);
+                                             const at::Tensor& rp, const at::Tensor& ci,
+                                             int64_t cols, const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&) {
+    return cpu::sparse_linear_input_grad_csr(gy, v, rp, ci, cols);
   }
   static at::Tensor sparse_linear_value_grad(const at::Tensor& gy, const at::Tensor& x,
                                              const at::Tensor& rp, const at::Tensor& ci) {

@@ -72,23 +72,21 @@ inline __attribute__((always_inline)) void row_tile(const int32_t* idx, const T*
   for (int j = 0; j < W; ++j) out[j] = acc[j];
 }
 
-// out_t[r, :] = bias[r] + sum_{k in row r} v[perm ? perm[k] : k] * dense_t[idx[k], :]
-// for rows [r0, r1); dense_t is (*, n), out_t (rows, n), both row-major.
+// The row-outer loop over batch columns [j_start, n): tiles of 16, 8, 4, 1.
+// (16 is the widest tile worth having: measured on AVX2, 32-wide tiles ran
+// 4x slower, their accumulators no longer kept in registers.)
 template <typename T, bool kPerm>
-inline __attribute__((always_inline)) void spmm_rows_impl(const int32_t* ptr, const int32_t* idx,
+inline __attribute__((always_inline)) void spmm_rows_tail(const int32_t* ptr, const int32_t* idx,
                                                           const T* v, const int32_t* perm,
                                                           const T* dense_t, const T* bias, T* out_t,
-                                                          int64_t n, int64_t r0, int64_t r1) {
+                                                          int64_t n, int64_t j_start, int64_t r0,
+                                                          int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const int32_t k0 = ptr[r], k1 = ptr[r + 1];
     const T b = bias ? bias[r] : T(0);
     T* out_r = out_t + r * n;
-    int64_t j0 = 0;
-    for (; j0 + 32 <= n; j0 += 32) row_tile<T, 32, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
-    if (j0 + 16 <= n) {
-      row_tile<T, 16, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
-      j0 += 16;
-    }
+    int64_t j0 = j_start;
+    for (; j0 + 16 <= n; j0 += 16) row_tile<T, 16, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
     if (j0 + 8 <= n) {
       row_tile<T, 8, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
       j0 += 8;
@@ -99,6 +97,28 @@ inline __attribute__((always_inline)) void spmm_rows_impl(const int32_t* ptr, co
     }
     for (; j0 < n; ++j0) row_tile<T, 1, kPerm>(idx, v, perm, k0, k1, dense_t, n, j0, b, out_r + j0);
   }
+}
+
+// out_t[r, :] = bias[r] + sum_{k in row r} v[perm ? perm[k] : k] * dense_t[idx[k], :]
+// for rows [r0, r1); dense_t is (*, n), out_t (rows, n), both row-major.
+template <typename T, bool kPerm>
+inline __attribute__((always_inline)) void spmm_rows_impl(const int32_t* ptr, const int32_t* idx,
+                                                          const T* v, const int32_t* perm,
+                                                          const T* dense_t, const T* bias, T* out_t,
+                                                          int64_t n, int64_t r0, int64_t r1) {
+  // Wide batches: the 16-wide batch tiles outermost, so that the dense
+  // columns one tile reads (cols x 64 bytes) stay in L2 while every row
+  // streams past; row-outer order would fetch each nonzero's bytes from a
+  // random row of the whole (cols x N) operand. Narrow batches (and the
+  // tail) go row-outer: one pass over the rows.
+  const int64_t wide = n > 32 ? n / 16 * 16 : 0;
+  for (int64_t j0 = 0; j0 < wide; j0 += 16) {
+    for (int64_t r = r0; r < r1; ++r) {
+      row_tile<T, 16, kPerm>(idx, v, perm, ptr[r], ptr[r + 1], dense_t, n, j0, bias ? bias[r] : T(0),
+                             out_t + r * n + j0);
+    }
+  }
+  if (wide < n) spmm_rows_tail<T, kPerm>(ptr, idx, v, perm, dense_t, bias, out_t, n, wide, r0, r1);
 }
 
 template <typename T>
@@ -113,20 +133,73 @@ inline __attribute__((always_inline)) void spmm_rows(const int32_t* ptr, const i
   }
 }
 
+// The transposed product by scatter, one batch tile [j0, j0 + W):
+// out_t[idx[k], j0:j0+W] += v[k] * dense_t[r, j0:j0+W] for every nonzero k
+// of the rows [r0, r1). Each row's W dense values stay in registers across
+// its nonzeros, values and indices stream in storage order (no csr2csc
+// indirection, no CSC index at all), and the working set is out_t's
+// (cols x W) tile, small enough for L2 at W <= 16.
+template <typename T, int W>
+inline __attribute__((always_inline)) void scatter_tile(const int32_t* ptr, const int32_t* idx,
+                                                        const T* v, const T* dense_t, T* out_t,
+                                                        int64_t n, int64_t j0, int64_t r0,
+                                                        int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int32_t k0 = ptr[r], k1 = ptr[r + 1];
+    if (k0 == k1) continue;
+    T g[W];
+    for (int j = 0; j < W; ++j) g[j] = dense_t[r * n + j0 + j];
+    for (int32_t k = k0; k < k1; ++k) {
+      const T w = v[k];
+      T* o = out_t + static_cast<int64_t>(idx[k]) * n + j0;
+#pragma omp simd
+      for (int j = 0; j < W; ++j) o[j] += w * g[j];
+    }
+  }
+}
+
+// out_t (cols, n) += W[r0:r1]^T dense_t[r0:r1] (dense_t (rows, n), both
+// row-major), batch columns [c0, c1) only: the batch is tiled so that each
+// pass over the rows scatters into one L2-sized tile of out_t.
+template <typename T>
+inline __attribute__((always_inline)) void scatter_rows(const int32_t* ptr, const int32_t* idx,
+                                                        const T* v, const T* dense_t, T* out_t,
+                                                        int64_t n, int64_t c0, int64_t c1,
+                                                        int64_t r0, int64_t r1) {
+  int64_t j0 = c0;
+  for (; j0 + 16 <= c1; j0 += 16) scatter_tile<T, 16>(ptr, idx, v, dense_t, out_t, n, j0, r0, r1);
+  if (j0 + 8 <= c1) {
+    scatter_tile<T, 8>(ptr, idx, v, dense_t, out_t, n, j0, r0, r1);
+    j0 += 8;
+  }
+  if (j0 + 4 <= c1) {
+    scatter_tile<T, 4>(ptr, idx, v, dense_t, out_t, n, j0, r0, r1);
+    j0 += 4;
+  }
+  for (; j0 < c1; ++j0) scatter_tile<T, 1>(ptr, idx, v, dense_t, out_t, n, j0, r0, r1);
+}
+
 // grad_v[k] = dot(grad_t[row(k), :], input_t[idx[k], :]) for the rows [r0, r1).
 template <typename T>
 inline __attribute__((always_inline)) void sddmm_rows(const int32_t* ptr, const int32_t* idx,
                                                       const T* grad_t, const T* input_t,
                                                       T* grad_v, int64_t n, int64_t r0,
                                                       int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* g = grad_t + r * n;
-    for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) {
-      const T* x = input_t + static_cast<int64_t>(idx[k]) * n;
-      T acc = T(0);
+  // Long rows (N > 64) are cut into 64-wide chunks, chunk outermost, the
+  // partial dot products accumulated in grad_v: one chunk's input columns
+  // (cols x 256 bytes) stay in L2 while the rows stream past.
+  constexpr int64_t kChunk = 64;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = n > kChunk ? std::min(n, c0 + kChunk) : n;
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* g = grad_t + r * n;
+      for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) {
+        const T* x = input_t + static_cast<int64_t>(idx[k]) * n;
+        T acc = T(0);
 #pragma omp simd reduction(+ : acc)
-      for (int64_t j = 0; j < n; ++j) acc += g[j] * x[j];
-      grad_v[k] = acc;
+        for (int64_t j = c0; j < c1; ++j) acc += g[j] * x[j];
+        grad_v[k] = c0 == 0 ? acc : grad_v[k] + acc;
+      }
     }
   }
 }
@@ -138,6 +211,10 @@ void spmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v, const
 void spmm_rows_f64(const int32_t* ptr, const int32_t* idx, const double* v, const int32_t* perm,
                    const double* dense_t, const double* bias, double* out_t, int64_t n, int64_t r0,
                    int64_t r1);
+void scatter_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v, const float* dense_t,
+                      float* out_t, int64_t n, int64_t c0, int64_t c1, int64_t r0, int64_t r1);
+void scatter_rows_f64(const int32_t* ptr, const int32_t* idx, const double* v, const double* dense_t,
+                      double* out_t, int64_t n, int64_t c0, int64_t c1, int64_t r0, int64_t r1);
 void sddmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* grad_t,
                     const float* input_t, float* grad_v, int64_t n, int64_t r0, int64_t r1);
 void sddmm_rows_f64(const int32_t* ptr, const int32_t* idx, const double* grad_t,
@@ -153,6 +230,16 @@ inline void spmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const dou
                                int64_t n, int64_t r0, int64_t r1) {
   spmm_rows_f64(ptr, idx, v, perm, d, b, o, n, r0, r1);
 }
+inline void scatter_rows_dispatch(const int32_t* ptr, const int32_t* idx, const float* v,
+                                  const float* d, float* o, int64_t n, int64_t c0, int64_t c1,
+                                  int64_t r0, int64_t r1) {
+  scatter_rows_f32(ptr, idx, v, d, o, n, c0, c1, r0, r1);
+}
+inline void scatter_rows_dispatch(const int32_t* ptr, const int32_t* idx, const double* v,
+                                  const double* d, double* o, int64_t n, int64_t c0, int64_t c1,
+                                  int64_t r0, int64_t r1) {
+  scatter_rows_f64(ptr, idx, v, d, o, n, c0, c1, r0, r1);
+}
 inline void sddmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const float* g,
                                 const float* x, float* gv, int64_t n, int64_t r0, int64_t r1) {
   sddmm_rows_f32(ptr, idx, g, x, gv, n, r0, r1);
@@ -162,9 +249,24 @@ inline void sddmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const do
   sddmm_rows_f64(ptr, idx, g, x, gv, n, r0, r1);
 }
 
-// Runs fn(r0, r1) over nnz-balanced row chunks in parallel.
+// Below this many multiply-adds a product runs on the calling thread: a
+// parallel region costs microseconds to open (far more when the threads were
+// descheduled, as on a loaded machine), more than a small product itself,
+// and the recurrent loops run one product per timestep.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
+// Runs fn(r0, r1) over nnz-balanced row chunks in parallel. work_per_entry
+// is the multiply-adds per stored entry (the batch width; times the block
+// size for a block index): a product of less than kMinParallelWork in all
+// runs inline. 0 means unknown: always parallel.
 template <typename Fn>
-void parallel_over_rows(const int32_t* ptr, int64_t rows, const Fn& fn) {
+void parallel_over_rows(const int32_t* ptr, int64_t rows, const Fn& fn, int64_t work_per_entry = 0) {
+  if (rows == 0) return;
+  if (at::get_num_threads() == 1 ||
+      (work_per_entry > 0 && (static_cast<int64_t>(ptr[rows]) + rows) * work_per_entry < kMinParallelWork)) {
+    fn(0, rows);
+    return;
+  }
   const std::vector<int64_t> bounds = balanced_row_chunks(ptr, rows);
   at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) fn(bounds[c], bounds[c + 1]);

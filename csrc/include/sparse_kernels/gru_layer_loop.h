@@ -57,11 +57,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input_gates,
     const at::Tensor& hidden_gates, const at::Tensor& output, const at::Tensor& h0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
+    const OptTensor& col_ptr, const OptTensor& row_idx, const OptTensor& csr2csc,
     const at::Tensor& batch_sizes, bool reverse) {
   check_recurrent_args(input_gates, h0, values, row_ptr, col_idx, batch_sizes, 3);
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = h0.size(1);
-  check_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, hidden, "W_hh");
+  check_optional_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, hidden, "W_hh");
   TORCH_CHECK(hidden_gates.sizes() == input_gates.sizes(), "hidden_gates must match input_gates");
   TORCH_CHECK(grad_output.sizes() == output.sizes() && output.dim() == 3 &&
                   output.size(0) == steps && output.size(1) == batch && output.size(2) == hidden,
@@ -85,7 +85,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward(
     grad_input_gates[t].narrow(0, 0, b).copy_(d_ig);
     grad_hidden_gates[t].narrow(0, 0, b).copy_(d_hg);
     at::add_out(dh_active, dh_direct,
-                Kernels::sparse_linear_input_grad(d_hg, values, col_ptr, row_idx, csr2csc));
+                Kernels::sparse_linear_input_grad(d_hg, values, row_ptr, col_idx, hidden, col_ptr,
+                                                  row_idx, csr2csc));
   }
   at::Tensor grad_values = Kernels::sparse_linear_value_grad(
       grad_hidden_gates.reshape({steps * batch, 3 * hidden}),

@@ -10,10 +10,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "sparse_kernels/checks.h"
 
 namespace sparse_kernels::layer {
+
+using OptTensor = std::optional<at::Tensor>;
 
 inline void check_batch_sizes(const at::Tensor& batch_sizes, int64_t steps, int64_t batch) {
   // Contiguous: the loops read it through data_ptr, which ignores strides.

@@ -25,8 +25,6 @@
 
 namespace sparse_kernels::layer {
 
-using OptTensor = std::optional<at::Tensor>;
-
 struct LstmShapes {
   int64_t steps, batch, hidden, state;  // state = proj_size, or hidden without projection
 };
@@ -123,18 +121,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
     const at::Tensor& hidden_full, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor& col_ptr, const at::Tensor& row_idx, const at::Tensor& csr2csc,
+    const OptTensor& col_ptr, const OptTensor& row_idx, const OptTensor& csr2csc,
     const at::Tensor& batch_sizes, bool reverse, const OptTensor& hr_values,
     const OptTensor& hr_row_ptr, const OptTensor& hr_col_idx, const OptTensor& hr_col_ptr,
     const OptTensor& hr_row_idx, const OptTensor& hr_csr2csc) {
   const auto [steps, batch, hidden, state] = check_lstm_args(
       gates, h0, c0, values, row_ptr, col_idx, batch_sizes, hr_values, hr_row_ptr, hr_col_idx);
   const bool projected = hr_values.has_value();
-  TORCH_CHECK(!projected || (hr_col_ptr && hr_row_idx && hr_csr2csc),
-              "the projection's backward needs W_hr's transposed index");
-  check_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, state, "W_hh");
+  check_optional_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, state, "W_hh");
   if (projected) {
-    check_csc_view(*hr_row_ptr, *hr_col_idx, *hr_col_ptr, *hr_row_idx, *hr_csr2csc, hidden, "W_hr");
+    check_optional_csc_view(*hr_row_ptr, *hr_col_idx, hr_col_ptr, hr_row_idx, hr_csr2csc, hidden,
+                            "W_hr");
   }
   for (const at::Tensor* t : {&grad_output, &output}) {
     TORCH_CHECK(t->dim() == 3 && t->size(0) == steps && t->size(1) == batch && t->size(2) == state,
@@ -165,8 +162,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     at::Tensor d_hidden = dh_active;
     if (projected) {
       grad_projected[t].narrow(0, 0, b).copy_(dh_active);
-      d_hidden = Kernels::sparse_linear_input_grad(dh_active, *hr_values, *hr_col_ptr, *hr_row_idx,
-                                                   *hr_csr2csc);
+      d_hidden = Kernels::sparse_linear_input_grad(dh_active, *hr_values, *hr_row_ptr, *hr_col_idx,
+                                                   hidden, hr_col_ptr, hr_row_idx, hr_csr2csc);
     }
     auto [dgates, dc_prev] = Kernels::lstm_cell_backward(d_hidden, dc_active, gates[t].narrow(0, 0, b),
                                                          c_prev, cells[t].narrow(0, 0, b));
@@ -174,7 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     dc_active.copy_(dc_prev);
     // h_prev fed only this step's recurrent product (its output use was
     // added above when that step was processed).
-    dh_active.copy_(Kernels::sparse_linear_input_grad(dgates, values, col_ptr, row_idx, csr2csc));
+    dh_active.copy_(Kernels::sparse_linear_input_grad(dgates, values, row_ptr, col_idx, state, col_ptr,
+                                                      row_idx, csr2csc));
   }
   at::Tensor grad_values = Kernels::sparse_linear_value_grad(
       grad_gates.reshape({steps * batch, 4 * hidden}), h_prev_all.reshape({steps * batch, state}),

@@ -38,7 +38,8 @@ struct RhnShapes {
 };
 
 // Shapes shared by forward and backward. With the transposed index (the
-// backward), each R_l's col_ptr / row_idx / csr2csc are checked too.
+// backward; optional there: empty lists for none, one entry per micro-layer
+// otherwise), each R_l's col_ptr / row_idx / csr2csc are checked too.
 inline RhnShapes check_rhn_args(int64_t steps, int64_t batch, const at::Tensor& h,
                                 at::TensorList values, at::TensorList row_ptr,
                                 at::TensorList col_idx, const at::TensorList* col_ptr,
@@ -63,11 +64,13 @@ inline RhnShapes check_rhn_args(int64_t steps, int64_t batch, const at::Tensor& 
                 2 * hidden, " rows");
     check_compressed_index(row_ptr[l], col_idx[l], hidden, "r_row_ptr", "r_col_idx");
   }
-  if (col_ptr != nullptr) {
+  if (col_ptr != nullptr &&
+      !(col_ptr->empty() && row_idx->empty() && csr2csc->empty())) {
     TORCH_CHECK(static_cast<int64_t>(col_ptr->size()) == depth &&
                     static_cast<int64_t>(row_idx->size()) == depth &&
                     static_cast<int64_t>(csr2csc->size()) == depth,
-                "r_col_ptr, r_row_idx and r_csr2csc must have one entry per micro-layer");
+                "r_col_ptr, r_row_idx and r_csr2csc must be empty or have one entry per "
+                "micro-layer");
     for (int64_t l = 0; l < depth; ++l) {
       SK_CHECK_INDEX((*col_ptr)[l]);
       SK_CHECK_INDEX((*row_idx)[l]);
@@ -161,6 +164,10 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, at::Tensor> rhn_laye
   std::vector<at::Tensor> grad_pre;
   for (int64_t l = 0; l < depth; ++l) grad_pre.push_back(at::zeros_like(pre[l]));
   at::Tensor dh = grad_h_n.contiguous().clone();
+  const bool has_csc = !col_ptr.empty();
+  const auto csc_part = [&](at::TensorList part, int64_t l) {
+    return has_csc ? OptTensor(part[l]) : OptTensor();
+  };
   for (int64_t s = steps - 1; s >= 0; --s) {
     const int64_t t = reverse ? steps - 1 - s : s;
     const int64_t b = bs[t];
@@ -173,8 +180,9 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, at::Tensor> rhn_laye
                                                          states[l][t].narrow(0, 0, b));
       grad_pre[l][t].narrow(0, 0, b).copy_(d_pre);
       // s_l fed micro-layer l twice: through the carry and through R_l s_l.
-      d_state = d_carry.add_(Kernels::sparse_linear_input_grad(d_pre, values[l], col_ptr[l],
-                                                               row_idx[l], csr2csc[l]));
+      d_state = d_carry.add_(Kernels::sparse_linear_input_grad(
+          d_pre, values[l], row_ptr[l], col_idx[l], hidden, csc_part(col_ptr, l),
+          csc_part(row_idx, l), csc_part(csr2csc, l)));
     }
     dh_active.copy_(d_state);
   }

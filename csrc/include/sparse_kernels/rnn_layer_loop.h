@@ -47,10 +47,10 @@ template <typename Kernels>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& output,
     const at::Tensor& h0, const at::Tensor& values, const at::Tensor& row_ptr,
-    const at::Tensor& col_idx, const at::Tensor& col_ptr, const at::Tensor& row_idx,
-    const at::Tensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
+    const at::Tensor& col_idx, const OptTensor& col_ptr, const OptTensor& row_idx,
+    const OptTensor& csr2csc, const at::Tensor& batch_sizes, bool reverse, bool relu) {
   check_recurrent_args(output, h0, values, row_ptr, col_idx, batch_sizes, 1);
-  check_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, h0.size(1), "W_hh");
+  check_optional_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, h0.size(1), "W_hh");
   TORCH_CHECK(grad_output.sizes() == output.sizes(), "grad_output must have the shape of output");
   TORCH_CHECK(grad_h_n.sizes() == h0.sizes(), "grad_h_n must have the shape of h0");
   const int64_t steps = output.size(0), batch = output.size(1), hidden = h0.size(1);
@@ -67,7 +67,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward(
     dh_active.add_(grad_output[t].narrow(0, 0, b));
     at::Tensor d_pre = Kernels::rnn_cell_backward(dh_active, output[t].narrow(0, 0, b), relu);
     grad_pre_all[t].narrow(0, 0, b).copy_(d_pre);
-    dh_active.copy_(Kernels::sparse_linear_input_grad(d_pre, values, col_ptr, row_idx, csr2csc));
+    dh_active.copy_(Kernels::sparse_linear_input_grad(d_pre, values, row_ptr, col_idx, hidden, col_ptr,
+                                                      row_idx, csr2csc));
   }
   at::Tensor grad_values = Kernels::sparse_linear_value_grad(
       grad_pre_all.reshape({steps * batch, hidden}), h_prev_all.reshape({steps * batch, hidden}),
