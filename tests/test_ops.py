@@ -130,6 +130,18 @@ def test_input_grad_csr_parallel_paths(threads, n):
     torch.testing.assert_close(got, want, **TOL[torch.float64])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [15, 16, 37, 300])
+def test_value_grad_wide_batches_match_reference(dtype, n):
+    """The SDDMM's eight-at-a-time path (N >= 16): rows of 22-23 nonzeros
+    (whole groups of eight and a remainder), N a multiple of 8 or not."""
+    p = random_problem(n, 40, 90, 0.25, dtype=dtype, seed=n)
+    grad_out = torch.randn(n, 40, dtype=dtype)
+    got = ops.sparse_linear_value_grad(grad_out, p["x"], p["row_ptr"], p["col_idx"])
+    want = reference.sparse_linear_value_grad(grad_out, p["x"], p["row_ptr"], p["col_idx"])
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
 def test_input_grad_csr_bad_input():
     p = _good()
     args = (p["values"], p["row_ptr"], p["col_idx"])

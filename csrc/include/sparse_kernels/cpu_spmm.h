@@ -179,27 +179,51 @@ inline __attribute__((always_inline)) void scatter_rows(const int32_t* ptr, cons
   for (; j0 < c1; ++j0) scatter_tile<T, 1>(ptr, idx, v, dense_t, out_t, n, j0, r0, r1);
 }
 
+// U dot products of one gradient row g with U input rows x[u] over [0, n):
+// U independent accumulators of 8 lanes, so that each loaded run of g feeds
+// U multiply-adds and no single dependency chain of additions sets the pace.
+template <typename T, int U>
+inline __attribute__((always_inline)) void row_dots(const T* g, const T* const* x, int64_t n, T* out) {
+  T acc[U][8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int u = 0; u < U; ++u) {
+#pragma omp simd
+      for (int l = 0; l < 8; ++l) acc[u][l] += g[j + l] * x[u][j + l];
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    T sum = T(0);
+    for (int l = 0; l < 8; ++l) sum += acc[u][l];
+    for (int64_t jj = j; jj < n; ++jj) sum += g[jj] * x[u][jj];
+    out[u] = sum;
+  }
+}
+
 // grad_v[k] = dot(grad_t[row(k), :], input_t[idx[k], :]) for the rows [r0, r1).
 template <typename T>
 inline __attribute__((always_inline)) void sddmm_rows(const int32_t* ptr, const int32_t* idx,
                                                       const T* grad_t, const T* input_t,
                                                       T* grad_v, int64_t n, int64_t r0,
                                                       int64_t r1) {
-  // Long rows (N > 64) are cut into 64-wide chunks, chunk outermost, the
-  // partial dot products accumulated in grad_v: one chunk's input columns
-  // (cols x 256 bytes) stay in L2 while the rows stream past.
-  constexpr int64_t kChunk = 64;
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int64_t c1 = n > kChunk ? std::min(n, c0 + kChunk) : n;
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* g = grad_t + r * n;
-      for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) {
-        const T* x = input_t + static_cast<int64_t>(idx[k]) * n;
-        T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-        for (int64_t j = c0; j < c1; ++j) acc += g[j] * x[j];
-        grad_v[k] = c0 == 0 ? acc : grad_v[k] + acc;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* g = grad_t + r * n;
+    int32_t k = ptr[r];
+    if (n >= 16) {
+      // Eight nonzeros of the row at a time (measured 3x faster at N = 700
+      // than one dot product after another).
+      for (; k + 8 <= ptr[r + 1]; k += 8) {
+        const T* x[8];
+        for (int u = 0; u < 8; ++u) x[u] = input_t + static_cast<int64_t>(idx[k + u]) * n;
+        row_dots<T, 8>(g, x, n, grad_v + k);
       }
+    }
+    for (; k < ptr[r + 1]; ++k) {
+      const T* x = input_t + static_cast<int64_t>(idx[k]) * n;
+      T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+      for (int64_t j = 0; j < n; ++j) acc += g[j] * x[j];
+      grad_v[k] = acc;
     }
   }
 }
