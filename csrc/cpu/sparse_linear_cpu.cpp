@@ -31,9 +31,11 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   if (n_rows == 0 || out_features == 0) return at::empty({n_rows, out_features}, input.options());
 
-  // Batch on the SIMD lanes: work on x^T (in, N) and y^T (out, N).
-  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
-  at::Tensor out_t = at::empty({out_features, n_rows}, input.options());
+  // Batch on the SIMD lanes: work on x^T (in, N') and y^T (out, N'), N'
+  // the batch padded to whole tiles.
+  const at::Tensor input_t = transposed_padded(input);
+  const int64_t width = input_t.size(1);
+  at::Tensor out_t = at::empty({out_features, width}, input.options());
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_linear_cpu", [&] {
@@ -41,10 +43,10 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
     // Threads own disjoint, nnz-balanced row ranges of W: no write races.
     parallel_over_rows(rp, out_features, [&](int64_t r0, int64_t r1) {
       spmm_rows_dispatch(rp, ci, values.data_ptr<scalar_t>(), nullptr, input_t.data_ptr<scalar_t>(),
-                         b, out_t.data_ptr<scalar_t>(), n_rows, r0, r1);
-    }, n_rows);
+                         b, out_t.data_ptr<scalar_t>(), width, r0, r1);
+    }, width);
   });
-  return n_rows == 1 ? out_t.view({1, out_features}) : out_t.t().contiguous();
+  return n_rows == 1 ? out_t.view({1, out_features}) : out_t.narrow(1, 0, n_rows).t().contiguous();
 }
 
 

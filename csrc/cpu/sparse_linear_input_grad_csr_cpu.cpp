@@ -27,15 +27,16 @@ at::Tensor sparse_linear_input_grad_csr(const at::Tensor& grad_output_, const at
               "row_ptr must have out_features + 1 = ", grad_output_.size(1) + 1, " entries, got ",
               row_ptr.numel());
   TORCH_CHECK(in_features >= 0, "in_features must be >= 0, got ", in_features);
-  const int64_t n = grad_output_.size(0);
+  const int64_t rows = grad_output_.size(0);
   const int64_t out_features = grad_output_.size(1);
   const at::Tensor grad_output = grad_output_.contiguous();
-  if (n == 0 || in_features == 0 || col_idx.numel() == 0) {
-    return at::zeros({n, in_features}, grad_output.options());
+  if (rows == 0 || in_features == 0 || col_idx.numel() == 0) {
+    return at::zeros({rows, in_features}, grad_output.options());
   }
-  // Batch on the SIMD lanes: grad_y^T (out, N) rows are scattered into
-  // grad_x^T (in, N) rows.
-  const at::Tensor grad_t = n == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
+  // Batch on the SIMD lanes: grad_y^T (out, N') rows are scattered into
+  // grad_x^T (in, N') rows, N' the batch padded to whole tiles.
+  const at::Tensor grad_t = transposed_padded(grad_output);
+  const int64_t n = grad_t.size(1);
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   const int64_t nnz = col_idx.numel();
@@ -81,7 +82,8 @@ at::Tensor sparse_linear_input_grad_csr(const at::Tensor& grad_output_, const at
       grad_input_t = partial.sum(0);
     }
   });
-  return n == 1 ? grad_input_t.view({1, in_features}) : grad_input_t.t().contiguous();
+  return rows == 1 ? grad_input_t.view({1, in_features})
+                   : grad_input_t.narrow(1, 0, rows).t().contiguous();
 }
 
 }  // namespace sparse_kernels::cpu

@@ -10,6 +10,7 @@
 // SIMD is chosen at run time (cpu_simd.h).
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -287,6 +288,22 @@ inline void sddmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const fl
 inline void sddmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const double* g,
                                 const double* x, double* gv, int64_t n, int64_t r0, int64_t r1) {
   sddmm_rows_f64(ptr, idx, g, x, gv, n, r0, r1);
+}
+
+// The batch width the tiled products run at: N rounded up to a multiple of
+// 8 (N = 1 stays: its gather path has no tiles), so that no batch column is
+// left to 1-wide tiles, each a whole pass over the matrix (N = 35 took two
+// 16-wide passes and three 1-wide ones; padded, it takes three).
+inline int64_t padded_batch(int64_t n) { return n <= 1 ? n : (n + 7) / 8 * 8; }
+
+// x (N, F) -> x^T (F, padded_batch(N)), contiguous, zero in the padding.
+inline at::Tensor transposed_padded(const at::Tensor& x) {
+  const int64_t n = x.size(0), padded = padded_batch(n);
+  if (n == 1) return x.reshape({x.size(1), 1});
+  at::Tensor x_t = at::empty({x.size(1), padded}, x.options());
+  x_t.narrow(1, 0, n).copy_(x.t());
+  if (padded > n) x_t.narrow(1, n, padded - n).zero_();
+  return x_t;
 }
 
 // Below this many multiply-adds a product runs on the calling thread: a
