@@ -538,8 +538,11 @@ inline std::tuple<at::Tensor, at::Tensor> random_regrow(
           .copy_(sorted_global.narrow(0, 1, n_candidates - 1) != sorted_global.narrow(0, 0, n_candidates - 1));
     const at::Tensor distinct = first.logical_and(sorted_global != std::numeric_limits<int64_t>::max());
     const at::Tensor sorted_group = group.index_select(0, order);
-    const at::Tensor distinct_per_group =
-        at::zeros({groups}, i64).index_add_(0, sorted_group, distinct.to(at::kLong));
+    // Groups hold consecutive global ranks, so their accepted draws are
+    // consecutive in this order (the rejected ones last): count by bounds.
+    const at::Tensor distinct_before = detail::exclusive_cumsum(distinct);
+    const at::Tensor group_bounds = distinct_before.index_select(0, at::searchsorted(sorted_global, free_before_group));
+    const at::Tensor distinct_per_group = group_bounds.diff();
     const at::Tensor short_groups = distinct_per_group < want;
     if (detail::fetch({short_groups.sum()})[0] > 0) {
       // Rare: lengthen the short groups' prefixes (the result does not depend on it).
