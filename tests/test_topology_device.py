@@ -11,8 +11,9 @@ seed) and, with a GPU, equality of the CUDA op with the generic code on the CPU.
 
 Backends: "generic" runs the generic code on CPU tensors
 (sparse_kernels._C._generic_*), "generic-device-checks" the same with its
-argument checks done as on the device (tensor reductions read in one sync);
-"cuda" the real CUDA ops, skipped without a GPU. The random regrow's one
+argument checks done as on the device (tensor reductions read in one sync),
+"cuda-registration" the functions registered for the CUDA key called on CPU
+tensors (a redispatch); "cuda" the real CUDA ops, skipped without a GPU. The random regrow's one
 custom kernel (csrc/cuda/regrow_candidates.cu) runs through the CUDA emulator
 against its CPU twin."""
 
@@ -90,12 +91,31 @@ class Cuda:
         return _cpu(_ops.rebuild_csr(*_cuda(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx)))
 
 
-@pytest.fixture(params=["generic", "generic-device-checks", "cuda"])
+class CudaRegistration:
+    """The functions registered for the CUDA dispatch key, called on CPU
+    tensors (a redispatch to that key): their glue, without a GPU."""
+
+    def __getattr__(self, name):
+        op = getattr(_ops, name).default
+        keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+
+        def call(*args, oversample=None):
+            return op.redispatch(keys, *args)
+        return call
+
+
+@pytest.fixture(params=["generic", "generic-device-checks", "cuda-registration", "cuda"])
 def backend(request):
     if request.param == "cuda":
         if not torch.cuda.is_available():
             pytest.skip(NO_GPU)
         return Cuda()
+    if request.param == "cuda-registration":
+        import sparse_kernels
+
+        if not sparse_kernels.build_info()["cuda"]:
+            pytest.skip("a build without CUDA kernels")
+        return CudaRegistration()
     return Generic(device_checks=request.param == "generic-device-checks")
 
 
@@ -323,7 +343,7 @@ def test_random_regrow_contract(backend, shape, groups, repick):
         _check_regrow(row_ptr, col_idx, occupied, (rows, cols), grow, counts, group_rows)
         again = backend.random_regrow(row_ptr, col_idx, occupied, cols, group_rows, counts, seed)
         assert torch.equal(again[0], grow[0]) and torch.equal(again[1], grow[1]), "not a function of the seed"
-        if not isinstance(backend, Cuda):
+        if not isinstance(backend, (Cuda, CudaRegistration)):
             continue
         # The CUDA op draws exactly what the generic code draws on the CPU.
         generic = Generic(False).random_regrow(row_ptr, col_idx, occupied, cols, group_rows, counts, seed)
@@ -522,7 +542,9 @@ def test_dst_keeps_a_cuda_pattern_on_the_device(method, monkeypatch):
 
 # ----------------------------------------------------------------------------- fresh random inputs
 def _backends():
-    out = [Generic(False), Generic(True)]
+    import sparse_kernels
+
+    out = [Generic(False), Generic(True)] + ([CudaRegistration()] if sparse_kernels.build_info()["cuda"] else [])
     return out + [Cuda()] if torch.cuda.is_available() else out
 
 
