@@ -255,7 +255,7 @@ def test_rebuild_csr_refuses_a_grown_position_that_is_kept(backend):
 
 # ----------------------------------------------------------------------------- gradient regrow
 @pytest.mark.parametrize("shape", SHAPES, ids=_shape_ids)
-@pytest.mark.parametrize("block_rows", [1, 3, 7, 1000])
+@pytest.mark.parametrize("block_rows", [1, 3, 7, 1000, 2**62])
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 def test_gradient_regrow_equals_cpu(backend, shape, block_rows, ties):
     g = _seed(shape, block_rows, ties, "grad")

@@ -387,7 +387,7 @@ inline std::tuple<at::Tensor, at::Tensor> gradient_regrow(
         "gradient_regrow: invalid pattern");
   const at::Tensor rp = row_ptr.to(at::kLong);
   // The occupied count and the slot range of every row block, read at once.
-  const int64_t blocks = rows > 0 ? (rows + block_rows - 1) / block_rows : 0;
+  const int64_t blocks = rows > 0 ? (rows - 1) / block_rows + 1 : 0;  // no overflow for any block_rows
   const at::Tensor bounds_at = (at::arange(blocks + 1, detail::long_on(rp)) * block_rows).clamp_max(rows);
   const at::Tensor fetched =
       at::cat({occupied.sum().to(at::kLong).reshape({1}), rp.index_select(0, bounds_at)}).cpu();
