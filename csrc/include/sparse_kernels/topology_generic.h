@@ -103,7 +103,9 @@ inline std::vector<int64_t> fetch(std::initializer_list<at::Tensor> scalars) {
   return std::vector<int64_t>(p, p + host.numel());
 }
 
-inline at::Tensor all_of(const at::Tensor& t) { return t.numel() ? t.all() : at::ones({}, t.options().dtype(at::kBool)); }
+inline at::Tensor all_of(const at::Tensor& t) {
+  return t.numel() ? t.all() : at::ones({}, t.options().dtype(at::kBool));
+}
 
 // The metadata part of topology::check_group_ptr (same message).
 inline void check_group_ptr_meta(const at::Tensor& ptr, const char* name) {
@@ -346,9 +348,10 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> rebuild_csr(
                                                    /*out_int32=*/false, /*right=*/true);
     const at::Tensor row = old_row.index_select(0, kept_slots);
     const at::Tensor grown_before = at::searchsorted(grow_key, old_key.index_select(0, kept_slots));
-    const at::Tensor dest = new_rp.index_select(0, row) +
-                          (kept_before.index_select(0, kept_slots) - kept_before.index_select(0, rp.index_select(0, row))) +
-                          (grown_before - grp.index_select(0, row));
+    const at::Tensor kept_earlier_in_row =
+        kept_before.index_select(0, kept_slots) - kept_before.index_select(0, rp.index_select(0, row));
+    const at::Tensor dest =
+        new_rp.index_select(0, row) + kept_earlier_in_row + (grown_before - grp.index_select(0, row));
     new_col_idx.index_put_({dest}, col_idx.index_select(0, kept_slots));
     perm.index_put_({dest}, kept_slots);
   }
