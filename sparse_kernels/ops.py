@@ -866,6 +866,24 @@ torch.library.register_autograd(
 # Topology updates (dynamic sparse training). Not differentiable: they act
 # between optimizer steps. Group descriptors are int64 boundaries of
 # contiguous ranges: slots for the prune ops, rows for the regrow ops.
+# They run on the device that holds the pattern: CPU kernels, and for CUDA
+# the device-generic implementation (csrc/include/sparse_kernels/topology_generic.h);
+# only a build without CUDA kernels moves a CUDA pattern to the CPU and back.
+
+def _has_device_kernel(name: str, device: torch.device) -> bool:
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"sparse_kernels::{name}", key)
+
+
+def _topology_op(name: str, device: torch.device, *args):
+    """torch.ops.sparse_kernels.<name>(*args) on ``device``, or, where the
+    build has no kernel for it, on the CPU with the results moved back."""
+    op = getattr(_ops, name)
+    if _has_device_kernel(name, device):
+        return op(*args)
+    out = op(*(a.cpu() if isinstance(a, torch.Tensor) else a for a in args))
+    return tuple(t.to(device) for t in out) if isinstance(out, tuple) else out.to(device)
+
 
 def _check_pattern(row_ptr, col_idx, n_cols: int | None = None, names=("row_ptr", "col_idx")) -> None:
     """A sparsity pattern, in full: the topology kernels walk it row by row.
@@ -927,7 +945,7 @@ def magnitude_prune(values: torch.Tensor, drop_counts, group_ptr=None) -> torch.
     _check_values(values)
     group_ptr = _group_bounds("group_ptr", group_ptr, values.numel(), values.device)
     drop_counts = _group_counts("drop_counts", drop_counts, group_ptr, group_ptr.diff(), "the size of its group")
-    return _ops.magnitude_prune(values, group_ptr, drop_counts)
+    return _topology_op("magnitude_prune", values.device, values, group_ptr, drop_counts)
 
 
 def signed_magnitude_prune(values: torch.Tensor, fraction: float, group_ptr=None) -> torch.Tensor:
@@ -937,7 +955,7 @@ def signed_magnitude_prune(values: torch.Tensor, fraction: float, group_ptr=None
     if not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
     group_ptr = _group_bounds("group_ptr", group_ptr, values.numel(), values.device)
-    return _ops.signed_magnitude_prune(values, group_ptr, float(fraction))
+    return _topology_op("signed_magnitude_prune", values.device, values, group_ptr, float(fraction))
 
 
 def _free_per_group(row_ptr, occupied, n_cols: int, group_rows: torch.Tensor) -> torch.Tensor:
@@ -954,7 +972,9 @@ def random_regrow(row_ptr: torch.Tensor, col_idx: torch.Tensor, occupied: torch.
     matrix), uniform among the unoccupied positions of its rows, no duplicates.
     ``occupied`` (nnz, bool) marks the stored slots to avoid: the kept ones, or
     all of them to forbid re-picking what was just pruned. Deterministic in
-    ``seed``. Returns the new positions as CSR (grow_row_ptr, grow_col_idx)."""
+    ``seed`` on a given device type (the CPU kernel and the device one draw
+    from different streams). Returns the new positions as CSR (grow_row_ptr,
+    grow_col_idx)."""
     if not isinstance(n_cols, int) or not 0 <= n_cols <= _INT32_MAX:
         raise ValueError(f"n_cols must be an int in [0, 2**31 - 1], got {n_cols!r}")
     _check_pattern(row_ptr, col_idx, n_cols)
@@ -965,7 +985,8 @@ def random_regrow(row_ptr: torch.Tensor, col_idx: torch.Tensor, occupied: torch.
     free = _free_per_group(row_ptr, occupied, n_cols, group_rows)
     grow_counts = _group_counts("grow_counts", grow_counts, group_rows, free,
                                 "the unoccupied positions of its rows")
-    return _ops.random_regrow(row_ptr, col_idx, occupied, n_cols, group_rows, grow_counts, seed)
+    return _topology_op("random_regrow", row_ptr.device, row_ptr, col_idx, occupied, n_cols, group_rows,
+                        grow_counts, seed)
 
 
 def gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, row_ptr: torch.Tensor,
@@ -992,7 +1013,8 @@ def gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, row_ptr: tor
     free = (row_ptr.numel() - 1) * input.shape[1] - int(occupied.sum())
     if not isinstance(k, int) or not 0 <= k <= free:
         raise ValueError(f"k must be an int in [0, {free}] (the unoccupied positions), got {k!r}")
-    return _ops.gradient_regrow(grad_output, input, row_ptr, col_idx, occupied, k, block_rows)
+    return _topology_op("gradient_regrow", grad_output.device, grad_output, input, row_ptr, col_idx, occupied, k,
+                        block_rows)
 
 
 def block_gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, block_row_ptr: torch.Tensor,
@@ -1082,7 +1104,7 @@ def rebuild_csr(row_ptr: torch.Tensor, col_idx: torch.Tensor, keep: torch.Tensor
             position = int(grown[clash][0])
             raise ValueError(f"grown position {divmod(position, width)} is already stored (kept): "
                              "grow_row_ptr/grow_col_idx may name only positions that keep drops or never held")
-    return _ops.rebuild_csr(row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx)
+    return _topology_op("rebuild_csr", row_ptr.device, row_ptr, col_idx, keep, grow_row_ptr, grow_col_idx)
 
 
 @torch.library.register_fake("sparse_kernels::magnitude_prune")

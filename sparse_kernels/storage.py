@@ -274,9 +274,9 @@ class CSRWeight(SparseWeight):
         Parameter object is kept; see sparse_kernels.dst.remap_optimizer_state
         for the optimizer's per-element state."""
         device = self.col_idx.device
-        # The topology kernels run on the CPU; a pattern is O(nnz) to move.
-        new_row_ptr, new_col_idx, perm = (t.to(device) for t in ops.rebuild_csr(
-            self.row_ptr.cpu(), self.col_idx.cpu(), keep.cpu(), grow_row_ptr.cpu(), grow_col_idx.cpu()))
+        # On the pattern's device (ops.rebuild_csr: CPU or CUDA kernels).
+        new_row_ptr, new_col_idx, perm = ops.rebuild_csr(
+            self.row_ptr, self.col_idx, keep.to(device), grow_row_ptr.to(device), grow_col_idx.to(device))
         grown = perm < 0
         n_grown = int(grown.sum())
         if grow_values is None:
@@ -559,9 +559,9 @@ class BSRWeight(SparseWeight):
         permutation: the old block of every new block, -1 for a grown one
         (int64, on the weight's device)."""
         device = self.block_col_idx.device
-        new_row_ptr, new_col_idx, perm = (t.to(device) for t in ops.rebuild_csr(
-            self.block_row_ptr.cpu(), self.block_col_idx.cpu(), keep.cpu(), grow_row_ptr.cpu(),
-            grow_col_idx.cpu()))
+        new_row_ptr, new_col_idx, perm = ops.rebuild_csr(
+            self.block_row_ptr, self.block_col_idx, keep.to(device), grow_row_ptr.to(device),
+            grow_col_idx.to(device))
         grown = perm < 0
         n_grown = int(grown.sum())
         bh, bw = self.block_shape

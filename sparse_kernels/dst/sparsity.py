@@ -227,7 +227,7 @@ class DynamicSparsity:
     def _slot_rms(w: SparseWeight) -> torch.Tensor:
         """Per slot the root mean square of its entries (|w| for a single
         entry): a magnitude on the scale of one weight for any slot size."""
-        return (w.slot_magnitudes() / math.sqrt(w.slot_size)).cpu()
+        return w.slot_magnitudes() / math.sqrt(w.slot_size)
 
     def _set_narang_slope(self, name: str, w: SparseWeight) -> None:
         # q: the magnitude below which a fraction 1 - final_density of all
@@ -306,11 +306,12 @@ class DynamicSparsity:
         rate = self.current_prune_rate()
         plans = {}
         for name, w in self.weights.items():
-            row_groups = self._row_groups(w)
-            slot_groups = w.pattern[0].cpu().long()[row_groups]
+            # On the pattern's device: the topology ops run there (CPU or CUDA).
+            row_groups = self._row_groups(w).to(w.pattern[0].device)
+            slot_groups = w.pattern[0].long()[row_groups]
             grid_cols = w.grid_shape[1]
             # Entries for a CSR weight (signed), block norms for a BSR weight.
-            values = w.values.detach().cpu() if w.slot_size == 1 and w.values.dim() == 1 else w.slot_magnitudes().cpu()
+            values = w.values.detach() if w.slot_size == 1 and w.values.dim() == 1 else w.slot_magnitudes()
             if self.method == "gradual" and self.schedule == "narang":
                 if name not in self.theta:
                     self._set_narang_slope(name, w)
@@ -340,9 +341,9 @@ class DynamicSparsity:
         counts = {}
         for name, (keep, row_groups, slot_groups) in plans.items():
             if self.method == "gradual":
-                counts[name] = torch.zeros(row_groups.numel() - 1, dtype=torch.int64)
+                counts[name] = torch.zeros(row_groups.numel() - 1, dtype=torch.int64, device=row_groups.device)
             else:  # give back what each group lost: nnz stays exact
-                dropped = torch.zeros(keep.numel() + 1, dtype=torch.int64)
+                dropped = torch.zeros(keep.numel() + 1, dtype=torch.int64, device=keep.device)
                 dropped[1:] = (~keep).long().cumsum(0)
                 counts[name] = dropped[slot_groups].diff()
                 if not self.allow_repick:  # SET near density 1: only the free room can be regrown
@@ -411,7 +412,7 @@ class DynamicSparsity:
 
     def _rebuild(self, name: str, w: SparseWeight, keep: torch.Tensor, row_groups: torch.Tensor,
                  grow_counts: torch.Tensor) -> None:
-        row_ptr, col_idx = (t.cpu() for t in w.pattern)
+        row_ptr, col_idx = w.pattern  # the topology ops run on its device
         occupied = keep if self.allow_repick else torch.ones_like(keep)
         k = int(grow_counts.sum())
         # Every rank takes every layer's rows (a collective in a distributed job).
@@ -421,7 +422,7 @@ class DynamicSparsity:
             decay = self._momentum_beta(w) if self.method == "snfs" else 0.0
             captured = self._capture.take(name, now=self.steps, decay=decay)
         if self.method in _GRADIENT_GROWTH and captured is not None and k:
-            grad_output, inputs = (t.cpu().to(w.values.dtype) for t in captured)
+            grad_output, inputs = (t.to(device=row_ptr.device, dtype=w.values.dtype) for t in captured)
             if isinstance(w, BSRWeight):
                 grow = ops.block_gradient_regrow(grad_output, inputs, row_ptr, col_idx, occupied, k,
                                                  w.block_shape, self.block_rows)
@@ -456,7 +457,7 @@ class DynamicSparsity:
     def _hard_threshold(self) -> None:
         for name, w in self.weights.items():
             k = int(round(self.target_density[name] * math.prod(w.grid_shape)))  # in slots
-            magnitudes = w.values.detach().cpu() if w.values.dim() == 1 else w.slot_magnitudes().cpu()
+            magnitudes = w.values.detach() if w.values.dim() == 1 else w.slot_magnitudes()
             keep = ops.magnitude_prune(magnitudes, [max(w.num_slots - k, 0)]).to(w.values.device)
             zeroed = ~keep
             w.values[zeroed] = 0

@@ -106,3 +106,12 @@ SK_EMU_EXPORT(__nv_bfloat16, bf16)
 
 SK_EMU_EXPORT_CELLS(float, f32)
 SK_EMU_EXPORT_CELLS(double, f64)
+
+// The random regrow's candidate draws (topology_kernels.h).
+#include "topology_kernels.h"
+
+extern "C" int sk_emu_regrow_candidates(const int64_t* group, const int64_t* index, const int64_t* free,
+                                        const int64_t* want, int64_t n, uint64_t seed, int64_t* rank,
+                                        int64_t* priority) {
+  return k::regrow_candidates(group, index, free, want, n, seed, rank, priority, nullptr);
+}

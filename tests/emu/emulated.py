@@ -168,6 +168,21 @@ class EmulatedKernels:
                    _ptr(grad_s_prev), *s_prev.shape)
         return grad_pre, grad_s_prev
 
+    def regrow_candidates(self, group, index, free, want, seed: int):
+        """The random regrow's draws (int64 tensors; see topology_kernels.h):
+        -> (rank, priority), filled with a marker first so that an entry the
+        kernel fails to write shows up."""
+        group, index, free, want = self._contig(group, index, free, want)
+        rank = torch.full_like(group, -(2**62))
+        priority = torch.full_like(group, -(2**62))
+        fn = self._lib.sk_emu_regrow_candidates
+        fn.restype = ctypes.c_int
+        err = fn(_ptr(group), _ptr(index), _ptr(free), _ptr(want), _I(group.numel()), ctypes.c_uint64(seed),
+                 _ptr(rank), _ptr(priority))
+        if err != 0:
+            raise EmulatorError(f"regrow_candidates: error {err}: {self._lib.sk_emu_last_error_message().decode()}")
+        return rank, priority
+
 
 _loaded: dict[str | None, EmulatedKernels] = {}
 
