@@ -242,3 +242,21 @@ def test_cli_under_torchrun(tmp_path):
     assert done.stdout.count("best valid ppl") == 1   # rank 0 reports
     with open(tmp_path / "run" / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
+
+
+def test_gradient_bytes_counts_csr_and_block_sparse_weights():
+    """What a data-parallel step all-reduces: the stored entries of every
+    sparse weight (CSR or BSR), every dense parameter whole."""
+    from sparse_kernels import SparseLinear
+    from sparse_kernels.train.distributed import gradient_bytes
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(SparseLinear(16, 8, density=0.25), SparseLinear(16, 8, density=0.5, block_shape=(4, 4)),
+                                torch.nn.Linear(3, 2))
+    csr_w, bsr_w = model[0].weight, model[1].weight
+    stored = csr_w.values.numel() + bsr_w.values.numel()
+    assert bsr_w.values.numel() == 4 * 4 * bsr_w.values.shape[0] > 0
+    got = gradient_bytes(model)
+    assert got["sparse"] == 4 * stored
+    assert got["sparse_dense"] == 4 * 2 * 8 * 16
+    dense = sum(p.numel() for p in model[2].parameters()) + model[0].bias.numel() + model[1].bias.numel()
+    assert got["total"] == 4 * (stored + dense)

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..storage import CSRWeight
+from ..storage import SparseWeight
 
 
 class DistributedError(RuntimeError):
@@ -201,10 +201,10 @@ def gradient_bytes(model: nn.Module) -> dict:
     params = {id(p): p for p in model.parameters() if p.requires_grad}
     total = sum(p.numel() * p.element_size() for p in params.values())
     sparse = sparse_dense = 0
-    for module in model.modules():
-        if isinstance(module, CSRWeight) and id(module.values) in params:
+    for module in model.modules():  # CSR and block-sparse (BSR) weights alike
+        if isinstance(module, SparseWeight) and id(module.values) in params:
             size = module.values.element_size()
-            sparse += module.nnz * size
+            sparse += module.values.numel() * size
             sparse_dense += module.shape.numel() * size
     return {"total": total, "sparse": sparse, "sparse_dense": sparse_dense}
 
