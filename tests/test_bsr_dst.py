@@ -10,6 +10,7 @@ from torch import nn
 
 from sparse_kernels import BSRWeight, SparseLinear, SparseLSTM, bsr, csr, ops, reference
 from sparse_kernels.dst import DynamicSparsity, remap_optimizer_state, replicate_hidden_units
+from dst_helpers import next_token_task, train_with_dst
 
 
 def _gen(seed):
@@ -31,28 +32,6 @@ class BlockLM(nn.Module):
     def forward(self, tokens):
         out, _ = self.rnn(self.embed(tokens))
         return self.decoder(out) + self.skip(out)
-
-
-def _task(seed=0, steps=6, batch=8, vocab=12):
-    g = _gen(seed)
-    starts = torch.randint(vocab, (batch,), generator=g)
-    seq = (starts.unsqueeze(0) + torch.arange(steps + 1).unsqueeze(1) * 5) % vocab
-    return seq[:-1], seq[1:]
-
-
-def _train(model, optimizer, dst, steps, data, on_update=None):
-    x, y = data
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        if dst.step() and on_update is not None:
-            on_update()
-        losses.append(float(loss.detach()))
-    return losses
 
 
 def _check_block_invariants(dst, expected_slots):
@@ -157,7 +136,7 @@ def test_every_update_keeps_block_counts_and_valid_patterns(method, granularity)
         checks.append(True)
 
     expected_updates = sum(dst.is_update_step(step) for step in range(1, 13))
-    _train(model, optimizer, dst, 12, _task(), on_update=check)
+    train_with_dst(model, optimizer, dst, 12, next_token_task(), on_update=check)
     assert len(checks) == expected_updates >= 2
     assert any(s["total_regrown"] > 0 for s in dst.stats()["layers"].values())
 
@@ -223,7 +202,7 @@ def test_other_methods_on_block_sparse_weights(method, kwargs):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     dst = DynamicSparsity(model, optimizer, method, total_steps=8, update_every=2, seed=3, **kwargs)
     before = {n: w.num_slots for n, w in dst.weights.items()}
-    _train(model, optimizer, dst, 8, _task())
+    train_with_dst(model, optimizer, dst, 8, next_token_task())
     for name, w in dst.weights.items():
         if isinstance(w, BSRWeight):
             bsr.validate_bsr(w.block_row_ptr, w.block_col_idx, w.shape, w.block_shape, w.values)
@@ -251,7 +230,7 @@ def test_other_methods_on_block_sparse_weights(method, kwargs):
 
 
 def test_loss_decreases_and_checkpoint_restores_exactly():
-    data = _task(seed=10)
+    data = next_token_task(seed=10)
 
     def build():
         torch.manual_seed(10)
@@ -260,10 +239,10 @@ def test_loss_decreases_and_checkpoint_restores_exactly():
         return model, optimizer, DynamicSparsity(model, optimizer, "rigl", total_steps=40, update_every=4, seed=5)
 
     model, optimizer, dst = build()
-    losses = _train(model, optimizer, dst, 17, data)
+    losses = train_with_dst(model, optimizer, dst, 17, data)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optim": optimizer.state_dict(), "dst": dst.state_dict()}, buffer)
-    losses += _train(model, optimizer, dst, 10, data)
+    losses += train_with_dst(model, optimizer, dst, 10, data)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
     buffer.seek(0)
     ckpt = torch.load(buffer, weights_only=True)
@@ -271,7 +250,7 @@ def test_loss_decreases_and_checkpoint_restores_exactly():
     model2.load_state_dict(ckpt["model"])
     optimizer2.load_state_dict(ckpt["optim"])
     dst2.load_state_dict(ckpt["dst"])
-    _train(model2, optimizer2, dst2, 10, data)
+    train_with_dst(model2, optimizer2, dst2, 10, data)
     state, state2 = model.state_dict(), model2.state_dict()
     assert list(state) == list(state2)
     for k, a in state.items():

@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from sparse_kernels import SparseGRU, SparseLinear, SparseLSTM, SparseLSTMCell, SparseRNN, csr
 from sparse_kernels.csr import validate_csr
 from sparse_kernels.dst import DynamicSparsity, block_diagonal_mask, find_sparse_weights
+from dst_helpers import next_token_task, train_with_dst
 
 
 class TinyLM(nn.Module):
@@ -34,29 +35,6 @@ class TinyLM(nn.Module):
         out, _ = self.rnn(self.embed(tokens))
         h, _ = self.cell(out[-1])
         return self.decoder(out + h)
-
-
-def _task(seed=0, steps=6, batch=8, vocab=12):
-    """Next-token prediction on a fixed cyclic sequence: learnable, not trivial."""
-    g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(vocab, (batch,), generator=g)
-    seq = (starts.unsqueeze(0) + torch.arange(steps + 1).unsqueeze(1) * 5) % vocab
-    return seq[:-1], seq[1:]
-
-
-def _train(model, optimizer, dst, steps, data, on_update=None):
-    x, y = data
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        if dst.step() and on_update is not None:
-            on_update()
-        losses.append(float(loss.detach()))
-    return losses
 
 
 def _check_invariants(dst, expected_nnz):
@@ -102,7 +80,7 @@ def test_every_update_keeps_exact_nnz_and_valid_patterns(method, granularity):
     nnz = {n: w.nnz for n, w in dst.weights.items()}
     patterns = {n: w.col_idx.clone() for n, w in dst.weights.items()}
     updates = []
-    _train(model, optimizer, dst, 12, _task(), on_update=lambda: (_check_invariants(dst, nnz), updates.append(1)))
+    train_with_dst(model, optimizer, dst, 12, next_token_task(), on_update=lambda: (_check_invariants(dst, nnz), updates.append(1)))
     assert len(updates) == dst.updates > 0
     assert any(not torch.equal(patterns[n], w.col_idx) for n, w in dst.weights.items()), "topology never changed"
 
@@ -126,7 +104,7 @@ def test_cosine_schedule_and_counts():
             assert s["change_rate"] == pytest.approx(s["regrown"] / w.nnz)
         seen.append(dst.steps)
 
-    _train(model, optimizer, dst, 20, _task(), on_update=record)
+    train_with_dst(model, optimizer, dst, 20, next_token_task(), on_update=record)
     assert seen == [5, 10, 15]  # step 20 has rate 0: ST-RNN stops at the end of the schedule
     stats = dst.stats()
     assert stats["updates"] == 3 and stats["step"] == 20
@@ -239,7 +217,7 @@ def test_loss_decreases_on_a_small_task(method):
     model = TinyLM(density=0.4)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     dst = DynamicSparsity(model, optimizer, method, total_steps=60, update_every=6, prune_rate=0.3)
-    losses = _train(model, optimizer, dst, 60, _task())
+    losses = train_with_dst(model, optimizer, dst, 60, next_token_task())
     assert dst.updates >= 5
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
@@ -250,7 +228,7 @@ def _snapshot(model):
 
 @pytest.mark.parametrize("method", ["st-rnn", "rigl", "set", "snfs"])
 def test_checkpoint_restores_exactly(method):
-    data = _task(seed=5)
+    data = next_token_task(seed=5)
 
     def build():
         torch.manual_seed(5)
@@ -259,10 +237,10 @@ def test_checkpoint_restores_exactly(method):
         return model, optimizer, DynamicSparsity(model, optimizer, method, total_steps=20, update_every=3, seed=7)
 
     model, optimizer, dst = build()
-    _train(model, optimizer, dst, 7, data)
+    train_with_dst(model, optimizer, dst, 7, data)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optim": optimizer.state_dict(), "dst": dst.state_dict()}, buffer)
-    _train(model, optimizer, dst, 10, data)
+    train_with_dst(model, optimizer, dst, 10, data)
 
     buffer.seek(0)
     ckpt = torch.load(buffer, weights_only=True)
@@ -271,7 +249,7 @@ def test_checkpoint_restores_exactly(method):
     model2.load_state_dict(ckpt["model"])
     optimizer2.load_state_dict(ckpt["optim"])
     dst2.load_state_dict(ckpt["dst"])
-    _train(model2, optimizer2, dst2, 10, data)
+    train_with_dst(model2, optimizer2, dst2, 10, data)
     assert dst2.stats() == dst.stats()
     for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, k
@@ -284,7 +262,7 @@ def test_snfs_keeps_the_total_and_moves_budget_by_momentum():
     dst = DynamicSparsity(model, optimizer, "snfs", total_steps=20, update_every=4, prune_rate=0.5)
     total = sum(w.nnz for w in dst.weights.values())
     before = {n: w.nnz for n, w in dst.weights.items()}
-    _train(model, optimizer, dst, 12, _task(),
+    train_with_dst(model, optimizer, dst, 12, next_token_task(),
            on_update=lambda: (None if sum(w.nnz for w in dst.weights.values()) == total else pytest.fail("total")))
     assert dst.updates == 3
     assert any(w.nnz != before[n] for n, w in dst.weights.items()), "budget never moved between layers"
@@ -341,7 +319,7 @@ def test_gradual_pruning_follows_its_schedule_and_shrinks_storage():
     dst = DynamicSparsity(model, optimizer, "gradual", total_steps=40, update_every=2, final_density=0.2,
                           start_step=4, end_step=30)
     history = []
-    _train(model, optimizer, dst, 40, _task(),
+    train_with_dst(model, optimizer, dst, 40, next_token_task(),
            on_update=lambda: history.append({n: w.nnz for n, w in dst.weights.items()}))
     for name, w in dst.weights.items():
         counts = [h[name] for h in history]
@@ -362,7 +340,7 @@ def test_iht_thresholds_to_the_top_k_each_update():
             buf = optimizer.state[w.values]["momentum_buffer"]
             assert bool((buf[w.values.detach() == 0] == 0).all())
 
-    _train(model, optimizer, dst, 6, _task(), on_update=check)
+    train_with_dst(model, optimizer, dst, 6, next_token_task(), on_update=check)
     assert dst.updates == 6
 
 
@@ -373,7 +351,7 @@ def test_iht_thresholds_at_the_last_step_too():
     model = TinyLM(density=0.5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     dst = DynamicSparsity(model, optimizer, "iht", total_steps=5, update_every=1, target_density=0.2)
-    _train(model, optimizer, dst, 5, _task())
+    train_with_dst(model, optimizer, dst, 5, next_token_task())
     assert dst.updates == 5
     for w in dst.weights.values():
         assert int((w.values.detach() != 0).sum()) <= round(0.2 * w.shape.numel())
@@ -387,7 +365,7 @@ def test_predefined_block_diagonal_never_changes():
     w = model.rnn.weight_hh_l0
     assert torch.equal(w.mask(), block_diagonal_mask(64, 16, 4, row_groups=4))
     patterns = {n: (w.row_ptr.clone(), w.col_idx.clone()) for n, w in dst.weights.items()}
-    _train(model, optimizer, dst, 10, _task())
+    train_with_dst(model, optimizer, dst, 10, next_token_task())
     assert dst.updates == 0
     for n, w in dst.weights.items():
         assert torch.equal(w.row_ptr, patterns[n][0]) and torch.equal(w.col_idx, patterns[n][1])
@@ -514,7 +492,7 @@ def test_narang_threshold_rises_and_prunes_what_falls_below_it():
         history.append({n: (w.nnz, dst.narang_threshold(n, dst.steps), w.values.detach().abs().min())
                         for n, w in dst.weights.items()})
 
-    _train(model, optimizer, dst, 30, _task(), on_update=record)
+    train_with_dst(model, optimizer, dst, 30, next_token_task(), on_update=record)
     for name in dst.weights:
         nnz = [h[name][0] for h in history]
         eps = [h[name][1] for h in history]
