@@ -159,24 +159,21 @@ def _no_grad(fn):
     return run
 
 
-def _dense_lstm(p: Problem, weights: dict[str, torch.Tensor]) -> nn.LSTM:
-    lstm = nn.LSTM(p.hidden, p.hidden)
+def _with_problem_weights(module: nn.Module, p: Problem, weights: dict[str, torch.Tensor], suffix: str):
+    """``module`` (nn.LSTM: suffix "_l0"; nn.LSTMCell: "") holding the problem's weights and biases."""
     with torch.no_grad():
-        lstm.weight_ih_l0.copy_(weights["weight_ih"])
-        lstm.weight_hh_l0.copy_(weights["weight_hh"])
-        lstm.bias_ih_l0.copy_(p.bias_ih)
-        lstm.bias_hh_l0.copy_(p.bias_hh)
-    return lstm
+        for name, value in (("weight_ih", weights["weight_ih"]), ("weight_hh", weights["weight_hh"]),
+                            ("bias_ih", p.bias_ih), ("bias_hh", p.bias_hh)):
+            getattr(module, name + suffix).copy_(value)
+    return module
+
+
+def _dense_lstm(p: Problem, weights: dict[str, torch.Tensor]) -> nn.LSTM:
+    return _with_problem_weights(nn.LSTM(p.hidden, p.hidden), p, weights, "_l0")
 
 
 def _dense_cell(p: Problem, weights: dict[str, torch.Tensor]) -> nn.LSTMCell:
-    cell = nn.LSTMCell(p.hidden, p.hidden)
-    with torch.no_grad():
-        cell.weight_ih.copy_(weights["weight_ih"])
-        cell.weight_hh.copy_(weights["weight_hh"])
-        cell.bias_ih.copy_(p.bias_ih)
-        cell.bias_hh.copy_(p.bias_hh)
-    return cell
+    return _with_problem_weights(nn.LSTMCell(p.hidden, p.hidden), p, weights, "")
 
 
 def _cat_state(out) -> torch.Tensor:
