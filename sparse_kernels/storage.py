@@ -95,11 +95,43 @@ class SparseWeight(nn.Module):
         """One non-negative magnitude per slot (detached), for magnitude pruning."""
         raise NotImplementedError
 
+    def set_pattern(self, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
+                    *, validate: bool = True) -> None:
+        """Replace the slot pattern over the grid and the values."""
+        raise NotImplementedError
+
     def rebuild(self, keep: torch.Tensor, grow_row_ptr: torch.Tensor, grow_col_idx: torch.Tensor,
                 grow_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Keep the slots where ``keep`` is true, add the grid positions of
-        the CSR (grow_row_ptr, grow_col_idx); returns the slot permutation."""
-        raise NotImplementedError
+        """Keep the stored slots (entries or blocks) where ``keep`` is true,
+        add the grid positions of the CSR (grow_row_ptr, grow_col_idx) with
+        ``grow_values`` (one slot each, shaped like ``values[0]``; default
+        zero), and return the slot permutation: the old slot of every new
+        slot, -1 for a grown one (int64, on the weight's device). The values
+        Parameter object is kept; see sparse_kernels.dst.remap_optimizer_state
+        for the optimizer's per-slot state."""
+        row_ptr, col_idx = self.pattern
+        device = col_idx.device
+        # On the pattern's device (ops.rebuild_csr: CPU or CUDA kernels).
+        new_row_ptr, new_col_idx, perm = ops.rebuild_csr(
+            row_ptr, col_idx, keep.to(device), grow_row_ptr.to(device), grow_col_idx.to(device))
+        grown = perm < 0
+        n_grown = int(grown.sum())
+        slot_shape = tuple(self.values.shape[1:])
+        if grow_values is None:
+            grow_values = self.values.new_zeros(n_grown, *slot_shape)
+        elif tuple(grow_values.shape) != (n_grown, *slot_shape):
+            raise ValueError(f"grow_values must have one slot per grown position: shape "
+                             f"{(n_grown, *slot_shape)}, got {tuple(grow_values.shape)}")
+        with torch.no_grad():
+            values = self.values.detach()[perm.clamp(min=0)]
+            values[grown] = grow_values.to(device=device, dtype=values.dtype)
+        self.set_pattern(new_row_ptr, new_col_idx, values, validate=False)  # valid by construction
+        return perm
+
+    def _check_input(self, input) -> None:
+        if isinstance(input, torch.Tensor) and (input.dim() == 0 or input.shape[-1] != self.in_features):
+            raise ValueError(f"input must have in_features = {self.in_features} as its last dimension, "
+                             f"got shape {tuple(input.shape)}")
 
     # -- what the modules use besides forward
     def csr_operands(self):
@@ -265,36 +297,9 @@ class CSRWeight(SparseWeight):
         _replace_values(self.values, values)
         self._csc_key = None
 
-    def rebuild(self, keep: torch.Tensor, grow_row_ptr: torch.Tensor, grow_col_idx: torch.Tensor,
-                grow_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Keep the stored slots where ``keep`` is true, add the positions of
-        the CSR (grow_row_ptr, grow_col_idx) with ``grow_values`` (default
-        zero), and return the slot permutation: the old slot of every new slot,
-        -1 for a grown one (int64, on the weight's device). The values
-        Parameter object is kept; see sparse_kernels.dst.remap_optimizer_state
-        for the optimizer's per-element state."""
-        device = self.col_idx.device
-        # On the pattern's device (ops.rebuild_csr: CPU or CUDA kernels).
-        new_row_ptr, new_col_idx, perm = ops.rebuild_csr(
-            self.row_ptr, self.col_idx, keep.to(device), grow_row_ptr.to(device), grow_col_idx.to(device))
-        grown = perm < 0
-        n_grown = int(grown.sum())
-        if grow_values is None:
-            grow_values = self.values.new_zeros(n_grown)
-        elif grow_values.shape != (n_grown,):
-            raise ValueError(f"grow_values must have one entry per grown position ({n_grown}), "
-                             f"got shape {tuple(grow_values.shape)}")
-        with torch.no_grad():
-            values = self.values.detach()[perm.clamp(min=0)]
-            values[grown] = grow_values.to(device=device, dtype=values.dtype)
-        self.set_pattern(new_row_ptr, new_col_idx, values, validate=False)  # valid by construction
-        return perm
-
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(input, torch.Tensor) and (input.dim() == 0 or input.shape[-1] != self.in_features):
-            raise ValueError(f"input must have in_features = {self.in_features} as its last dimension, "
-                             f"got shape {tuple(input.shape)}")
+        self._check_input(input)
         return ops.sparse_linear(input, self.values, self.row_ptr, self.col_idx, bias,
                                  csc=self.backward_index(), validate=False)
 
@@ -551,36 +556,9 @@ class BSRWeight(SparseWeight):
         self._csc_key = None
         self._element_key = None
 
-    def rebuild(self, keep: torch.Tensor, grow_row_ptr: torch.Tensor, grow_col_idx: torch.Tensor,
-                grow_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Keep the stored blocks where ``keep`` (nblocks, bool) is true, add
-        the blocks at the grid CSR (grow_row_ptr, grow_col_idx) with
-        ``grow_values`` ((grown, bh, bw); default zero), and return the block
-        permutation: the old block of every new block, -1 for a grown one
-        (int64, on the weight's device)."""
-        device = self.block_col_idx.device
-        new_row_ptr, new_col_idx, perm = ops.rebuild_csr(
-            self.block_row_ptr, self.block_col_idx, keep.to(device), grow_row_ptr.to(device),
-            grow_col_idx.to(device))
-        grown = perm < 0
-        n_grown = int(grown.sum())
-        bh, bw = self.block_shape
-        if grow_values is None:
-            grow_values = self.values.new_zeros(n_grown, bh, bw)
-        elif tuple(grow_values.shape) != (n_grown, bh, bw):
-            raise ValueError(f"grow_values must have shape (grown blocks, bh, bw) = ({n_grown}, {bh}, {bw}), "
-                             f"got {tuple(grow_values.shape)}")
-        with torch.no_grad():
-            values = self.values.detach()[perm.clamp(min=0)]
-            values[grown] = grow_values.to(device=device, dtype=values.dtype)
-        self.set_pattern(new_row_ptr, new_col_idx, values, validate=False)  # valid by construction
-        return perm
-
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(input, torch.Tensor) and (input.dim() == 0 or input.shape[-1] != self.in_features):
-            raise ValueError(f"input must have in_features = {self.in_features} as its last dimension, "
-                             f"got shape {tuple(input.shape)}")
+        self._check_input(input)
         return ops.bsr_linear(input, self.values, self.block_row_ptr, self.block_col_idx, bias,
                               block_csc=self.transposed_index(), validate=False)
 

@@ -145,7 +145,7 @@ def test_rebuild_returns_block_permutation_and_keeps_the_parameter():
     r, c = int(free[0]) * 4, int(free[1]) * 4
     torch.testing.assert_close(dense[r:r + 4, c:c + 4], grow_values[0])
     bsr.validate_bsr(w.block_row_ptr, w.block_col_idx, w.shape, (4, 4), w.values)
-    with pytest.raises(ValueError, match=r"grow_values must have shape \(grown blocks, bh, bw\)"):
+    with pytest.raises(ValueError, match=r"grow_values must have one slot per grown position"):
         w.rebuild(torch.ones(w.nblocks, dtype=torch.bool), torch.zeros(3, dtype=torch.int32),
                   torch.empty(0, dtype=torch.int32), torch.randn(1, 4, 4))
     del old_dense
