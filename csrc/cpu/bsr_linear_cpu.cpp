@@ -10,24 +10,11 @@ namespace sparse_kernels::cpu {
 
 at::Tensor bsr_linear(const at::Tensor& input_, const at::Tensor& values, const at::Tensor& block_row_ptr,
                       const at::Tensor& block_col_idx, const std::optional<at::Tensor>& bias) {
-  SK_CHECK_DIM(input_, 2);
+  const int64_t out_features = check_bsr_linear_args(input_, values, block_row_ptr, block_col_idx, bias);
   SK_CHECK_FLOAT(input_);
-  SK_CHECK_SAME_DTYPE(input_, values);
-  SK_CHECK_INDEX(block_row_ptr);
-  SK_CHECK_INDEX(block_col_idx);
-  check_block_values(values, block_col_idx);
-  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
   const int64_t bh = values.size(1), bw = values.size(2);
   const int64_t n_rows = input_.size(0);
   const int64_t in_features = input_.size(1);
-  const int64_t out_features = (block_row_ptr.numel() - 1) * bh;
-  TORCH_CHECK(in_features % bw == 0, "input must have a multiple of the block width ", bw,
-              " as in_features, got ", in_features);
-  if (bias.has_value()) {
-    SK_CHECK_SAME_DTYPE(input_, (*bias));
-    TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_features, "bias must have shape (", out_features,
-                "), got ", bias->sizes());
-  }
   const at::Tensor input = input_.contiguous();
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   if (n_rows == 0 || out_features == 0) return at::empty({n_rows, out_features}, input.options());
@@ -43,7 +30,7 @@ at::Tensor bsr_linear(const at::Tensor& input_, const at::Tensor& values, const 
     parallel_over_rows(rp, block_row_ptr.numel() - 1, [&](int64_t r0, int64_t r1) {
       bsr_spmm_rows_dispatch(rp, ci, values.data_ptr<scalar_t>(), nullptr, bh, bw, input_t.data_ptr<scalar_t>(),
                              b, out_t.data_ptr<scalar_t>(), n_rows, r0, r1);
-    });
+    }, n_rows * bh * bw);
   });
   return n_rows == 1 ? out_t.view({1, out_features}) : out_t.t().contiguous();
 }

@@ -13,22 +13,12 @@ namespace sparse_kernels::cpu {
 at::Tensor bsr_linear_input_grad(const at::Tensor& grad_output_, const at::Tensor& values,
                                  const at::Tensor& block_col_ptr, const at::Tensor& block_row_idx,
                                  const at::Tensor& block_csr2csc) {
-  SK_CHECK_DIM(grad_output_, 2);
+  const int64_t in_features =
+      check_bsr_input_grad_args(grad_output_, values, block_col_ptr, block_row_idx, block_csr2csc);
   SK_CHECK_FLOAT(grad_output_);
-  SK_CHECK_SAME_DTYPE(grad_output_, values);
-  SK_CHECK_INDEX(block_col_ptr);
-  SK_CHECK_INDEX(block_row_idx);
-  SK_CHECK_INDEX(block_csr2csc);
-  check_block_values(values, block_row_idx);
-  TORCH_CHECK(block_csr2csc.numel() == block_row_idx.numel(),
-              "block_row_idx and block_csr2csc must have one entry per block");
-  TORCH_CHECK(block_col_ptr.numel() >= 1, "block_col_ptr must have block columns + 1 entries");
   const int64_t bh = values.size(1), bw = values.size(2);
   const int64_t n_rows = grad_output_.size(0);
   const int64_t out_features = grad_output_.size(1);
-  const int64_t in_features = (block_col_ptr.numel() - 1) * bw;
-  TORCH_CHECK(out_features % bh == 0, "grad_output must have a multiple of the block height ", bh,
-              " as out_features, got ", out_features);
   const at::Tensor grad_output = grad_output_.contiguous();
   if (n_rows == 0 || in_features == 0) return at::empty({n_rows, in_features}, grad_output.options());
   // Batch on the SIMD lanes: grad_x^T (in, N), each block read transposed.
@@ -43,7 +33,7 @@ at::Tensor bsr_linear_input_grad(const at::Tensor& grad_output_, const at::Tenso
       bsr_spmm_rows_dispatch(cp, ri, values.data_ptr<scalar_t>(), perm, bh, bw, grad_t.data_ptr<scalar_t>(),
                              static_cast<const scalar_t*>(nullptr), grad_input_t.data_ptr<scalar_t>(), n_rows,
                              c0, c1);
-    });
+    }, n_rows * bh * bw);
   });
   return n_rows == 1 ? grad_input_t.view({1, in_features}) : grad_input_t.t().contiguous();
 }

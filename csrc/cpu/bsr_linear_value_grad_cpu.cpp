@@ -13,26 +13,12 @@ namespace sparse_kernels::cpu {
 at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output_, const at::Tensor& input_,
                                  const at::Tensor& block_row_ptr, const at::Tensor& block_col_idx,
                                  int64_t block_height, int64_t block_width) {
-  SK_CHECK_DIM(grad_output_, 2);
-  SK_CHECK_DIM(input_, 2);
+  check_bsr_value_grad_args(grad_output_, input_, block_row_ptr, block_col_idx, block_height, block_width);
   SK_CHECK_FLOAT(grad_output_);
-  SK_CHECK_SAME_DTYPE(grad_output_, input_);
-  SK_CHECK_INDEX(block_row_ptr);
-  SK_CHECK_INDEX(block_col_idx);
-  TORCH_CHECK(block_height >= 1 && block_width >= 1, "the block shape must be at least 1 x 1, got ",
-              block_height, " x ", block_width);
-  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
-  TORCH_CHECK(grad_output_.size(0) == input_.size(0),
-              "grad_output and input must have the same number of rows, got ", grad_output_.size(0), " and ",
-              input_.size(0));
   const int64_t bh = block_height, bw = block_width;
   const int64_t n_rows = input_.size(0);
   const int64_t in_features = input_.size(1);
   const int64_t out_features = grad_output_.size(1);
-  TORCH_CHECK(out_features == (block_row_ptr.numel() - 1) * bh, "grad_output must have out_features = ",
-              (block_row_ptr.numel() - 1) * bh, " columns, got ", out_features);
-  TORCH_CHECK(in_features % bw == 0, "input must have a multiple of the block width ", bw,
-              " as in_features, got ", in_features);
   const at::Tensor grad_output = grad_output_.contiguous();
   const at::Tensor input = input_.contiguous();
   at::Tensor grad_values = at::zeros({block_col_idx.numel(), bh, bw}, input.options());
@@ -51,7 +37,7 @@ at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output_, const at::Tenso
         bsr_value_grad_outer_dispatch(rp, ci, bh, bw, grad_output.data_ptr<scalar_t>(), out_features,
                                       input.data_ptr<scalar_t>(), in_features, grad_values.data_ptr<scalar_t>(),
                                       n_rows, r0, r1);
-      });
+      }, n_rows * bh * bw);
     });
     return grad_values;
   }
@@ -61,7 +47,7 @@ at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output_, const at::Tenso
     parallel_over_rows(rp, block_rows, [&](int64_t r0, int64_t r1) {
       bsr_value_grad_lanes_dispatch(rp, ci, bh, bw, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),
                                     grad_values.data_ptr<scalar_t>(), n_rows, r0, r1);
-    });
+    }, n_rows * bh * bw);
   });
   return grad_values;
 }

@@ -20,7 +20,6 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
               "values must be contiguous 1-D with one entry per col_idx entry");
   TORCH_CHECK(row_ptr.numel() >= 1, "row_ptr must have out_features + 1 entries");
   const int64_t n_rows = input_.size(0);
-  const int64_t in_features = input_.size(1);
   const int64_t out_features = row_ptr.numel() - 1;
   if (bias.has_value()) {
     SK_CHECK_SAME_DTYPE(input_, (*bias));

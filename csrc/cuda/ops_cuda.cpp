@@ -145,21 +145,8 @@ at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
 at::Tensor bsr_linear_cuda(const at::Tensor& input_, const at::Tensor& values, const at::Tensor& block_row_ptr,
                            const at::Tensor& block_col_idx, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                            const std::optional<at::Tensor>& bias) {
-  SK_CHECK_DIM(input_, 2);
-  SK_CHECK_SAME_DTYPE(input_, values);
-  SK_CHECK_INDEX(block_row_ptr);
-  SK_CHECK_INDEX(block_col_idx);
-  check_block_values(values, block_col_idx);
-  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
+  const int64_t out_features = check_bsr_linear_args(input_, values, block_row_ptr, block_col_idx, bias);
   const int64_t bh = values.size(1), bw = values.size(2);
-  const int64_t out_features = (block_row_ptr.numel() - 1) * bh;
-  TORCH_CHECK(input_.size(1) % bw == 0, "input must have a multiple of the block width ", bw,
-              " as in_features, got ", input_.size(1));
-  if (bias.has_value()) {
-    SK_CHECK_SAME_DTYPE(input_, (*bias));
-    TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_features, "bias must have shape (", out_features,
-                "), got ", bias->sizes());
-  }
   const c10::cuda::CUDAGuard guard(input_.device());
   const at::Tensor input = input_.contiguous();
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -177,21 +164,11 @@ at::Tensor bsr_linear_cuda(const at::Tensor& input_, const at::Tensor& values, c
 at::Tensor bsr_linear_input_grad_cuda(const at::Tensor& grad_output_, const at::Tensor& values,
                                       const at::Tensor& block_col_ptr, const at::Tensor& block_row_idx,
                                       const at::Tensor& block_csr2csc) {
-  SK_CHECK_DIM(grad_output_, 2);
-  SK_CHECK_SAME_DTYPE(grad_output_, values);
-  SK_CHECK_INDEX(block_col_ptr);
-  SK_CHECK_INDEX(block_row_idx);
-  SK_CHECK_INDEX(block_csr2csc);
-  check_block_values(values, block_row_idx);
-  TORCH_CHECK(block_csr2csc.numel() == block_row_idx.numel(),
-              "block_row_idx and block_csr2csc must have one entry per block");
-  TORCH_CHECK(block_col_ptr.numel() >= 1, "block_col_ptr must have block columns + 1 entries");
+  const int64_t in_features =
+      check_bsr_input_grad_args(grad_output_, values, block_col_ptr, block_row_idx, block_csr2csc);
   const int64_t bh = values.size(1), bw = values.size(2);
-  TORCH_CHECK(grad_output_.size(1) % bh == 0, "grad_output must have a multiple of the block height ", bh,
-              " as out_features, got ", grad_output_.size(1));
   const c10::cuda::CUDAGuard guard(grad_output_.device());
   const at::Tensor grad_output = grad_output_.contiguous();
-  const int64_t in_features = (block_col_ptr.numel() - 1) * bw;
   at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
   SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "bsr_linear_input_grad", [&] {
     check_launch(bsr_linear_input_grad<scalar_t>(
@@ -207,19 +184,7 @@ at::Tensor bsr_linear_input_grad_cuda(const at::Tensor& grad_output_, const at::
 at::Tensor bsr_linear_value_grad_cuda(const at::Tensor& grad_output_, const at::Tensor& input_,
                                       const at::Tensor& block_row_ptr, const at::Tensor& block_col_idx,
                                       int64_t block_height, int64_t block_width) {
-  SK_CHECK_DIM(grad_output_, 2);
-  SK_CHECK_DIM(input_, 2);
-  SK_CHECK_SAME_DTYPE(grad_output_, input_);
-  SK_CHECK_INDEX(block_row_ptr);
-  SK_CHECK_INDEX(block_col_idx);
-  TORCH_CHECK(block_height >= 1 && block_width >= 1, "the block shape must be at least 1 x 1, got ",
-              block_height, " x ", block_width);
-  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
-  TORCH_CHECK(grad_output_.size(0) == input_.size(0) &&
-                  grad_output_.size(1) == (block_row_ptr.numel() - 1) * block_height,
-              "grad_output must have shape (input.size(0), out_features)");
-  TORCH_CHECK(input_.size(1) % block_width == 0, "input must have a multiple of the block width ", block_width,
-              " as in_features, got ", input_.size(1));
+  check_bsr_value_grad_args(grad_output_, input_, block_row_ptr, block_col_idx, block_height, block_width);
   const c10::cuda::CUDAGuard guard(input_.device());
   const at::Tensor grad_output = grad_output_.contiguous();
   const at::Tensor input = input_.contiguous();

@@ -321,4 +321,75 @@ inline void check_block_values(const at::Tensor& values, const at::Tensor& block
   TORCH_CHECK(values.size(1) >= 1 && values.size(2) >= 1, "blocks must be at least 1 x 1, got ",
               values.size(1), " x ", values.size(2));
 }
+
+// The argument checks the BSR ops share across backends (the CPU kernels and
+// the CUDA bindings; the CPU also refuses non-float types, CUDA takes 16-bit
+// ones). Each returns the dimension the op derives from its block index.
+
+// bsr_linear: input (N, in), blocks over (block_row_ptr, block_col_idx),
+// optional bias -> out_features.
+inline int64_t check_bsr_linear_args(const at::Tensor& input, const at::Tensor& values,
+                                     const at::Tensor& block_row_ptr,
+                                     const at::Tensor& block_col_idx,
+                                     const std::optional<at::Tensor>& bias) {
+  SK_CHECK_DIM(input, 2);
+  SK_CHECK_SAME_DTYPE(input, values);
+  SK_CHECK_INDEX(block_row_ptr);
+  SK_CHECK_INDEX(block_col_idx);
+  check_block_values(values, block_col_idx);
+  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
+  const int64_t bh = values.size(1), bw = values.size(2);
+  const int64_t out_features = (block_row_ptr.numel() - 1) * bh;
+  TORCH_CHECK(input.size(1) % bw == 0, "input must have a multiple of the block width ", bw,
+              " as in_features, got ", input.size(1));
+  if (bias.has_value()) {
+    SK_CHECK_SAME_DTYPE(input, (*bias));
+    TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_features, "bias must have shape (",
+                out_features, "), got ", bias->sizes());
+  }
+  return out_features;
+}
+
+// bsr_linear_input_grad: grad_output (N, out), blocks through the transposed
+// block index -> in_features.
+inline int64_t check_bsr_input_grad_args(const at::Tensor& grad_output, const at::Tensor& values,
+                                         const at::Tensor& block_col_ptr,
+                                         const at::Tensor& block_row_idx,
+                                         const at::Tensor& block_csr2csc) {
+  SK_CHECK_DIM(grad_output, 2);
+  SK_CHECK_SAME_DTYPE(grad_output, values);
+  SK_CHECK_INDEX(block_col_ptr);
+  SK_CHECK_INDEX(block_row_idx);
+  SK_CHECK_INDEX(block_csr2csc);
+  check_block_values(values, block_row_idx);
+  TORCH_CHECK(block_csr2csc.numel() == block_row_idx.numel(),
+              "block_row_idx and block_csr2csc must have one entry per block");
+  TORCH_CHECK(block_col_ptr.numel() >= 1, "block_col_ptr must have block columns + 1 entries");
+  const int64_t bh = values.size(1);
+  TORCH_CHECK(grad_output.size(1) % bh == 0, "grad_output must have a multiple of the block height ",
+              bh, " as out_features, got ", grad_output.size(1));
+  return (block_col_ptr.numel() - 1) * values.size(2);
+}
+
+// bsr_linear_value_grad: grad_output (N, out), input (N, in), the block
+// pattern and shape.
+inline void check_bsr_value_grad_args(const at::Tensor& grad_output, const at::Tensor& input,
+                                      const at::Tensor& block_row_ptr,
+                                      const at::Tensor& block_col_idx, int64_t bh, int64_t bw) {
+  SK_CHECK_DIM(grad_output, 2);
+  SK_CHECK_DIM(input, 2);
+  SK_CHECK_SAME_DTYPE(grad_output, input);
+  SK_CHECK_INDEX(block_row_ptr);
+  SK_CHECK_INDEX(block_col_idx);
+  TORCH_CHECK(bh >= 1 && bw >= 1, "the block shape must be at least 1 x 1, got ", bh, " x ", bw);
+  TORCH_CHECK(block_row_ptr.numel() >= 1, "block_row_ptr must have block rows + 1 entries");
+  TORCH_CHECK(grad_output.size(0) == input.size(0),
+              "grad_output and input must have the same number of rows, got ", grad_output.size(0),
+              " and ", input.size(0));
+  TORCH_CHECK(grad_output.size(1) == (block_row_ptr.numel() - 1) * bh,
+              "grad_output must have out_features = ", (block_row_ptr.numel() - 1) * bh,
+              " columns, got ", grad_output.size(1));
+  TORCH_CHECK(input.size(1) % bw == 0, "input must have a multiple of the block width ", bw,
+              " as in_features, got ", input.size(1));
+}
 }  // namespace sparse_kernels
