@@ -73,6 +73,23 @@ cudaError_t bsr_linear_value_grad(const T* grad_y, const T* x, const int32_t* bl
                                   int64_t in_features, int64_t out_features, int64_t bh, int64_t bw,
                                   int64_t nblocks, cudaStream_t stream, bool tensor_cores = true);
 
+// The whole-sequence LSTM forward (no projection) in one cooperative launch
+// with W_hh in shared memory (lstm_persistent.cu; the split of W_hh over the
+// blocks: lstm_persistent.h). input_gates (steps, batch, 4H) is x W_ih^T +
+// biases; batch_sizes (steps) and unit_start (blocks + 1, from
+// plan_persistent_lstm) are device arrays; smem_bytes is the plan's. Writes
+// output, cells (steps, batch, H) and gates (steps, batch, 4H) at the active
+// rows only (the caller zero-fills them), and h_n, c_n (batch, H), which
+// must hold h0 and c0 on entry, as must both halves of h_buf (2, batch, H).
+// Returns cudaErrorCooperativeLaunchTooLarge when the blocks cannot all be
+// resident at once (the caller then takes the per-step path).
+template <typename T>
+cudaError_t lstm_persistent_forward(const T* input_gates, const T* values, const int32_t* row_ptr,
+                                    const int32_t* col_idx, const int32_t* batch_sizes,
+                                    const int32_t* unit_start, int blocks, size_t smem_bytes, T* output,
+                                    T* gates, T* cells, T* h_n, T* c_n, T* h_buf, int64_t steps,
+                                    int64_t batch, int64_t hidden, bool reverse, cudaStream_t stream);
+
 template <typename T>
 cudaError_t lstm_cell(const T* gates, const T* c_prev, T* h, T* c,
                       int64_t n_rows, int64_t hidden, cudaStream_t stream);

@@ -4,7 +4,12 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <optional>
+#include <string>
+
 #include "kernels.h"
+#include "lstm_persistent.h"
 #include "sparse_kernels/gru_layer_loop.h"
 #include "sparse_kernels/lstm_layer_loop.h"
 #include "sparse_kernels/rnn_layer_loop.h"
@@ -300,8 +305,8 @@ at::Tensor rnn_cell_backward_cuda(const at::Tensor& grad_h_, const at::Tensor& h
 }
 
 // The shared whole-sequence loops (lstm/gru/rnn_layer_loop.h) over the CUDA kernels:
-// the plain per-step path; a persistent kernel keeping W_hh on chip can
-// replace it where the weights fit.
+// the plain per-step path. The LSTM forward takes the persistent kernel
+// instead where W_hh fits on chip (persistent_lstm_forward below).
 struct CudaKernels {
   static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
                                   const at::Tensor& ci, const std::optional<at::Tensor>& b) {
@@ -344,6 +349,69 @@ struct CudaKernels {
 };
 
 using layer::OptTensor;
+using LstmForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// SPARSE_KERNELS_PERSISTENT_LSTM=0 forces the per-step path (for comparing
+// the two on a GPU).
+bool persistent_lstm_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("SPARSE_KERNELS_PERSISTENT_LSTM");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
+// The persistent forward (lstm_persistent.cu) where it applies: no
+// projection, hidden <= 65536, a device that can launch cooperatively, and
+// W_hh split over one block per SM fitting in each SM's shared memory.
+// Returns nothing where it does not (the caller takes the per-step path).
+// The split is planned on the host from W_hh's row offsets (one small copy).
+std::optional<LstmForward> persistent_lstm_forward(const at::Tensor& input_gates_, const at::Tensor& h0,
+                                                   const at::Tensor& c0, const at::Tensor& values,
+                                                   const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                                   const at::Tensor& batch_sizes, bool reverse) {
+  const int64_t steps = input_gates_.size(0), batch = input_gates_.size(1), hidden = c0.size(1);
+  if (!persistent_lstm_enabled() || steps == 0 || batch == 0 || hidden == 0 ||
+      hidden > kPersistentMaxHidden)
+    return std::nullopt;
+  const int device = input_gates_.device().index();
+  int cooperative = 0, sms = 0, smem_optin = 0;
+  check_launch(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device), "device query");
+  check_launch(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "device query");
+  check_launch(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+               "device query");
+  if (cooperative == 0) return std::nullopt;
+  const at::Tensor row_ptr_host = row_ptr.to(at::kCPU).contiguous();
+  const PersistentLstmPlan plan =
+      plan_persistent_lstm(row_ptr_host.data_ptr<int32_t>(), hidden, sms, values.element_size());
+  if (plan.smem_bytes > static_cast<size_t>(smem_optin)) return std::nullopt;
+  const at::Tensor input_gates = input_gates_.contiguous(), values_c = values.contiguous();
+  const at::Tensor row_ptr_c = row_ptr.contiguous(), col_idx_c = col_idx.contiguous();
+  const auto options = input_gates.options();
+  at::Tensor output = at::zeros({steps, batch, hidden}, options);
+  at::Tensor gates = at::zeros({steps, batch, 4 * hidden}, options);
+  at::Tensor cells = at::zeros({steps, batch, hidden}, options);
+  at::Tensor h_n = h0.contiguous().clone(), c_n = c0.contiguous().clone();
+  at::Tensor h_buf = at::stack({h_n, h_n}).contiguous();
+  const at::Tensor unit_start =
+      at::tensor(plan.unit_start, at::TensorOptions().dtype(at::kInt)).to(input_gates.device());
+  const at::Tensor sizes = batch_sizes.to(at::kInt).to(input_gates.device());
+  cudaError_t err = cudaSuccess;
+  SK_DISPATCH_CUDA_FLOAT(input_gates.scalar_type(), "lstm_layer", [&] {
+    err = lstm_persistent_forward<scalar_t>(
+        data<scalar_t>(input_gates), data<scalar_t>(values_c), row_ptr_c.data_ptr<int32_t>(),
+        col_idx_c.data_ptr<int32_t>(), sizes.data_ptr<int32_t>(), unit_start.data_ptr<int32_t>(),
+        plan.blocks(), plan.smem_bytes, data<scalar_t>(output), data<scalar_t>(gates),
+        data<scalar_t>(cells), data<scalar_t>(h_n), data<scalar_t>(c_n), data<scalar_t>(h_buf), steps,
+        batch, hidden, reverse, current_stream());
+  });
+  if (err == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();  // not an error: the blocks do not fit at once
+    return std::nullopt;
+  }
+  check_launch(err, "lstm_layer (persistent)");
+  return LstmForward{output, h_n, c_n, gates, cells, at::empty({0}, options)};
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0,
@@ -352,6 +420,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
     const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
+  if (!hr_values.has_value()) {
+    layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, hr_values,
+                           hr_row_ptr, hr_col_idx);
+    if (auto result = persistent_lstm_forward(input_gates, h0, c0, values, row_ptr, col_idx,
+                                              batch_sizes, reverse))
+      return *result;
+  }
   return layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes,
                                         reverse, hr_values, hr_row_ptr, hr_col_idx);
 }

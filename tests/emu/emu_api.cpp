@@ -68,6 +68,30 @@ namespace k = sparse_kernels::cuda;
                                        bh, bw, nblocks, nullptr, tensor_cores != 0);        \
   }
 
+// The persistent LSTM forward, with the plan of lstm_persistent.h made here
+// from the host row_ptr (blocks: at most this many). Returns the launch's
+// error; *smem_bytes gets the plan's shared memory per block.
+#include "lstm_persistent.h"
+#define SK_EMU_EXPORT_PERSISTENT(T, suffix)                                                      \
+  extern "C" int sk_emu_lstm_persistent_forward_##suffix(                                       \
+      const T* input_gates, const T* values, const int32_t* row_ptr, const int32_t* col_idx,     \
+      const int32_t* batch_sizes, int64_t max_blocks, T* output, T* gates, T* cells, T* h_n,     \
+      T* c_n, T* h_buf, int64_t steps, int64_t batch, int64_t hidden, int64_t reverse,           \
+      int64_t* smem_bytes, int64_t* blocks) {                                                    \
+    const k::PersistentLstmPlan plan =                                                           \
+        k::plan_persistent_lstm(row_ptr, hidden, static_cast<int>(max_blocks), sizeof(T));       \
+    *smem_bytes = static_cast<int64_t>(plan.smem_bytes);                                         \
+    *blocks = plan.blocks();                                                                     \
+    return k::lstm_persistent_forward<T>(input_gates, values, row_ptr, col_idx, batch_sizes,     \
+                                         plan.unit_start.data(), plan.blocks(), plan.smem_bytes, \
+                                         output, gates, cells, h_n, c_n, h_buf, steps, batch,    \
+                                         hidden, reverse != 0, nullptr);                         \
+  }
+SK_EMU_EXPORT_PERSISTENT(float, f32)
+SK_EMU_EXPORT_PERSISTENT(double, f64)
+SK_EMU_EXPORT_PERSISTENT(__half, f16)
+SK_EMU_EXPORT_PERSISTENT(__nv_bfloat16, bf16)
+
 SK_EMU_EXPORT(float, f32)
 SK_EMU_EXPORT(double, f64)
 SK_EMU_EXPORT(__half, f16)

@@ -128,6 +128,30 @@ class EmulatedKernels:
                    _ptr(c), _ptr(grad_gates), _ptr(grad_c_prev), *c_prev.shape)
         return grad_gates, grad_c_prev
 
+    def lstm_persistent_forward(self, input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes,
+                                reverse: bool, max_blocks: int):
+        """The persistent whole-sequence LSTM forward (lstm_persistent.cu) ->
+        (output, h_n, c_n, gates, cells, plan) with plan = (blocks, shared
+        memory bytes per block). Outputs start as NaN where the kernel must
+        write and as zeros/h0/c0 where the op's contract says so (the caller
+        zero-fills output, gates and cells; h_n, c_n, h_buf start as h0, c0)."""
+        input_gates, h0, c0, values, row_ptr, col_idx = self._contig(input_gates, h0, c0, values, row_ptr, col_idx)
+        steps, batch, hidden = input_gates.shape[0], input_gates.shape[1], c0.shape[1]
+        bs = torch.as_tensor(batch_sizes, dtype=torch.int64)
+        active = torch.arange(batch)[None, :] < bs[:, None]  # (steps, batch)
+        nan = float("nan")
+        output = torch.zeros(steps, batch, hidden, dtype=h0.dtype).masked_fill_(active[..., None], nan)
+        cells = torch.zeros(steps, batch, hidden, dtype=h0.dtype).masked_fill_(active[..., None], nan)
+        gates = torch.zeros(steps, batch, 4 * hidden, dtype=h0.dtype).masked_fill_(active[..., None], nan)
+        h_n, c_n = h0.clone(), c0.clone()
+        h_buf = torch.stack([h0, h0]).contiguous()
+        smem, blocks = torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+        bs32 = bs.to(torch.int32)  # held here: the launch reads it
+        self._call("lstm_persistent_forward", h0.dtype, _ptr(input_gates), _ptr(values), _ptr(row_ptr),
+                   _ptr(col_idx), _ptr(bs32), max_blocks, _ptr(output), _ptr(gates), _ptr(cells),
+                   _ptr(h_n), _ptr(c_n), _ptr(h_buf), steps, batch, hidden, int(reverse), _ptr(smem),
+                   _ptr(blocks))
+        return output, h_n, c_n, gates, cells, (int(blocks), int(smem))
 
     def gru_cell(self, ig, hg, h_prev):
         ig, hg, h_prev = self._contig(ig, hg, h_prev)

@@ -1,5 +1,6 @@
-// The CUDA emulator's scheduler: blocks one after another, the threads of a
-// block as ucontext fibers switched at synchronisation points. See
+// The CUDA emulator's scheduler: blocks one after another (a cooperative
+// launch: all blocks at once), the threads of a block as ucontext fibers
+// switched at synchronisation points. See
 // tests/emu/include/cuda_runtime.h for the model; test-only code.
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -29,14 +30,19 @@ constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kDefaultMaxDynamicShared = 48 * 1024;
 constexpr size_t kMaxDynamicShared = 227 * 1024;  // sm_90's opt-in limit
+// The emulated device's co-residency limit for a cooperative launch (a real
+// one has as many as its SMs times the blocks each SM holds).
+constexpr unsigned long long kMaxCooperativeBlocks = 64;
 
-enum class State { Ready, AtBarrier, AtWarp, Exited };
+enum class State { Ready, AtBarrier, AtGridBarrier, AtWarp, Exited };
 enum class Schedule : int { Forward = 0, Reverse = 1, Shuffled = 2 };
 
 struct Fiber {
   ucontext_t context;
   unsigned char* stack = nullptr;  // below it, one guard page
   uint3 index{};
+  uint3 block{};  // blockIdx
+  int slot = 0;   // which of the resident blocks (always 0 unless cooperative)
   State state = State::Ready;
   // The synchronisation point the fiber waits at.
   const char* file = nullptr;
@@ -52,8 +58,12 @@ struct Fiber {
 struct Launch {
   std::string kernel_name;
   dim3 grid, block;
-  uint3 block_index{};
-  std::vector<unsigned char> dynamic_shared;
+  bool cooperative = false;
+  int block_threads = 0;
+  // Per resident block: its dynamic shared memory.
+  std::vector<std::vector<unsigned char>> dynamic_shared;
+  // The resident blocks' threads, block after block (one block at a time,
+  // or the whole grid for a cooperative launch).
   std::vector<Fiber> fibers;
   BlockBody body = nullptr;
   void* body_context = nullptr;
@@ -108,8 +118,7 @@ std::string thread_name(const Launch& launch, const Fiber& f) {
   auto triple = [](unsigned x, unsigned y, unsigned z) {
     return "(" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + ")";
   };
-  return launch.kernel_name + " block " +
-         triple(launch.block_index.x, launch.block_index.y, launch.block_index.z) + " thread " +
+  return launch.kernel_name + " block " + triple(f.block.x, f.block.y, f.block.z) + " thread " +
          triple(f.index.x, f.index.y, f.index.z);
 }
 
@@ -117,6 +126,7 @@ const char* state_name(State s) {
   switch (s) {
     case State::Ready: return "ready";
     case State::AtBarrier: return "at __syncthreads";
+    case State::AtGridBarrier: return "at grid.sync()";
     case State::AtWarp: return "at a warp collective";
     case State::Exited: return "exited";
   }
@@ -143,10 +153,12 @@ int shuffle_source(const Fiber& f, int lane) {
 // any was released; records an error on a mismatch.
 bool release_warp_collectives(Launch& launch) {
   bool released = false;
-  const int n = static_cast<int>(launch.fibers.size());
+  const int n = launch.block_threads;
+  const int slots = static_cast<int>(launch.fibers.size()) / n;
+  for (int slot = 0; slot < slots; ++slot)
   for (int warp_start = 0; warp_start < n; warp_start += 32) {
     const int lanes = std::min(32, n - warp_start);
-    Fiber* warp = &launch.fibers[warp_start];
+    Fiber* warp = &launch.fibers[slot * n + warp_start];
     for (int lane = 0; lane < lanes; ++lane) {
       const Fiber& f = warp[lane];
       if (f.state != State::AtWarp) continue;
@@ -212,32 +224,66 @@ bool release_warp_collectives(Launch& launch) {
   return released;
 }
 
-bool release_barrier(Launch& launch) {
+// One block's __syncthreads: fibers [begin, end).
+bool release_block_barrier(Launch& launch, Fiber* begin, Fiber* end) {
   const Fiber* first = nullptr;
-  for (const Fiber& f : launch.fibers) {
-    if (f.state == State::Exited) continue;  // exited threads count as arrived, as on sm_70+
-    if (f.state != State::AtBarrier) return false;
+  for (const Fiber* f = begin; f != end; ++f) {
+    if (f->state == State::Exited) continue;  // exited threads count as arrived, as on sm_70+
+    if (f->state != State::AtBarrier) return false;
     if (first == nullptr) {
-      first = &f;
-    } else if (f.line != first->line || f.file != first->file) {
-      launch.error = thread_name(launch, f) + " waits at __syncthreads " + where(f) + " but " +
+      first = f;
+    } else if (f->line != first->line || f->file != first->file) {
+      launch.error = thread_name(launch, *f) + " waits at __syncthreads " + where(*f) + " but " +
                      thread_name(launch, *first) + " at " + where(*first);
       return false;
     }
   }
   if (first == nullptr) return false;
-  for (Fiber& f : launch.fibers)
-    if (f.state == State::AtBarrier) f.state = State::Ready;
+  for (Fiber* f = begin; f != end; ++f)
+    if (f->state == State::AtBarrier) f->state = State::Ready;
+  return true;
+}
+
+bool release_barrier(Launch& launch) {
+  bool released = false;
+  const size_t n = static_cast<size_t>(launch.block_threads);
+  for (size_t start = 0; start < launch.fibers.size() && launch.error.empty(); start += n)
+    released |= release_block_barrier(launch, &launch.fibers[start], &launch.fibers[start] + n);
+  return released;
+}
+
+// grid.sync(): releases when every thread of the grid waits at it. Stricter
+// than the device, where an exited thread may or may not be counted: a
+// thread that exits while others wait at grid.sync() is reported.
+bool release_grid_barrier(Launch& launch) {
+  const Fiber* first = nullptr;
+  for (const Fiber& f : launch.fibers) {
+    if (f.state == State::AtGridBarrier) {
+      if (first == nullptr) first = &f;
+    } else if (f.state != State::Exited) {
+      return false;
+    }
+  }
+  if (first == nullptr) return false;
+  for (const Fiber& f : launch.fibers) {
+    if (f.state == State::Exited) {
+      launch.error = thread_name(launch, f) + " exited while " + thread_name(launch, *first) +
+                     " waits at grid.sync() " + where(*first);
+      return false;
+    }
+  }
+  for (Fiber& f : launch.fibers) f.state = State::Ready;
   return true;
 }
 
 void poison_shared(Launch& launch) {
   if (__start_sk_emu_shared != nullptr && __stop_sk_emu_shared != nullptr)
     std::memset(__start_sk_emu_shared, 0xFF, __stop_sk_emu_shared - __start_sk_emu_shared);
-  std::fill(launch.dynamic_shared.begin(), launch.dynamic_shared.end(), 0xFF);
+  for (auto& buffer : launch.dynamic_shared) std::fill(buffer.begin(), buffer.end(), 0xFF);
 }
 
-void run_block(Launch& launch, std::mt19937_64& rng) {
+// Runs the resident block(s) (launch.fibers) until every thread exits.
+void run_resident(Launch& launch, std::mt19937_64& rng) {
   poison_shared(launch);
   const int n = static_cast<int>(launch.fibers.size());
   for (Fiber& f : launch.fibers) {
@@ -263,21 +309,23 @@ void run_block(Launch& launch, std::mt19937_64& rng) {
       ran = true;
       if (!launch.error.empty()) return;
     }
-    const bool released = release_warp_collectives(launch) || release_barrier(launch);
+    const bool released = release_warp_collectives(launch) || release_barrier(launch) ||
+                          release_grid_barrier(launch);
     if (!launch.error.empty()) return;
     const bool all_exited = std::all_of(launch.fibers.begin(), launch.fibers.end(),
                                         [](const Fiber& f) { return f.state == State::Exited; });
     if (all_exited) return;
     if (!ran && !released) {
-      std::string message = launch.kernel_name + ": block (" +
-                            std::to_string(launch.block_index.x) + "," +
-                            std::to_string(launch.block_index.y) + "," +
-                            std::to_string(launch.block_index.z) +
-                            ") cannot make progress (a hang on the device):";
+      const uint3 b = launch.fibers.front().block;
+      std::string message = launch.kernel_name + ": block (" + std::to_string(b.x) + "," +
+                            std::to_string(b.y) + "," + std::to_string(b.z) + ")" +
+                            (launch.cooperative ? " and the rest of the cooperative grid" : "") +
+                            " cannot make progress (a hang on the device):";
       for (const Fiber& f : launch.fibers)
         if (f.state != State::Exited)
-          message += " thread " + std::to_string(f.index.x) + "," + std::to_string(f.index.y) +
-                     "," + std::to_string(f.index.z) + " " + state_name(f.state) + " " + where(f) + ";";
+          message += " block " + std::to_string(f.block.x) + " thread " + std::to_string(f.index.x) +
+                     "," + std::to_string(f.index.y) + "," + std::to_string(f.index.z) + " " +
+                     state_name(f.state) + " " + where(f) + ";";
       launch.error = message;
       return;
     }
@@ -306,12 +354,13 @@ std::string kernel_symbol(const void* kernel_id, const char* fallback) {
 }  // namespace
 
 const uint3& thread_idx() { return active("threadIdx").current->index; }
-const uint3& block_idx() { return active("blockIdx").block_index; }
+const uint3& block_idx() { return active("blockIdx").current->block; }
 const dim3& block_dim() { return active("blockDim").block; }
 const dim3& grid_dim() { return active("gridDim").grid; }
 unsigned char* dynamic_shared_memory() {
   Launch& launch = active("dynamic shared memory");
-  return launch.dynamic_shared.empty() ? nullptr : launch.dynamic_shared.data();
+  auto& buffer = launch.dynamic_shared[launch.current->slot];
+  return buffer.empty() ? nullptr : buffer.data();
 }
 
 void syncthreads(const char* file, int line) {
@@ -320,6 +369,18 @@ void syncthreads(const char* file, int line) {
   self->state = State::AtBarrier;
   self->file = file;
   self->line = line;
+  yield_to_scheduler(launch);
+}
+
+void grid_sync(const char* file, int line) {
+  Launch& launch = active("grid.sync()");
+  Fiber* self = launch.current;
+  self->file = file;
+  self->line = line;
+  if (!launch.cooperative)
+    fail(launch, thread_name(launch, *self) + ": grid.sync() at " + where(*self) +
+                     " in a launch that is not cooperative (cudaLaunchCooperativeKernel)");
+  self->state = State::AtGridBarrier;
   yield_to_scheduler(launch);
 }
 
@@ -354,7 +415,7 @@ cudaError_t set_max_dynamic_shared(const void* kernel_id, int bytes) {
 }
 
 cudaError_t run_grid(const char* launch_name, const void* kernel_id, dim3 grid, dim3 block,
-                     size_t dynamic_smem, BlockBody body, void* context) {
+                     size_t dynamic_smem, BlockBody body, void* context, bool cooperative) {
   const std::string kernel_name = kernel_symbol(kernel_id, launch_name);
   g_last_kernel = kernel_name;
   auto record = [&](cudaError_t error, std::string message) {
@@ -380,6 +441,12 @@ cudaError_t run_grid(const char* launch_name, const void* kernel_id, dim3 grid, 
                                              std::to_string(dynamic_smem) +
                                              " bytes of dynamic shared memory exceed the limit " +
                                              std::to_string(max_smem));
+  const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
+  if (cooperative && blocks > kMaxCooperativeBlocks)
+    return record(cudaErrorCooperativeLaunchTooLarge,
+                  kernel_name + ": a cooperative launch of " + std::to_string(blocks) +
+                      " blocks exceeds the emulated device's " +
+                      std::to_string(kMaxCooperativeBlocks) + " co-resident blocks");
   if (g_launch != nullptr) {
     std::fprintf(stderr, "sk_emu: a kernel launched from inside a kernel\n");
     std::abort();
@@ -391,16 +458,21 @@ cudaError_t run_grid(const char* launch_name, const void* kernel_id, dim3 grid, 
   launch.block = block;
   launch.body = body;
   launch.body_context = context;
-  launch.dynamic_shared.assign(dynamic_smem, 0xFF);
-  launch.fibers.resize(threads);
+  launch.cooperative = cooperative;
+  launch.block_threads = static_cast<int>(threads);
+  const size_t resident = cooperative ? blocks : 1;
+  launch.dynamic_shared.assign(resident, std::vector<unsigned char>(dynamic_smem, 0xFF));
+  launch.fibers.resize(threads * resident);
   Stacks stacks;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  for (size_t t = 0; t < threads; ++t) {
+  for (size_t i = 0; i < launch.fibers.size(); ++i) {
+    const size_t t = i % threads;
     void* region = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (region == MAP_FAILED) throw std::runtime_error("sk_emu: cannot map a fiber stack");
     mprotect(region, page, PROT_NONE);  // overflow faults instead of corrupting
-    Fiber& f = launch.fibers[t];
+    Fiber& f = launch.fibers[i];
+    f.slot = static_cast<int>(i / threads);
     f.stack = static_cast<unsigned char*>(region) + page;
     stacks.regions.push_back(f.stack);
     // threadIdx.x varies fastest, then y, then z; warps are runs of 32.
@@ -410,12 +482,20 @@ cudaError_t run_grid(const char* launch_name, const void* kernel_id, dim3 grid, 
   }
   std::mt19937_64 rng(g_seed);
   g_launch = &launch;
-  for (unsigned z = 0; z < grid.z && launch.error.empty(); ++z)
-    for (unsigned y = 0; y < grid.y && launch.error.empty(); ++y)
-      for (unsigned x = 0; x < grid.x && launch.error.empty(); ++x) {
-        launch.block_index = uint3{x, y, z};
-        run_block(launch, rng);
-      }
+  // Block b of the grid (x fastest).
+  auto block_of = [&](unsigned long long b) {
+    return uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                 static_cast<unsigned>(b / (1ull * grid.x * grid.y))};
+  };
+  if (cooperative) {
+    for (Fiber& f : launch.fibers) f.block = block_of(static_cast<unsigned long long>(f.slot));
+    run_resident(launch, rng);
+  } else {
+    for (unsigned long long b = 0; b < blocks && launch.error.empty(); ++b) {
+      for (Fiber& f : launch.fibers) f.block = block_of(b);
+      run_resident(launch, rng);
+    }
+  }
   g_launch = nullptr;
   if (!launch.error.empty()) return record(cudaErrorLaunchFailure, launch.error);
   return cudaSuccess;
@@ -437,6 +517,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorCooperativeLaunchTooLarge: return "too many blocks in cooperative launch";
   }
   return "unknown error";
 }

@@ -5,7 +5,11 @@
 // the kernels keep one source for nvcc and for this emulator.
 //
 // Execution model (implemented in tests/emu/sk_emu.cpp):
-//  - a launch runs the grid's blocks one after another;
+//  - a launch runs the grid's blocks one after another; a cooperative launch
+//    (SK_LAUNCH_COOPERATIVE) runs all of them at once, each block with its
+//    own dynamic shared memory, and grid.sync() (cooperative_groups.h)
+//    releases when every thread of the grid waits at it. A cooperative
+//    kernel must not use static __shared__ variables (one storage here);
 //  - the threads of a block are cooperative fibers on one OS thread; a fiber
 //    runs until it reaches a synchronisation point (__syncthreads, a warp
 //    shuffle, vote or __syncwarp), then the next one runs, in the schedule's
@@ -41,6 +45,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorLaunchFailure = 719,
+  cudaErrorCooperativeLaunchTooLarge = 720,
 };
 using cudaStream_t = struct sk_emu_stream*;
 
@@ -104,22 +109,39 @@ T from_bits(uint64_t b) {
 // cudaGetLastError reports next.
 using BlockBody = void (*)(void* context);
 cudaError_t run_grid(const char* kernel_name, const void* kernel_id, dim3 grid, dim3 block,
-                     size_t dynamic_smem, BlockBody body, void* context);
+                     size_t dynamic_smem, BlockBody body, void* context, bool cooperative = false);
+// cooperative_groups' grid-wide barrier.
+void grid_sync(const char* file, int line);
 
 template <typename... Params, typename... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-            cudaStream_t, Args&&... args) {
+cudaError_t launch_as(bool cooperative, const char* name, void (*kernel)(Params...), dim3 grid,
+                      dim3 block, size_t smem, Args&&... args) {
   // Converted to the kernel's parameter types once, as a launch copies them.
   struct Context {
     void (*kernel)(Params...);
     std::tuple<std::decay_t<Params>...> params;
   } context{kernel, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)};
-  run_grid(name, reinterpret_cast<const void*>(kernel), grid, block, smem,
-           [](void* c) {
-             auto* ctx = static_cast<Context*>(c);
-             std::apply(ctx->kernel, ctx->params);
-           },
-           &context);
+  return run_grid(
+      name, reinterpret_cast<const void*>(kernel), grid, block, smem,
+      [](void* c) {
+        auto* ctx = static_cast<Context*>(c);
+        std::apply(ctx->kernel, ctx->params);
+      },
+      &context, cooperative);
+}
+
+template <typename... Params, typename... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+            cudaStream_t, Args&&... args) {
+  launch_as(false, name, kernel, grid, block, smem, std::forward<Args>(args)...);
+}
+
+// cudaLaunchCooperativeKernel: returns the launch's error (too many blocks to
+// be co-resident, a bad configuration, a failure inside the kernel).
+template <typename... Params, typename... Args>
+cudaError_t launch_cooperative(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                               size_t smem, cudaStream_t, Args&&... args) {
+  return launch_as(true, name, kernel, grid, block, smem, std::forward<Args>(args)...);
 }
 
 cudaError_t set_max_dynamic_shared(const void* kernel_id, int bytes);
@@ -169,6 +191,11 @@ T sk_shfl(WarpOp op, const char* file, int line, unsigned mask, T var, int param
 
 template <typename T>
 T __ldg(const T* p) {
+  return *p;
+}
+// A load that bypasses L1 (data other blocks wrote before a grid.sync()).
+template <typename T>
+T __ldcg(const T* p) {
   return *p;
 }
 
