@@ -416,6 +416,27 @@ def test_emulator_reports_device_faults(which, threads, message):
     assert message in lib.sk_emu_last_error_message().decode()
 
 
+def test_emulator_grid_barrier_of_a_cooperative_launch():
+    """All blocks of a cooperative launch are resident at once: a value one
+    block publishes before grid.sync() is seen by its neighbour after it, and
+    each block keeps its own dynamic shared memory across the barrier."""
+    lib, blocks = _lib(), 5
+    published, seen, kept = _int_buffer(blocks), _int_buffer(blocks), _int_buffer(blocks)
+    assert lib.sk_emu_selftest_grid_exchange(0, 1, blocks, published, seen, kept) == 0
+    assert list(seen) == [100 + (b + 1) % blocks for b in range(blocks)]
+    assert list(kept) == [100 + b for b in range(blocks)]
+
+
+@pytest.mark.parametrize("which,cooperative,message", [
+    (0, 0, "not cooperative"),
+    (1, 1, "exited while"),
+])
+def test_emulator_reports_grid_barrier_faults(which, cooperative, message):
+    lib = _lib()
+    assert lib.sk_emu_selftest_grid_exchange(which, cooperative, 3, _int_buffer(3), _int_buffer(3), _int_buffer(3)) != 0
+    assert message in lib.sk_emu_last_error_message().decode()
+
+
 def test_emulator_rejects_invalid_launch_configuration():
     lib = _lib()
     assert lib.sk_emu_selftest_fault(4, 2048, _int_buffer(1)) == 9  # cudaErrorInvalidConfiguration

@@ -152,9 +152,14 @@ cudaError_t lstm_persistent_forward(const T* input_gates, const T* values, const
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
     if (err != cudaSuccess) return err;
   }
-  return SK_LAUNCH_COOPERATIVE(kernel, blocks, kPersistentThreads, smem_bytes, stream, input_gates, values,
-                               row_ptr, col_idx, batch_sizes, unit_start, output, gates, cells, h_n, c_n,
-                               h_buf, steps, batch, hidden, reverse);
+  const cudaError_t launched =
+      SK_LAUNCH_COOPERATIVE(kernel, blocks, kPersistentThreads, smem_bytes, stream, input_gates, values,
+                            row_ptr, col_idx, batch_sizes, unit_start, output, gates, cells, h_n, c_n,
+                            h_buf, steps, batch, hidden, reverse);
+  // The launch's error is also the runtime's last error: clear it, so that a
+  // launch the caller recovers from (too many blocks) leaves none behind.
+  const cudaError_t last = cudaGetLastError();
+  return launched != cudaSuccess ? launched : last;
 }
 
 #define SK_INSTANTIATE(T)                                                                           \

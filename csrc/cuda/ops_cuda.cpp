@@ -405,10 +405,8 @@ std::optional<LstmForward> persistent_lstm_forward(const at::Tensor& input_gates
         data<scalar_t>(cells), data<scalar_t>(h_n), data<scalar_t>(c_n), data<scalar_t>(h_buf), steps,
         batch, hidden, reverse, current_stream());
   });
-  if (err == cudaErrorCooperativeLaunchTooLarge) {
-    (void)cudaGetLastError();  // not an error: the blocks do not fit at once
-    return std::nullopt;
-  }
+  // Not an error: the blocks do not fit on the device at once.
+  if (err == cudaErrorCooperativeLaunchTooLarge) return std::nullopt;
   check_launch(err, "lstm_layer (persistent)");
   return LstmForward{output, h_n, c_n, gates, cells, at::empty({0}, options)};
 }

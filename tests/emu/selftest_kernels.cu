@@ -1,6 +1,7 @@
 // Kernels that test the emulator itself (not the project's kernels): shuffle
 // and vote semantics, atomics, shared-memory poisoning, and the faults it must
 // report. Compiled into the emulated test library only.
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include "launch.cuh"
@@ -71,9 +72,41 @@ __global__ void fault_kernel(int which, int* out) {
   }
 }
 
+// Cooperative: each block publishes a value, grid.sync(), then reads its
+// neighbour's; each block also keeps its own value in dynamic shared memory
+// across the barrier (one buffer per resident block). which = 1: thread 3 of
+// block 0 exits before the barrier (reported).
+__global__ void grid_exchange_kernel(int which, int* published, int* seen, int* kept) {
+  SK_DYNAMIC_SHARED(int, own);
+  const unsigned b = blockIdx.x, blocks = gridDim.x;
+  if (threadIdx.x == 0) {
+    own[0] = 100 + static_cast<int>(b);
+    published[b] = 100 + static_cast<int>(b);
+  }
+  if (which == 1 && b == 0 && threadIdx.x == 3) return;
+  cooperative_groups::this_grid().sync();
+  if (threadIdx.x == 0) {
+    seen[b] = published[(b + 1) % blocks];
+    kept[b] = own[0];
+  }
+}
+
 }  // namespace
 
 extern "C" {
+// cooperative: 1 for a cooperative launch, 0 for a plain one (grid.sync() is
+// then reported).
+int sk_emu_selftest_grid_exchange(int which, int cooperative, int blocks, int* published, int* seen,
+                                  int* kept) {
+  if (cooperative) {
+    const cudaError_t launched = SK_LAUNCH_COOPERATIVE(grid_exchange_kernel, blocks, 64, sizeof(int), nullptr,
+                                                       which, published, seen, kept);
+    const cudaError_t last = cudaGetLastError();
+    return launched != cudaSuccess ? launched : last;
+  }
+  SK_LAUNCH(grid_exchange_kernel, blocks, 64, sizeof(int), nullptr, which, published, seen, kept);
+  return cudaGetLastError();
+}
 int sk_emu_selftest_shuffle(int op, int param, int width, int threads, int* out) {
   SK_LAUNCH(shuffle_kernel, 1, threads, 0, nullptr, op, param, width, out);
   return cudaGetLastError();
