@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HBM_BYTES_PER_S = 3.0e12  # H100 SXM HBM3: 3.35 TB/s peak, ~3 TB/s reachable
+# Shared memory, all SMs together: 132 SMs x 128 B/clock x 1.83 GHz.
+SHARED_BYTES_PER_S = 132 * 128 * 1.83e9
 FLOPS = {  # H100 SXM, dense, 2 FLOPs per FMA
     "fp32": 67e12,  # CUDA cores (torch's default fp32 matmul: no TF32)
     "fp64": 34e12,
@@ -34,18 +36,25 @@ class Case:
     bytes: float
     flops: float
     unit: str = ""  # key of FLOPS; the dtype's by default
+    on_chip: bool = False  # the bytes come from shared memory, not HBM
 
     @property
     def rate(self) -> float:
         return FLOPS[self.unit or self.dtype]
 
     @property
+    def bandwidth(self) -> float:
+        return SHARED_BYTES_PER_S if self.on_chip else HBM_BYTES_PER_S
+
+    @property
     def floor_us(self) -> float:
-        return 1e6 * max(self.bytes / HBM_BYTES_PER_S, self.flops / self.rate)
+        return 1e6 * max(self.bytes / self.bandwidth, self.flops / self.rate)
 
     @property
     def bound(self) -> str:
-        return "memory" if self.bytes / HBM_BYTES_PER_S >= self.flops / self.rate else f"compute ({self.unit or self.dtype})"
+        if self.bytes / self.bandwidth >= self.flops / self.rate:
+            return "memory (shared)" if self.on_chip else "memory"
+        return f"compute ({self.unit or self.dtype})"
 
 
 def cases(out_f: int = 4096, in_f: int = 1024, density: float = 0.1) -> list[Case]:
@@ -76,6 +85,11 @@ def cases(out_f: int = 4096, in_f: int = 1024, density: float = 0.1) -> list[Cas
                            + 32 * out_f * s, 2 * 32 * nnz))
         n = 32
         shape = f"H {hidden}, batch {n}"
+        # One step of the persistent LSTM forward: W_hh (4H x H) read from
+        # shared memory (values and uint16 columns); grid.sync() not counted.
+        hh_nnz = round(4 * hidden * hidden * density)
+        result.append(Case("lstm_persistent_forward, one step", f"W_hh {4 * hidden}x{hidden} at density {density}, "
+                           f"batch {n}", dtype, hh_nnz * (s + 2), 2 * n * hh_nnz, on_chip=True))
         result += [
             Case("lstm_cell", shape, dtype, (4 + 1 + 2) * n * hidden * s, 0),
             Case("lstm_cell_backward", shape, dtype, (2 + 4 + 1 + 1 + 4 + 1) * n * hidden * s, 0),
