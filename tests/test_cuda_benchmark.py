@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import random_problem
-from sparse_kernels import reference
+from sparse_kernels import csr, ops, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +71,37 @@ def test_sparse_linear_speed(benchmark, impl, shape, dtype):
     got = benchmark(_timed(fn))
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-3
     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
+@needs_gpu
+@pytest.mark.parametrize("impl", ["persistent", "per_step", "cudnn_dense"])
+def test_lstm_layer_forward_speed(benchmark, monkeypatch, impl):
+    """One LSTM layer's forward over a sequence (H 1024, 90% sparse W_hh, T 35,
+    batch 8): the persistent kernel (W_hh in shared memory), the per-step
+    path (SPARSE_KERNELS_PERSISTENT_LSTM=0: a product and a cell kernel per
+    step) and cuDNN's dense nn.LSTM recurrence on the same input gates."""
+    steps, batch, hidden, density = 35, 8, 1024, 0.1
+    g = torch.Generator().manual_seed(0)
+    row_ptr, col_idx = csr.random_csr((4 * hidden, hidden), density, init="erdos_renyi", generator=g)
+    values = (torch.randn(col_idx.numel(), generator=g) * 0.1).cuda()
+    row_ptr, col_idx = row_ptr.cuda(), col_idx.cuda()
+    gates = torch.randn(steps, batch, 4 * hidden, generator=g).cuda()
+    h0, c0 = torch.zeros(batch, hidden, device="cuda"), torch.zeros(batch, hidden, device="cuda")
+    csc = csr.csr_transpose(row_ptr, col_idx, hidden)
+    if impl == "cudnn_dense":
+        lstm = torch.nn.LSTM(hidden, hidden).cuda()
+        with torch.no_grad():
+            lstm.weight_hh_l0.copy_(reference.csr_to_dense(values, row_ptr, col_idx, (4 * hidden, hidden)))
+        x = torch.randn(steps, batch, hidden, device="cuda")
+        fn = lambda: lstm(x, (h0[None], c0[None]))[0]
+    else:
+        monkeypatch.setenv("SPARSE_KERNELS_PERSISTENT_LSTM", "1" if impl == "persistent" else "0")
+        fn = lambda: ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, validate=False)[0]
+    benchmark.group = "lstm_layer forward H1024 d0.1 T35 B8"
+    with torch.no_grad():
+        got = benchmark(_timed(fn))
+    assert got.shape == (steps, batch, hidden) and torch.isfinite(got).all()
+    if impl == "persistent":  # the same result as the per-step path
+        monkeypatch.setenv("SPARSE_KERNELS_PERSISTENT_LSTM", "0")
+        want = ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, validate=False)[0]
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

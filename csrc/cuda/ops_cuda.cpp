@@ -352,13 +352,10 @@ using layer::OptTensor;
 using LstmForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // SPARSE_KERNELS_PERSISTENT_LSTM=0 forces the per-step path (for comparing
-// the two on a GPU).
+// the two on a GPU). Read at every call, so that a benchmark can switch it.
 bool persistent_lstm_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("SPARSE_KERNELS_PERSISTENT_LSTM");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  return enabled;
+  const char* v = std::getenv("SPARSE_KERNELS_PERSISTENT_LSTM");
+  return v == nullptr || std::string(v) != "0";
 }
 
 // The persistent forward (lstm_persistent.cu) where it applies: no
