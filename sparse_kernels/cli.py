@@ -47,6 +47,17 @@ def _sparsity(text: str) -> float:
     return value
 
 
+def _block_shape(text: str) -> tuple[int, int]:
+    rows, sep, cols = text.lower().partition("x")
+    try:
+        shape = (int(rows), int(cols)) if sep else None
+    except ValueError:
+        shape = None
+    if shape is None or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"must be ROWSxCOLS with positive integers, e.g. 4x4 or 1x8, got {text!r}")
+    return shape
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -67,6 +78,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
                    help="dense (torch.nn), static (fixed random sparse), or a sparse-training algorithm")
     p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of zero weights, in [0, 1)")
     p.add_argument("--init", choices=("uniform", "erdos_renyi"), default="uniform")
+    p.add_argument("--block-shape", type=_block_shape, default=None, metavar="ROWSxCOLS",
+                   help="store the sparse recurrent weights as dense blocks of this shape (BSR), e.g. 4x4; "
+                        "default: unstructured (CSR)")
     p.add_argument("--prune-rate", type=float, default=0.5)
     p.add_argument("--update-every", type=int, default=0, help="steps between topology updates (0: each epoch)")
     p.add_argument("--method-options", type=_json_object, default={}, help="JSON object of algorithm options")
@@ -104,7 +118,7 @@ def _common_config(args) -> dict:
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                 momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device,
                 checkpoint_every=args.checkpoint_every, nonfinite=args.nonfinite,
-                nonfinite_limit=args.nonfinite_limit)
+                nonfinite_limit=args.nonfinite_limit, block_shape=args.block_shape)
 
 
 def _summary(result) -> str:

@@ -51,7 +51,30 @@ def test_demo_tiny(tmp_path, capsys):
     assert (tmp_path / "results.md").is_file() and (tmp_path / "learning_curves.png").stat().st_size > 0
 
 
+def test_train_lm_block_sparse_dst_and_resume(ptb, tmp_path, capsys):
+    """--block-shape: the recurrent weights are BSR (4x4 blocks), dynamic sparse
+    training (SET) updates them by block, and a resumed run keeps the shape
+    (a different one is refused as incompatible)."""
+    import torch
+    args = ["train-lm", "--data", str(ptb), "--method", "set", "--sparsity", "0.5", "--batch-size", "4",
+            "--bptt", "5", "--hidden", "12", "--layers", "1", "--no-progress", "--seed", "1", "--block-shape", "4x4"]
+    assert main(args + ["--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    assert "test ppl" in capsys.readouterr().out
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    assert tuple(state["rnn.weight_hh_l0.values"].shape[1:]) == (4, 4)
+    assert "rnn.weight_hh_l0.block_col_idx" in state
+    assert main(args + ["--epochs", "2", "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    other = [a if a != "4x4" else "2x2" for a in args]
+    rc = main(other + ["--epochs", "3", "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "a")])
+    assert "block_shape" in one_error_line(capsys, rc)
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["train-lm", "--block-shape", "4"], "must be ROWSxCOLS"),
+    (["train-lm", "--block-shape", "0x4"], "must be ROWSxCOLS"),
+    (["train-lm", "--block-shape", "4x4", "--method", "dense"], "block_shape needs a sparse method"),
+    (["train-lm", "--block-shape", "5x5", "--method", "static", "--hidden", "12"], "must divide hidden_size"),
     (["train-lm", "--data", "/nonexistent/corpus"], "data folder not found"),
     (["train-lm", "--method", "magic"], "invalid choice: 'magic'"),
     (["train-lm", "--sparsity", "1.0"], "must be in [0, 1)"),

@@ -74,7 +74,8 @@ def build_lm(config: LMConfig, vocab_size: int, ranks: torch.Tensor | None = Non
                          num_layers=config.num_layers, model=config.model, dropout=config.dropout,
                          tie_weights=config.tie_weights, sparse=config.sparse, density=config.density,
                          init=config.init, seed=config.seed, depth=config.depth,
-                         embedding_density=config.embedding_density, frequency_ranks=ranks).to(config.device)
+                         embedding_density=config.embedding_density, frequency_ranks=ranks,
+                         block_shape=config.block_shape).to(config.device)
 
 
 @torch.no_grad()

@@ -68,9 +68,15 @@ class RunConfig:
     checkpoint_every: int = 0    # steps between mid-epoch checkpoints; 0: at epoch ends only
     nonfinite: str = "skip"      # a NaN/inf loss or gradient: "skip" the step, or "stop" the run
     nonfinite_limit: int = 10    # "skip" stops the run after this many non-finite steps in a row
+    block_shape: tuple[int, int] | None = None  # recurrent weights as dense blocks (BSR) of this shape; None: CSR
 
     model_keys = ("model", "method", "sparsity", "init", "embedding_size", "hidden_size", "num_layers", "depth",
-                  "optimizer", "seed")
+                  "optimizer", "seed", "block_shape")
+
+    def __post_init__(self) -> None:
+        # A checkpoint's config comes back with a list (JSON-like round trip): one form.
+        if isinstance(self.block_shape, list):
+            self.block_shape = tuple(self.block_shape)
 
     def validate(self) -> None:
         try:
@@ -97,6 +103,15 @@ class RunConfig:
         for name in ("checkpoint_every", "nonfinite_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.block_shape is not None:
+            shape = self.block_shape
+            if not (isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+                raise ValueError(f"block_shape must be two positive integers (rows, columns), got {shape!r}")
+            if not self.sparse:
+                raise ValueError("block_shape needs a sparse method (the dense model has no blocks)")
+            if self.hidden_size % shape[0] or self.hidden_size % shape[1] or self.embedding_size % shape[1]:
+                raise ValueError(f"block_shape {shape[0]}x{shape[1]} must divide hidden_size ({self.hidden_size}) "
+                                 f"and embedding_size ({self.embedding_size}): the recurrent weights are tiled by it")
 
     @property
     def sparse(self) -> bool:
