@@ -13,14 +13,25 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // transposed index without hidden state; the forward does not read it. It
   // is optional: the CPU backward scatters from the CSR and needs none
   // (sparse_linear_input_grad_csr); CUDA's gathers through it.
+  //
+  // The trailing optional arguments are W's compact index for the CUDA
+  // products (sparse_kernels.csr.index16, cached by CSRWeight on CUDA only):
+  // col_idx16 (uint16 col_idx, when in <= 65536) and row_order (the rows
+  // longest first) for this product; row_idx16 and col_order, the same for
+  // the CSC view (when out <= 65536), which only the backward reads. CUDA
+  // takes the uint16 kernel when col_idx16 is given; the CPU reads none of
+  // them but refuses an inconsistent one.
   m.def(
       "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, "
       "Tensor col_idx, Tensor? col_ptr, Tensor? row_idx, Tensor? csr2csc, "
-      "Tensor? bias) -> Tensor");
-  // grad_input = grad_output @ W via the CSC view (a gather per input feature).
+      "Tensor? bias, Tensor? col_idx16=None, Tensor? row_order=None, "
+      "Tensor? row_idx16=None, Tensor? col_order=None) -> Tensor");
+  // grad_input = grad_output @ W via the CSC view (a gather per input
+  // feature); row_idx16 and col_order: the CSC view's compact index, as above.
   m.def(
       "sparse_linear_input_grad(Tensor grad_output, Tensor values, "
-      "Tensor col_ptr, Tensor row_idx, Tensor csr2csc) -> Tensor");
+      "Tensor col_ptr, Tensor row_idx, Tensor csr2csc, Tensor? row_idx16=None, "
+      "Tensor? col_order=None) -> Tensor");
   // grad_input = grad_output @ W from W's CSR (a scatter per row of W; CPU):
   // no transposed index. in_features: the columns of W.
   m.def(

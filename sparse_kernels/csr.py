@@ -121,6 +121,33 @@ def csr_transpose(row_ptr: torch.Tensor, col_idx: torch.Tensor, cols: int) -> CS
     return CSCIndex(col_ptr, row_idx.to(INDEX_DTYPE), csr2csc.to(INDEX_DTYPE))
 
 
+# The most columns a uint16 column index can address (0 .. 65535).
+INDEX16_MAX_COLS = 2**16
+
+
+class Index16(NamedTuple):
+    """A compact index derived from a CSR (or CSC view) (ptr, idx) for the
+    CUDA products (csrc/cuda/spmm.cuh): ``idx`` the same indices as uint16
+    (half the index bytes the kernel reads; Sputnik's trick), ``order`` the
+    rows longest first (int32; neighbouring subwarps get rows of similar
+    length, the long ones start first)."""
+    idx: torch.Tensor
+    order: torch.Tensor
+
+
+def index16(ptr: torch.Tensor, idx: torch.Tensor, cols: int) -> Index16 | None:
+    """The compact index of a CSR (ptr, idx) with ``cols`` columns (for a CSC
+    view: col_ptr, row_idx and the rows of the matrix), on their device; None
+    when ``cols`` > 65536, where a column does not fit 16 bits. ``order`` is
+    a stable sort by decreasing row length: equal rows keep their order, so
+    the result is a function of the pattern alone."""
+    if cols > INDEX16_MAX_COLS:
+        return None
+    order = torch.sort(ptr.diff(), descending=True, stable=True).indices
+    # int32 -> uint16 keeps every value < 65536, and cols <= 65536 bounds them.
+    return Index16(idx.to(torch.uint16), order.to(INDEX_DTYPE))
+
+
 def from_coordinates(rows_of: torch.Tensor, cols_of: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR from unique (row, col) coordinates in any order.
     Returns (row_ptr, col_idx, order) where order sorts the input entries."""

@@ -13,21 +13,36 @@ import math
 import torch
 
 from . import bsr as bsr_format
-from .csr import CSCIndex, INDEX_DTYPE, csr_transpose, row_indices, validate_csr
+from .csr import (CSCIndex, INDEX16_MAX_COLS, INDEX_DTYPE, Index16, csr_transpose, row_indices,
+                  validate_csr)
 
 _ops = torch.ops.sparse_kernels
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+# Values the CUDA kernels also take (accumulated in fp32, csrc/cuda/accumulate.cuh);
+# the CPU kernels have no 16-bit versions.
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 _INT32_MAX = 2**31 - 1
 
 
 # --------------------------------------------------------------------------
 # Input checks (Python, before the kernel)
 
-def _check_float(name: str, t) -> None:
+def _check_float(name: str, t, *, no_half: str | None = None) -> None:
+    """float32 or float64 anywhere; float16 or bfloat16 on a CUDA device,
+    unless ``no_half`` names an op whose kernels have no 16-bit version."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+    if t.dtype in _FLOAT_DTYPES:
+        return
+    if t.dtype in _HALF_DTYPES:
+        if no_half is not None:
+            raise TypeError(f"{name} has dtype {t.dtype}, but {no_half} supports float32 and float64 only "
+                            "(its kernels have no 16-bit version)")
+        if t.device.type != "cuda":
+            raise TypeError(f"{name} has dtype {t.dtype} on {t.device}: 16-bit values need a CUDA device "
+                            "(the CPU kernels support float32 and float64)")
+        return
+    raise TypeError(f"{name} must be float32 or float64 (or float16/bfloat16 on a CUDA device), got {t.dtype}")
 
 
 def _check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
@@ -48,10 +63,47 @@ def _check_index_like(name: str, t, ref: torch.Tensor, ref_name: str = "the valu
         raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
 
 
-def _check_values(values) -> None:
-    _check_float("values", values)
+def _check_values(values, *, no_half: str | None = None) -> None:
+    _check_float("values", values, no_half=no_half)
     if values.dim() != 1 or not values.is_contiguous():
         raise ValueError(f"values must be a contiguous 1-D tensor, got shape {tuple(values.shape)}")
+
+
+def _check_index16(name: str, ix, ptr: torch.Tensor, idx: torch.Tensor, cols: int,
+                   validate: bool) -> Index16 | None:
+    """A compact index (csr.index16) of (ptr, idx) over ``cols`` columns, or
+    None: kinds, lengths and device; with ``validate`` its contents too
+    (O(nnz + rows log rows)): the CUDA kernels read it in place of idx."""
+    if ix is None:
+        return None
+    if not isinstance(ix, (tuple, list)) or len(ix) != 2:
+        raise TypeError(f"{name} must be an Index16 (idx, order) from sparse_kernels.csr.index16, got "
+                        f"{type(ix).__name__}")
+    ix = Index16(*ix)
+    for field, t, dtype, length in (("idx", ix.idx, torch.uint16, idx.numel()),
+                                    ("order", ix.order, INDEX_DTYPE, ptr.numel() - 1)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}.{field} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != dtype:
+            raise TypeError(f"{name}.{field} must have dtype {dtype}, got {t.dtype}")
+        if t.shape != (length,) or not t.is_contiguous():
+            raise ValueError(f"{name}.{field} must be contiguous with shape ({length},), got {tuple(t.shape)}")
+        if t.device != idx.device:
+            raise ValueError(f"{name}.{field} must be on the device of the index ({idx.device}), got {t.device}")
+    if cols > INDEX16_MAX_COLS:
+        raise ValueError(f"{name} exists only for at most {INDEX16_MAX_COLS} indexed columns, got {cols}")
+    if validate:
+        if not torch.equal(ix.idx.to(INDEX_DTYPE), idx):
+            raise ValueError(f"{name}.idx does not hold the indices it was derived from")
+        rows = ptr.numel() - 1
+        if not torch.equal(ix.order.sort().values, torch.arange(rows, dtype=INDEX_DTYPE, device=idx.device)):
+            raise ValueError(f"{name}.order must be a permutation of the {rows} rows")
+    return ix
+
+
+def _index16_args(ix: Index16 | None):
+    """A compact index as the ops' two optional arguments."""
+    return (None, None) if ix is None else tuple(ix)
 
 
 def _check_csc(csc, values: torch.Tensor, in_features: int, name: str = "csc") -> CSCIndex:
@@ -98,14 +150,20 @@ def _validate_weight(label, values, row_ptr, col_idx, csc: CSCIndex, shape) -> N
 
 def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
                   col_idx: torch.Tensor, bias: torch.Tensor | None = None, *,
-                  csc: CSCIndex | None = None, validate: bool = True) -> torch.Tensor:
+                  csc: CSCIndex | None = None, index16: Index16 | None = None,
+                  csc_index16: Index16 | None = None, validate: bool = True) -> torch.Tensor:
     """y = input @ W^T + bias for a CSR matrix W of shape (out, in).
 
     input: (*, in); returns (*, out). ``csc`` is W's transposed index (see
     sparse_kernels.csr), which only the CUDA backward reads: it is computed
     there when not given; the CPU backward scatters from the CSR and needs
-    none. ``validate`` checks the CSR structure (O(nnz)); CSRWeight validates
-    once and passes False. Differentiable in input, values and bias.
+    none. ``index16`` and ``csc_index16``: the compact indices
+    (csr.index16) of the CSR and of ``csc``, which the CUDA products read
+    in place of the int32 ones (in <= 65536, resp. out <= 65536); never
+    built here (CSRWeight caches them on CUDA), ignored by the CPU.
+    ``validate`` checks the CSR structure (O(nnz)) and the given indices;
+    CSRWeight validates once and passes False. Differentiable in input,
+    values and bias.
     """
     _check_float("input", input)
     _check_values(values)
@@ -125,6 +183,8 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
         _check_same("bias", bias, "input", input)
         if bias.shape != (out_features,):
             raise ValueError(f"bias must have shape ({out_features},), got {tuple(bias.shape)}")
+    if csc_index16 is not None and csc is None and values.device.type == "cpu":
+        raise ValueError("csc_index16 indexes the transposed index: pass csc with it")
     if csc is None:
         if values.device.type != "cpu":
             csc = csr_transpose(row_ptr, col_idx, in_features)
@@ -134,17 +194,24 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
             expected = csr_transpose(row_ptr, col_idx, in_features)
             if not all(torch.equal(a, b) for a, b in zip(csc, expected)):
                 raise ValueError("csc is not the transposed index of (row_ptr, col_idx)")
+    index16 = _check_index16("index16", index16, row_ptr, col_idx, in_features, validate)
+    if csc_index16 is not None:
+        csc_index16 = _check_index16("csc_index16", csc_index16, csc.col_ptr, csc.row_idx, out_features,
+                                     validate)
     # Not reshape(-1, in_features): with in_features = 0 the -1 is ambiguous.
     flat = input.reshape(math.prod(input.shape[:-1]), in_features)
-    out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *_csc_args(csc), bias)
+    out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *_csc_args(csc), bias, *_index16_args(index16),
+                             *_index16_args(csc_index16))
     return out.reshape(*input.shape[:-1], out_features)
 
 
 def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, csc: CSCIndex, *,
-                             validate: bool = True) -> torch.Tensor:
+                             index16: Index16 | None = None, validate: bool = True) -> torch.Tensor:
     """grad_output (N, out) @ W -> (N, in), through W's transposed index
     ``csc`` (out = grad_output's columns, in = len(col_ptr) - 1).
-    ``validate`` checks the index in full (O(nnz log nnz))."""
+    ``index16``: the compact index of ``csc`` (csr.index16 over out rows),
+    read by the CUDA kernel in place of row_idx; ignored by the CPU.
+    ``validate`` checks the indices in full (O(nnz log nnz))."""
     _check_float("grad_output", grad_output)
     _check_values(values)
     _check_same("values", values, "grad_output", grad_output)
@@ -157,7 +224,8 @@ def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, cs
         raise ValueError("col_ptr must have in_features + 1 >= 1 entries, got an empty tensor")
     if validate:
         _validate_csc(csc, (grad_output.shape[1], in_features))
-    return _ops.sparse_linear_input_grad(grad_output, values, *csc)
+    index16 = _check_index16("index16", index16, csc.col_ptr, csc.row_idx, grad_output.shape[1], validate)
+    return _ops.sparse_linear_input_grad(grad_output, values, *csc, *_index16_args(index16))
 
 
 def sparse_linear_input_grad_csr(grad_output: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
@@ -348,12 +416,13 @@ def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, 
 # Fake kernels: output shapes only, for torch.compile / meta tensors.
 
 @torch.library.register_fake("sparse_kernels::sparse_linear")
-def _(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias):
+def _(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias, col_idx16=None, row_order=None,
+      row_idx16=None, col_order=None):
     return input.new_empty((input.shape[0], row_ptr.shape[0] - 1))
 
 
 @torch.library.register_fake("sparse_kernels::sparse_linear_input_grad")
-def _(grad_output, values, col_ptr, row_idx, csr2csc):
+def _(grad_output, values, col_ptr, row_idx, csr2csc, row_idx16=None, col_order=None):
     return grad_output.new_empty((grad_output.shape[0], col_ptr.shape[0] - 1))
 
 
@@ -400,34 +469,39 @@ def _csc_args(csc):
     return (None, None, None) if csc is None else tuple(csc)
 
 
-def _input_grad(grad_output, values, row_ptr, col_idx, in_features, col_ptr, row_idx, csr2csc):
+def _input_grad(grad_output, values, row_ptr, col_idx, in_features, col_ptr, row_idx, csr2csc,
+                row_idx16=None, col_order=None):
     """grad_output @ W by the product each device does best: the scatter from
     the CSR on the CPU; elsewhere the gather through the transposed index
-    (built here when the caller passed none)."""
+    (built here when the caller passed none, and then without the compact
+    index, which indexes the caller's)."""
     if values.device.type == "cpu":
         return _ops.sparse_linear_input_grad_csr(grad_output, values, row_ptr, col_idx, in_features)
     if col_ptr is None:
         col_ptr, row_idx, csr2csc = csr_transpose(row_ptr, col_idx, in_features)
-    return _ops.sparse_linear_input_grad(grad_output, values, col_ptr, row_idx, csr2csc)
+        row_idx16 = col_order = None
+    return _ops.sparse_linear_input_grad(grad_output, values, col_ptr, row_idx, csr2csc, row_idx16, col_order)
 
 
 def _sparse_linear_setup_context(ctx, inputs, output):
-    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias = inputs
-    ctx.save_for_backward(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc)
+    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias, _, _, row_idx16, col_order = inputs
+    # The forward's compact index (col_idx16, row_order) is not needed: the
+    # value gradient (SDDMM) reads the int32 col_idx.
+    ctx.save_for_backward(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, row_idx16, col_order)
     ctx.has_bias = bias is not None
 
 
 def _sparse_linear_backward(ctx, grad_output):
-    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc = ctx.saved_tensors
+    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, row_idx16, col_order = ctx.saved_tensors
     grad_input = grad_values = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_input = _input_grad(grad_output, values, row_ptr, col_idx, input.shape[1], col_ptr, row_idx,
-                                 csr2csc)
+                                 csr2csc, row_idx16, col_order)
     if ctx.needs_input_grad[1]:
         grad_values = _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
     if ctx.has_bias and ctx.needs_input_grad[7]:
         grad_bias = grad_output.sum(0)
-    return grad_input, grad_values, None, None, None, None, None, grad_bias
+    return grad_input, grad_values, None, None, None, None, None, grad_bias, None, None, None, None
 
 
 torch.library.register_autograd(
@@ -639,8 +713,11 @@ torch.library.register_autograd(
 
 def _check_layer_common(name: str, input_gates, h0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
                         batch_sizes, gate_count: int, validate: bool):
-    _check_float("input_gates", input_gates)
-    _check_float("h0", h0)
+    # The GRU and Elman cell kernels are float32/float64 only, on CUDA too
+    # (SK_DISPATCH_CUDA_F32_F64 in csrc/cuda/ops_cuda.cpp); the other
+    # tensors must match input_gates' dtype.
+    _check_float("input_gates", input_gates, no_half=name)
+    _check_float("h0", h0, no_half=name)
     _check_same("h0", h0, "input_gates", input_gates)
     if input_gates.dim() != 3 or h0.dim() != 2:
         raise ValueError(f"{name}: input_gates must be (T, B, {gate_count}H) and h0 (B, H), got "
@@ -775,9 +852,10 @@ def rhn_layer(input_gates: torch.Tensor, h0: torch.Tensor, r_values, r_row_ptr, 
     input_gates, h0, every r_values[l] and biases. ``validate`` checks the
     CSR structures and transposed indices in full (the modules pass False).
     """
-    _check_float("input_gates", input_gates)
+    # The RHN cell kernels are float32/float64 only (rhn_layer_cuda.cpp).
+    _check_float("input_gates", input_gates, no_half="rhn_layer")
     for name, t in (("h0", h0), ("biases", biases)):
-        _check_float(name, t)
+        _check_float(name, t, no_half="rhn_layer")
         _check_same(name, t, "input_gates", input_gates)
     if input_gates.dim() != 3 or h0.dim() != 2:
         raise ValueError("input_gates must be (T, B, 2H) and h0 (B, H)")
@@ -942,7 +1020,7 @@ def magnitude_prune(values: torch.Tensor, drop_counts, group_ptr=None) -> torch.
     the whole tensor), the ``drop_counts`` stored values of smallest |w| (ties:
     the lower slot goes first). A row's or an LSTM gate's slots are a
     contiguous range, so ``group_ptr = row_ptr`` prunes per row."""
-    _check_values(values)
+    _check_values(values, no_half="magnitude_prune")
     group_ptr = _group_bounds("group_ptr", group_ptr, values.numel(), values.device)
     drop_counts = _group_counts("drop_counts", drop_counts, group_ptr, group_ptr.diff(), "the size of its group")
     return _topology_op("magnitude_prune", values.device, values, group_ptr, drop_counts)
@@ -951,7 +1029,7 @@ def magnitude_prune(values: torch.Tensor, drop_counts, group_ptr=None) -> torch.
 def signed_magnitude_prune(values: torch.Tensor, fraction: float, group_ptr=None) -> torch.Tensor:
     """SET's prune: drop round(fraction * n) of the smallest non-negative and
     round(fraction * n) of the largest negative values in each slot group."""
-    _check_values(values)
+    _check_values(values, no_half="signed_magnitude_prune")
     if not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
     group_ptr = _group_bounds("group_ptr", group_ptr, values.numel(), values.device)
@@ -997,8 +1075,8 @@ def gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, row_ptr: tor
     y = input W^T), computed ``block_rows`` rows at a time with a running
     top-k so the dense gradient is never held. Returns CSR (grow_row_ptr,
     grow_col_idx)."""
-    _check_float("grad_output", grad_output)
-    _check_float("input", input)
+    _check_float("grad_output", grad_output, no_half="gradient_regrow")
+    _check_float("input", input, no_half="gradient_regrow")
     _check_same("input", input, "grad_output", grad_output)
     if grad_output.dim() != 2 or input.dim() != 2 or grad_output.shape[0] != input.shape[0]:
         raise ValueError(f"grad_output (N, out) and input (N, in) must be 2-D with equal N, got "
@@ -1029,8 +1107,8 @@ def block_gradient_regrow(grad_output: torch.Tensor, input: torch.Tensor, block_
     A torch implementation (one BLAS product per row chunk), on the inputs'
     device."""
     bh, bw = bsr_format.check_block_shape(block_shape)
-    _check_float("grad_output", grad_output)
-    _check_float("input", input)
+    _check_float("grad_output", grad_output, no_half="block_gradient_regrow")
+    _check_float("input", input, no_half="block_gradient_regrow")
     _check_same("input", input, "grad_output", grad_output)
     _check_pattern(block_row_ptr, block_col_idx)
     _check_mask("occupied", occupied, block_col_idx.numel(), block_col_idx.device)

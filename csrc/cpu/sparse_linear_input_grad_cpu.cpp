@@ -54,11 +54,15 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output_,
 TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
   m.impl("sparse_linear_input_grad",
          [](const at::Tensor& grad_output, const at::Tensor& values, const at::Tensor& col_ptr,
-            const at::Tensor& row_idx, const at::Tensor& csr2csc) {
+            const at::Tensor& row_idx, const at::Tensor& csr2csc,
+            const std::optional<at::Tensor>& row_idx16, const std::optional<at::Tensor>& col_order) {
            SK_CHECK_DIM(grad_output, 2);
            sparse_kernels::check_compressed_index(col_ptr, row_idx, grad_output.size(1), "col_ptr",
                                                   "row_idx");
            sparse_kernels::check_index_bounds(csr2csc, values.numel(), "csr2csc");
+           // CUDA's compact index of the CSC view: unread here, refused when inconsistent.
+           sparse_kernels::check_index16(col_ptr, row_idx, grad_output.size(1), row_idx16, col_order,
+                                         "row_idx", "row_idx16", "col_order");
            return sparse_kernels::cpu::sparse_linear_input_grad(grad_output, values, col_ptr,
                                                                 row_idx, csr2csc);
          });

@@ -67,55 +67,99 @@ T* data(const at::Tensor& t) {
     }                                                                          \
   }()
 
+// The optional compact index (ops.cpp, sparse_kernels.csr.index16) as the
+// launchers take it: order as a device pointer or null; and whether idx16 is
+// given, in which case the <T, uint16_t> kernel reads it instead of the int32
+// index (half the index bytes).
+const int32_t* order_ptr(const layer::OptTensor& order) {
+  return order.has_value() ? order->data_ptr<int32_t>() : nullptr;
+}
+
+const uint16_t* index16_ptr(const layer::OptTensor& idx16) {
+  return static_cast<const uint16_t*>(idx16->const_data_ptr());
+}
+
+// Defaults for the compact index so that the layer loops (CudaKernels) call
+// these with the arguments they always had.
 at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values,
                               const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                              const std::optional<at::Tensor>&,
-                              const std::optional<at::Tensor>& bias) {
+                              const layer::OptTensor& col_ptr, const layer::OptTensor& row_idx,
+                              const layer::OptTensor&, const layer::OptTensor& bias,
+                              const layer::OptTensor& col_idx16 = std::nullopt,
+                              const layer::OptTensor& row_order = std::nullopt,
+                              const layer::OptTensor& row_idx16 = std::nullopt,
+                              const layer::OptTensor& col_order = std::nullopt) {
   SK_CHECK_DIM(input_, 2);
   SK_CHECK_SAME_DTYPE(input_, values);
   SK_CHECK_INDEX(row_ptr);
   SK_CHECK_INDEX(col_idx);
   TORCH_CHECK(values.dim() == 1 && values.is_contiguous() && values.numel() == col_idx.numel(),
               "values must be contiguous 1-D with one entry per col_idx entry");
+  check_index16(row_ptr, col_idx, input_.size(1), col_idx16, row_order, "col_idx", "col_idx16",
+                "row_order");
+  if (row_idx16.has_value() || col_order.has_value()) {
+    // Unread by the forward (its backward's), but checked as the CPU does.
+    TORCH_CHECK(col_ptr.has_value() && row_idx.has_value(), "row_idx16 and col_order index the "
+                "transposed index: give col_ptr, row_idx and csr2csc with them");
+    SK_CHECK_INDEX((*col_ptr));
+    SK_CHECK_INDEX((*row_idx));
+    check_index16(*col_ptr, *row_idx, row_ptr.numel() - 1, row_idx16, col_order, "row_idx",
+                  "row_idx16", "col_order");
+  }
   const c10::cuda::CUDAGuard guard(input_.device());
   const at::Tensor input = input_.contiguous();
   const int64_t out_features = row_ptr.numel() - 1;
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   at::Tensor out = at::empty({input.size(0), out_features}, input.options());
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear", [&] {
-    check_launch(sparse_linear<scalar_t>(
-                     data<scalar_t>(input), data<scalar_t>(values),
-                     row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-                     bias_c.defined() ? data<scalar_t>(bias_c) : nullptr,
-                     data<scalar_t>(out), input.size(0), input.size(1), out_features,
-                     col_idx.numel(), current_stream()),
-                 "sparse_linear");
+    const scalar_t* b = bias_c.defined() ? data<scalar_t>(bias_c) : nullptr;
+    const int32_t* order = order_ptr(row_order);
+    check_launch(
+        col_idx16.has_value()
+            ? sparse_linear<scalar_t, uint16_t>(
+                  data<scalar_t>(input), data<scalar_t>(values), row_ptr.data_ptr<int32_t>(),
+                  index16_ptr(col_idx16), b, data<scalar_t>(out), input.size(0), input.size(1),
+                  out_features, col_idx.numel(), current_stream(), order)
+            : sparse_linear<scalar_t>(data<scalar_t>(input), data<scalar_t>(values),
+                                      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(), b,
+                                      data<scalar_t>(out), input.size(0), input.size(1),
+                                      out_features, col_idx.numel(), current_stream(), order),
+        "sparse_linear");
   });
   return out;
 }
 
 at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
                                          const at::Tensor& values, const at::Tensor& col_ptr,
-                                         const at::Tensor& row_idx,
-                                         const at::Tensor& csr2csc) {
+                                         const at::Tensor& row_idx, const at::Tensor& csr2csc,
+                                         const layer::OptTensor& row_idx16 = std::nullopt,
+                                         const layer::OptTensor& col_order = std::nullopt) {
   SK_CHECK_DIM(grad_output_, 2);
   SK_CHECK_SAME_DTYPE(grad_output_, values);
   SK_CHECK_INDEX(col_ptr);
   SK_CHECK_INDEX(row_idx);
   SK_CHECK_INDEX(csr2csc);
+  check_index16(col_ptr, row_idx, grad_output_.size(1), row_idx16, col_order, "row_idx",
+                "row_idx16", "col_order");
   const c10::cuda::CUDAGuard guard(grad_output_.device());
   const at::Tensor grad_output = grad_output_.contiguous();
   const int64_t in_features = col_ptr.numel() - 1;
   at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
   SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "sparse_linear_input_grad", [&] {
-    check_launch(sparse_linear_input_grad<scalar_t>(
-                     data<scalar_t>(grad_output), data<scalar_t>(values),
-                     col_ptr.data_ptr<int32_t>(), row_idx.data_ptr<int32_t>(),
-                     csr2csc.data_ptr<int32_t>(), data<scalar_t>(grad_input),
-                     grad_output.size(0), in_features, grad_output.size(1),
-                     row_idx.numel(), current_stream()),
-                 "sparse_linear_input_grad");
+    const int32_t* order = order_ptr(col_order);
+    check_launch(
+        row_idx16.has_value()
+            ? sparse_linear_input_grad<scalar_t, uint16_t>(
+                  data<scalar_t>(grad_output), data<scalar_t>(values), col_ptr.data_ptr<int32_t>(),
+                  index16_ptr(row_idx16), csr2csc.data_ptr<int32_t>(), data<scalar_t>(grad_input),
+                  grad_output.size(0), in_features, grad_output.size(1), row_idx.numel(),
+                  current_stream(), order)
+            : sparse_linear_input_grad<scalar_t>(
+                  data<scalar_t>(grad_output), data<scalar_t>(values), col_ptr.data_ptr<int32_t>(),
+                  row_idx.data_ptr<int32_t>(), csr2csc.data_ptr<int32_t>(),
+                  data<scalar_t>(grad_input), grad_output.size(0), in_features,
+                  grad_output.size(1), row_idx.numel(), current_stream(), order),
+        "sparse_linear_input_grad");
   });
   return grad_input;
 }

@@ -27,7 +27,10 @@ void check_launch(cudaError_t err, const char* what) {
 }
 
 struct CudaRhnKernels {
-  // sparse_linear's forward does not read its optional transposed index.
+  // sparse_linear's forward does not read its optional transposed index; the
+  // compact indices (the last four arguments) are not cached for the layers.
+  // typed<> must name every schema argument, defaulted ones included: a
+  // mismatch throws at the first call.
   static at::Tensor sparse_linear(const at::Tensor& x, const at::Tensor& v, const at::Tensor& rp,
                                   const at::Tensor& ci, const std::optional<at::Tensor>& b) {
     using Opt = std::optional<at::Tensor>;
@@ -35,8 +38,10 @@ struct CudaRhnKernels {
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("sparse_kernels::sparse_linear", "")
             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&, const Opt&, const Opt&, const Opt&, const Opt&)>();
-    return op.call(x, v, rp, ci, std::nullopt, std::nullopt, std::nullopt, b);
+                              const at::Tensor&, const Opt&, const Opt&, const Opt&, const Opt&,
+                              const Opt&, const Opt&, const Opt&, const Opt&)>();
+    return op.call(x, v, rp, ci, std::nullopt, std::nullopt, std::nullopt, b, std::nullopt,
+                   std::nullopt, std::nullopt, std::nullopt);
   }
   // The CUDA input gradient gathers through the transposed index.
   static at::Tensor sparse_linear_input_grad(const at::Tensor& gy, const at::Tensor& v,
@@ -48,12 +53,13 @@ struct CudaRhnKernels {
                 "the CUDA backward of an RHN layer needs each R_l's transposed index "
                 "(r_col_ptr, r_row_idx, r_csr2csc)");
     const at::Tensor &cp = *cp_, &ri = *ri_, &perm = *perm_;
+    using Opt = std::optional<at::Tensor>;
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("sparse_kernels::sparse_linear_input_grad", "")
                                .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
                                                  const at::Tensor&, const at::Tensor&,
-                                                 const at::Tensor&)>();
-    return op.call(gy, v, cp, ri, perm);
+                                                 const at::Tensor&, const Opt&, const Opt&)>();
+    return op.call(gy, v, cp, ri, perm, std::nullopt, std::nullopt);
   }
   static at::Tensor sparse_linear_value_grad(const at::Tensor& gy, const at::Tensor& x,
                                              const at::Tensor& rp, const at::Tensor& ci) {

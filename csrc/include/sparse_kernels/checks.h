@@ -310,6 +310,50 @@ inline void check_optional_csc_view(const at::Tensor& row_ptr, const at::Tensor&
   if (given == 3) check_csc_view(row_ptr, col_idx, *col_ptr, *row_idx, *csr2csc, cols, matrix);
 }
 
+// The optional compact index of a CSR (or CSC view) (ptr, idx) whose minor
+// dimension has at most 65536 entries (sparse_kernels.csr.index16): idx16,
+// the same indices as uint16 (half the index bytes the CUDA products read),
+// and order, a permutation of the major rows (longest first: load balance).
+// Either may be absent. Kinds, lengths, device and the 65536 bound always.
+// On the CPU, whose kernels read neither, also the contents (idx16 == idx,
+// order a permutation; O(nnz + rows log rows)), so that what a caller passes
+// is never silently inconsistent. On CUDA the contents are the Python
+// layer's to check (ops.py, validate=True): reading them here would
+// synchronise the device, as for the CSR itself.
+inline void check_index16(const at::Tensor& ptr, const at::Tensor& idx, int64_t minor,
+                          const std::optional<at::Tensor>& idx16,
+                          const std::optional<at::Tensor>& order, const char* idx_name,
+                          const char* idx16_name, const char* order_name) {
+  if (idx16.has_value()) {
+    const at::Tensor& t = *idx16;
+    TORCH_CHECK(t.scalar_type() == at::kUInt16 && t.dim() == 1 && t.is_contiguous(), idx16_name,
+                " must be a contiguous 1-D uint16 tensor, got ", t.scalar_type(), " with shape ",
+                t.sizes());
+    TORCH_CHECK(t.numel() == idx.numel(), idx16_name, " must have one entry per ", idx_name,
+                " entry (", idx.numel(), "), got ", t.numel());
+    TORCH_CHECK(t.device() == idx.device(), idx16_name, " must be on the device of ", idx_name,
+                " (", idx.device(), "), got ", t.device());
+    TORCH_CHECK(minor <= 65536, idx16_name, " exists only for at most 65536 indexed columns, got ",
+                minor);
+    if (t.device().is_cpu()) {
+      TORCH_CHECK(at::equal(t.to(at::kInt), idx), idx16_name, " must hold the indices of ", idx_name);
+    }
+  }
+  if (order.has_value()) {
+    const at::Tensor& t = *order;
+    detail::check_int32_vector(t, order_name);
+    const int64_t rows = ptr.numel() - 1;
+    TORCH_CHECK(t.numel() == rows, order_name, " must have one entry per row (", rows, "), got ",
+                t.numel());
+    TORCH_CHECK(t.device() == ptr.device(), order_name, " must be on the device of the index (",
+                ptr.device(), "), got ", t.device());
+    if (t.device().is_cpu()) {
+      TORCH_CHECK(at::equal(std::get<0>(t.sort()), at::arange(rows, t.options())), order_name,
+                  " must be a permutation of the ", rows, " rows");
+    }
+  }
+}
+
 // The block values of a BSR matrix: contiguous (nblocks, bh, bw), one block
 // per block_col_idx (or block_row_idx) entry, blocks of at least 1 x 1.
 inline void check_block_values(const at::Tensor& values, const at::Tensor& block_index) {
