@@ -8,6 +8,10 @@ A CSRWeight is an nn.Module holding
            built lazily, only where the backward reads it (CUDA), and
            rebuilt only when the pattern changes. The CPU backward scatters
            from the CSR and keeps no transposed index.
+  compact_index()   on CUDA, uint16 copies of col_idx and row_idx and the
+           rows/columns longest first (csr.index16), which the CUDA
+           products read instead of the int32 indices; cached like the
+           transposed index.
 A BSRWeight is the same with dense blocks (bh x bw) as the unit: values
 (nblocks, bh, bw), block_row_ptr / block_col_idx over the grid of blocks.
 
@@ -31,7 +35,7 @@ from . import bsr as bsr_format
 from . import csr as csr_format
 from . import ops
 from .bsr import validate_bsr
-from .csr import CSCIndex, INDEX_DTYPE, validate_csr
+from .csr import CSCIndex, INDEX_DTYPE, Index16, validate_csr
 
 __all__ = ["BSRWeight", "CSRWeight", "SparseWeight", "validate_bsr", "validate_csr"]
 
@@ -169,6 +173,8 @@ class CSRWeight(SparseWeight):
         for name in CSCIndex._fields:
             self.register_buffer(name, None, persistent=False)
         self._csc_key = None
+        self._index16 = (None, None)
+        self._index16_key = None
         # False for a predefined pattern that sparse training must leave alone
         # (SparseEmbedding's frequency prefixes); see dst.find_sparse_weights.
         self.dynamic = True
@@ -285,6 +291,30 @@ class CSRWeight(SparseWeight):
         less to keep)."""
         return None if self.col_idx.device.type == "cpu" else self.transposed_index()
 
+    def compact_index(self) -> tuple[Index16 | None, Index16 | None]:
+        """(compact index of the CSR, of the transposed index) where the
+        products read them: on CUDA, csr.index16 of (row_ptr, col_idx) when
+        in_features <= 65536 and of (col_ptr, row_idx) when out_features <=
+        65536 (else None); (None, None) on other devices, whose kernels read
+        int32 indices only."""
+        if self.col_idx.device.type != "cuda":
+            return None, None
+        return self._cached_index16()
+
+    def _cached_index16(self) -> tuple[Index16 | None, Index16 | None]:
+        # Device-generic (tests build it on the CPU). Cached under the
+        # transposed index's key, so rebuilt exactly when the pattern
+        # changes. Plain attributes, not buffers: derived data that no
+        # state_dict should hold, and DDP broadcasts buffers while NCCL has
+        # no uint16 type. 2 + 4 bytes per nonzero and 4 per row and column.
+        key = self._pattern_key()
+        if self._index16_key != key:
+            csc = self.transposed_index()
+            self._index16 = (csr_format.index16(self.row_ptr, self.col_idx, self.in_features),
+                             csr_format.index16(csc.col_ptr, csc.row_idx, self.out_features))
+            self._index16_key = key
+        return self._index16
+
     def set_pattern(self, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
                     *, validate: bool = True) -> None:
         """Replace the topology (and values). The values Parameter object is
@@ -296,12 +326,15 @@ class CSRWeight(SparseWeight):
         self.col_idx = col_idx.contiguous()
         _replace_values(self.values, values)
         self._csc_key = None
+        self._index16_key = None
 
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(input)
+        index16, csc_index16 = self.compact_index()
         return ops.sparse_linear(input, self.values, self.row_ptr, self.col_idx, bias,
-                                 csc=self.backward_index(), validate=False)
+                                 csc=self.backward_index(), index16=index16, csc_index16=csc_index16,
+                                 validate=False)
 
     def to_dense(self) -> torch.Tensor:
         dense = self.values.new_zeros(self.shape)
