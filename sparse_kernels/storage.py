@@ -298,6 +298,9 @@ class CSRWeight(SparseWeight):
         65536 (else None); (None, None) on other devices, whose kernels read
         int32 indices only."""
         if self.col_idx.device.type != "cuda":
+            # Drop a copy left on the GPU by a weight moved off it (plain
+            # attributes do not follow .to()).
+            self._index16, self._index16_key = (None, None), None
             return None, None
         return self._cached_index16()
 

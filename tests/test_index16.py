@@ -72,7 +72,9 @@ def test_index16_of_random_patterns(seed):
 # ----------------------------------------------------------------------------- the cache in CSRWeight
 def test_compact_index_only_on_cuda():
     w = CSRWeight.random(8, 6, 0.5, generator=torch.Generator().manual_seed(0))
+    w._cached_index16()  # as if built on a GPU before a move to the CPU
     assert w.compact_index() == (None, None)
+    assert w._index16 == (None, None)  # nothing kept alive where no kernel reads it
 
 
 def test_cached_index16_built_once_and_rebuilt_on_a_topology_change():
