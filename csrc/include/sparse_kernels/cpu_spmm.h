@@ -50,18 +50,13 @@ inline __attribute__((always_inline)) void row_tile(const int32_t* idx, const T*
   T acc[W];
   for (int j = 0; j < W; ++j) acc[j] = b;
   if constexpr (W == 1) {
-    // Batch 1: a gathered dot product; four partial sums break the
-    // dependency chain of the additions.
-    T part[4] = {T(0), T(0), T(0), T(0)};
-    int32_t k = k0;
-    for (; k + 4 <= k1; k += 4) {
-      for (int u = 0; u < 4; ++u) {
-        const int32_t kk = k + u;
-        part[u] += v[kPerm ? perm[kk] : kk] * dense_t[static_cast<int64_t>(idx[kk]) * n + j0];
-      }
-    }
-    for (; k < k1; ++k) part[0] += v[kPerm ? perm[k] : k] * dense_t[static_cast<int64_t>(idx[k]) * n + j0];
-    acc[0] += (part[0] + part[1]) + (part[2] + part[3]);
+    // A single batch column of a wider product: a strided dot product.
+    // (N = 1 itself takes gathered_rows below.)
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int32_t k = k0; k < k1; ++k)
+      sum += v[kPerm ? perm[k] : k] * dense_t[static_cast<int64_t>(idx[k]) * n + j0];
+    acc[0] += sum;
   } else {
     // Two nonzeros per iteration into two sets of accumulators: two
     // dependency chains (measured 1.4x faster at batch 20, where the 4-wide
@@ -118,6 +113,23 @@ inline __attribute__((always_inline)) void spmm_rows_tail(const int32_t* ptr, co
 
 // out_t[r, :] = bias[r] + sum_{k in row r} v[perm ? perm[k] : k] * dense_t[idx[k], :]
 // for rows [r0, r1); dense_t is (*, n), out_t (rows, n), both row-major.
+// Batch 1: one dot product per row, x indexed by the 32-bit column indices
+// as they are, written as a SIMD reduction so that the AVX2 clone handles 8
+// nonzeros per step. Measured 1.5-2x faster on this machine (Zen 4, one
+// thread, 0.9 M nonzeros: 0.28-0.30 vs 0.42-0.56 ms) than four scalar
+// partial sums, and faster than the same loop inside the batch tiles.
+template <typename T, bool kPerm>
+inline __attribute__((always_inline)) void gathered_rows(const int32_t* ptr, const int32_t* idx, const T* v,
+                                                         const int32_t* perm, const T* x, const T* bias,
+                                                         T* out, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) sum += v[kPerm ? perm[k] : k] * x[idx[k]];
+    out[r] = sum + (bias ? bias[r] : T(0));
+  }
+}
+
 template <typename T, bool kPerm>
 inline __attribute__((always_inline)) void spmm_rows_impl(const int32_t* ptr, const int32_t* idx,
                                                           const T* v, const int32_t* perm,
@@ -128,6 +140,10 @@ inline __attribute__((always_inline)) void spmm_rows_impl(const int32_t* ptr, co
   // streams past; row-outer order would fetch each nonzero's bytes from a
   // random row of the whole (cols x N) operand. Narrow batches (and the
   // tail) go row-outer: one pass over the rows.
+  if (n == 1) {
+    gathered_rows<T, kPerm>(ptr, idx, v, perm, dense_t, bias, out_t, r0, r1);
+    return;
+  }
   const int64_t wide = n > 32 ? n / 16 * 16 : 0;
   for (int64_t j0 = 0; j0 < wide; j0 += 16) {
     for (int64_t r = r0; r < r1; ++r) {
