@@ -3,12 +3,84 @@
 #include <torch/library.h>
 
 #include "sparse_kernels/checks.h"
+#include "sparse_kernels/cpu_fast_math.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_simd.h"
 #include "sparse_kernels/lstm_math.h"
 
 namespace sparse_kernels::cpu {
 
 namespace {
+// The cell over the flat (row, unit) elements [begin, end) of an (N, H)
+// state: each row's run of units is one SIMD loop (the four gate slices of
+// the row are contiguous runs too).
+template <typename T, typename Act>
+inline __attribute__((always_inline)) void cell_forward_span(const T* g, const T* cp, T* h, T* c,
+                                                             int64_t hidden, int64_t begin, int64_t end) {
+  for (int64_t n = begin / hidden; n * hidden < end; ++n) {
+    // (No std::max/min: they would not inline into the AVX2 clone.)
+    const int64_t j0 = begin > n * hidden ? begin - n * hidden : 0;
+    const int64_t j1 = end - n * hidden < hidden ? end - n * hidden : hidden;
+    const T* g_n = g + n * 4 * hidden;
+    const int64_t row = n * hidden;
+#pragma omp simd
+    for (int64_t j = j0; j < j1; ++j)
+      lstm_unit_forward<T, Act>(g_n[j], g_n[hidden + j], g_n[2 * hidden + j], g_n[3 * hidden + j],
+                                cp[row + j], h + row + j, c + row + j);
+  }
+}
+
+template <typename T, typename Act>
+inline __attribute__((always_inline)) void cell_backward_span(const T* g, const T* cp, const T* cc,
+                                                              const T* dh, const T* dc, T* dg, T* dcp,
+                                                              int64_t hidden, int64_t begin, int64_t end) {
+  for (int64_t n = begin / hidden; n * hidden < end; ++n) {
+    const int64_t j0 = begin > n * hidden ? begin - n * hidden : 0;
+    const int64_t j1 = end - n * hidden < hidden ? end - n * hidden : hidden;
+    const T* g_n = g + n * 4 * hidden;
+    T* dg_n = dg + n * 4 * hidden;
+    const int64_t row = n * hidden;
+#pragma omp simd
+    for (int64_t j = j0; j < j1; ++j)
+      lstm_unit_backward<T, Act>(g_n[j], g_n[hidden + j], g_n[2 * hidden + j], g_n[3 * hidden + j],
+                                 cp[row + j], cc[row + j], dh[row + j], dc[row + j], dg_n + j,
+                                 dg_n + hidden + j, dg_n + 2 * hidden + j, dg_n + 3 * hidden + j,
+                                 dcp + row + j);
+  }
+}
+
+// float: the vectorisable activations (cpu_fast_math.h), SIMD width chosen
+// at run time; double: libm, as the float64 gradchecks expect.
+SK_CPU_CLONES void cell_forward_span_f32(const float* g, const float* cp, float* h, float* c, int64_t hidden,
+                                         int64_t begin, int64_t end) {
+  cell_forward_span<float, FastActivations>(g, cp, h, c, hidden, begin, end);
+}
+
+SK_CPU_CLONES void cell_backward_span_f32(const float* g, const float* cp, const float* cc, const float* dh,
+                                          const float* dc, float* dg, float* dcp, int64_t hidden,
+                                          int64_t begin, int64_t end) {
+  cell_backward_span<float, FastActivations>(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
+}
+
+void cell_forward_span_any(const float* g, const float* cp, float* h, float* c, int64_t hidden,
+                           int64_t begin, int64_t end) {
+  cell_forward_span_f32(g, cp, h, c, hidden, begin, end);
+}
+void cell_forward_span_any(const double* g, const double* cp, double* h, double* c, int64_t hidden,
+                           int64_t begin, int64_t end) {
+  cell_forward_span<double, LibmActivations>(g, cp, h, c, hidden, begin, end);
+}
+void cell_backward_span_any(const float* g, const float* cp, const float* cc, const float* dh,
+                            const float* dc, float* dg, float* dcp, int64_t hidden, int64_t begin,
+                            int64_t end) {
+  cell_backward_span_f32(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
+}
+void cell_backward_span_any(const double* g, const double* cp, const double* cc, const double* dh,
+                            const double* dc, double* dg, double* dcp, int64_t hidden, int64_t begin,
+                            int64_t end) {
+  cell_backward_span<double, LibmActivations>(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
+}
+
 void check_cell_shapes(const at::Tensor& gates, const at::Tensor& c_prev) {
   SK_CHECK_DIM(gates, 2);
   SK_CHECK_DIM(c_prev, 2);
@@ -32,13 +104,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& gates_,
     const scalar_t* cp = c_prev.data_ptr<scalar_t>();
     scalar_t* h_out = h.data_ptr<scalar_t>();
     scalar_t* c_out = c.data_ptr<scalar_t>();
+    // Grain: 1024 units per task (two threads already at H = 1500, batch 1).
     at::parallel_for(0, n_rows * hidden, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        const int64_t n = e / hidden, j = e % hidden;
-        const scalar_t* g_n = g + n * 4 * hidden;
-        lstm_unit_forward(g_n[j], g_n[hidden + j], g_n[2 * hidden + j],
-                          g_n[3 * hidden + j], cp[e], h_out + e, c_out + e);
-      }
+      cell_forward_span_any(g, cp, h_out, c_out, hidden, begin, end);
     });
   });
   return {h, c};
@@ -68,15 +136,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     scalar_t* dg = grad_gates.data_ptr<scalar_t>();
     scalar_t* dcp = grad_c_prev.data_ptr<scalar_t>();
     at::parallel_for(0, n_rows * hidden, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        const int64_t n = e / hidden, j = e % hidden;
-        const scalar_t* g_n = g + n * 4 * hidden;
-        scalar_t* dg_n = dg + n * 4 * hidden;
-        lstm_unit_backward(g_n[j], g_n[hidden + j], g_n[2 * hidden + j],
-                           g_n[3 * hidden + j], cp[e], cc[e], dh[e], dc[e],
-                           dg_n + j, dg_n + hidden + j, dg_n + 2 * hidden + j,
-                           dg_n + 3 * hidden + j, dcp + e);
-      }
+      cell_backward_span_any(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
     });
   });
   return {grad_gates, grad_c_prev};
