@@ -20,7 +20,7 @@ at::Tensor bsr_linear(const at::Tensor& input_, const at::Tensor& values, const 
   if (n_rows == 0 || out_features == 0) return at::empty({n_rows, out_features}, input.options());
 
   // Batch on the SIMD lanes: work on x^T (in, N) and y^T (out, N).
-  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
+  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : transposed(input);
   at::Tensor out_t = at::empty({out_features, n_rows}, input.options());
   const int32_t* rp = block_row_ptr.data_ptr<int32_t>();
   const int32_t* ci = block_col_idx.data_ptr<int32_t>();
@@ -32,7 +32,7 @@ at::Tensor bsr_linear(const at::Tensor& input_, const at::Tensor& values, const 
                              b, out_t.data_ptr<scalar_t>(), n_rows, r0, r1);
     }, n_rows * bh * bw);
   });
-  return n_rows == 1 ? out_t.view({1, out_features}) : out_t.t().contiguous();
+  return untransposed(out_t, n_rows);
 }
 
 }  // namespace sparse_kernels::cpu

@@ -23,7 +23,7 @@ at::Tensor bsr_linear_input_grad(const at::Tensor& grad_output_, const at::Tenso
   if (n_rows == 0 || in_features == 0) return at::empty({n_rows, in_features}, grad_output.options());
   // Batch on the SIMD lanes: grad_x^T (in, N), each block read transposed.
   const at::Tensor grad_t =
-      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
+      n_rows == 1 ? grad_output.view({out_features, 1}) : transposed(grad_output);
   at::Tensor grad_input_t = at::empty({in_features, n_rows}, grad_output.options());
   const int32_t* cp = block_col_ptr.data_ptr<int32_t>();
   const int32_t* ri = block_row_idx.data_ptr<int32_t>();
@@ -35,7 +35,7 @@ at::Tensor bsr_linear_input_grad(const at::Tensor& grad_output_, const at::Tenso
                              c0, c1);
     }, n_rows * bh * bw);
   });
-  return n_rows == 1 ? grad_input_t.view({1, in_features}) : grad_input_t.t().contiguous();
+  return untransposed(grad_input_t, n_rows);
 }
 
 }  // namespace sparse_kernels::cpu

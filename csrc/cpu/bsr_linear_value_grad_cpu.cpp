@@ -41,8 +41,8 @@ at::Tensor bsr_linear_value_grad(const at::Tensor& grad_output_, const at::Tenso
     });
     return grad_values;
   }
-  const at::Tensor grad_t = grad_output.t().contiguous();
-  const at::Tensor input_t = input.t().contiguous();
+  const at::Tensor grad_t = transposed(grad_output);
+  const at::Tensor input_t = transposed(input);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "bsr_linear_value_grad_cpu", [&] {
     parallel_over_rows(rp, block_rows, [&](int64_t r0, int64_t r1) {
       bsr_value_grad_lanes_dispatch(rp, ci, bh, bw, grad_t.data_ptr<scalar_t>(), input_t.data_ptr<scalar_t>(),

@@ -45,7 +45,7 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
                          b, out_t.data_ptr<scalar_t>(), width, r0, r1);
     }, width);
   });
-  return n_rows == 1 ? out_t.view({1, out_features}) : out_t.narrow(1, 0, n_rows).t().contiguous();
+  return untransposed(out_t, n_rows);
 }
 
 

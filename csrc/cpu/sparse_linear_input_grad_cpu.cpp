@@ -33,7 +33,7 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output_,
   // Batch on the SIMD lanes: grad_x^T (in, N) row c = sum over column c of W
   // of value * grad_y^T row; the CSC view makes each output row one thread's.
   const at::Tensor grad_t =
-      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
+      n_rows == 1 ? grad_output.view({out_features, 1}) : transposed(grad_output);
   at::Tensor grad_input_t = at::empty({in_features, n_rows}, grad_output.options());
   const int32_t* cp = col_ptr.data_ptr<int32_t>();
   const int32_t* ri = row_idx.data_ptr<int32_t>();
@@ -45,7 +45,7 @@ at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output_,
                          n_rows, c0, c1);
     }, n_rows);
   });
-  return n_rows == 1 ? grad_input_t.view({1, in_features}) : grad_input_t.t().contiguous();
+  return untransposed(grad_input_t, n_rows);
 }
 
 

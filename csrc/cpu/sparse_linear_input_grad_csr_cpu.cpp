@@ -82,8 +82,7 @@ at::Tensor sparse_linear_input_grad_csr(const at::Tensor& grad_output_, const at
       grad_input_t = partial.sum(0);
     }
   });
-  return rows == 1 ? grad_input_t.view({1, in_features})
-                   : grad_input_t.narrow(1, 0, rows).t().contiguous();
+  return untransposed(grad_input_t, rows);
 }
 
 }  // namespace sparse_kernels::cpu

@@ -25,8 +25,8 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
   // Each stored nonzero's gradient is a dot product over the N rows:
   // contiguous in the transposed activations.
   const at::Tensor grad_t =
-      n_rows == 1 ? grad_output.view({out_features, 1}) : grad_output.t().contiguous();
-  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : input.t().contiguous();
+      n_rows == 1 ? grad_output.view({out_features, 1}) : transposed(grad_output);
+  const at::Tensor input_t = n_rows == 1 ? input.view({in_features, 1}) : transposed(input);
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_linear_value_grad_cpu", [&] {
