@@ -370,16 +370,20 @@ void test_dispatcher() {
         linear
             .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                           const std::optional<Tensor>&, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&, const std::optional<Tensor>&,
                           const std::optional<Tensor>&, const std::optional<Tensor>&)>()
-            .call(x, w.values, w.row_ptr, w.col_idx, w.col_ptr, w.row_idx, w.csr2csc, bias);
+            .call(x, w.values, w.row_ptr, w.col_idx, w.col_ptr, w.row_idx, w.csr2csc, bias,
+                  std::nullopt, std::nullopt, std::nullopt, std::nullopt);
     EXPECT_CLOSE(y, at::matmul(x, w.dense.t()) + bias);
 
     const Tensor grad_y = at::randn({5, 6}, w.values.options());
     const Tensor grad_x =
         dispatcher.findSchemaOrThrow("sparse_kernels::sparse_linear_input_grad", "")
             .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                          const Tensor&)>()
-            .call(grad_y, w.values, w.col_ptr, w.row_idx, w.csr2csc);
+                          const Tensor&, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&)>()
+            .call(grad_y, w.values, w.col_ptr, w.row_idx, w.csr2csc, std::nullopt, std::nullopt);
     EXPECT_CLOSE(grad_x, at::matmul(grad_y, w.dense));
 
     const Tensor grad_v =
