@@ -51,6 +51,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       py::arg("row_ptr"), py::arg("col_idx"), py::arg("keep"), py::arg("grow_row_ptr"),
       py::arg("grow_col_idx"), py::arg("device_checks") = false);
+  // The transposed index built with ATen ops (what sparse_linear_input_grad_csr
+  // on CUDA gathers through), for comparison with csr.csr_transpose.
+  m.def(
+      "_generic_transposed_index",
+      [](const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t cols) {
+        return generic::transposed_index(row_ptr, col_idx, cols);
+      },
+      py::arg("row_ptr"), py::arg("col_idx"), py::arg("cols"));
   // The random regrow's draws computed by the CPU loop (the CUDA kernel's
   // twin), for the emulated-kernel test.
   m.def(

@@ -12,7 +12,17 @@ import torch
 import sparse_kernels
 from sparse_kernels import _extension
 
-OPS = ["sparse_linear", "sparse_linear_input_grad", "sparse_linear_value_grad", "lstm_cell", "lstm_cell_backward"]
+# Every op of the library but build_info (a build description with no tensor
+# arguments): each must have a CPU and, in a CUDA build, a CUDA kernel.
+OPS = sorted(name.split("::")[1] for name in torch._C._dispatch_get_all_op_names()
+             if name.startswith("sparse_kernels::") and name != "sparse_kernels::build_info")
+
+
+def test_the_op_list_is_the_library():
+    """OPS is read from the dispatcher: it must hold the library's ops (not an
+    empty list that would make the kernel checks below pass vacuously)."""
+    assert {"sparse_linear", "lstm_layer", "bsr_linear", "rebuild_csr", "sparse_linear_input_grad_csr"} <= set(OPS)
+    assert len(OPS) >= 22
 
 
 def _nvcc_available() -> bool:

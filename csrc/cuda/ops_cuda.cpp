@@ -14,6 +14,7 @@
 #include "sparse_kernels/lstm_layer_loop.h"
 #include "sparse_kernels/rnn_layer_loop.h"
 #include "sparse_kernels/checks.h"
+#include "sparse_kernels/topology_generic.h"
 
 namespace sparse_kernels::cuda {
 namespace {
@@ -162,6 +163,29 @@ at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
         "sparse_linear_input_grad");
   });
   return grad_input;
+}
+
+// The CPU backward's op (grad_y W from W's CSR, by scatter). The CUDA
+// backward gathers through the cached transposed index instead
+// (sparse_linear_input_grad); a direct call here builds that index on the
+// device first (O(nnz log nnz): topology_generic.h's transposed_index), so
+// the op means the same on both backends.
+at::Tensor sparse_linear_input_grad_csr_cuda(const at::Tensor& grad_output, const at::Tensor& values,
+                                             const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                             int64_t in_features) {
+  SK_CHECK_DIM(grad_output, 2);
+  SK_CHECK_SAME_DTYPE(grad_output, values);
+  SK_CHECK_INDEX(row_ptr);
+  SK_CHECK_INDEX(col_idx);
+  TORCH_CHECK(values.dim() == 1 && values.is_contiguous() && values.numel() == col_idx.numel(),
+              "values must be contiguous 1-D with one entry per col_idx entry");
+  TORCH_CHECK(row_ptr.numel() == grad_output.size(1) + 1, "row_ptr must have out_features + 1 = ",
+              grad_output.size(1) + 1, " entries, got ", row_ptr.numel());
+  TORCH_CHECK(in_features >= 0, "in_features must be >= 0, got ", in_features);
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const auto [col_ptr, row_idx, csr2csc] =
+      topology::generic::transposed_index(row_ptr, col_idx, in_features);
+  return sparse_linear_input_grad_cuda(grad_output, values, col_ptr, row_idx, csr2csc);
 }
 
 at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
@@ -537,6 +561,7 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CUDA, m) {
   m.impl("sparse_linear", &sparse_kernels::cuda::sparse_linear_cuda);
   m.impl("sparse_linear_input_grad", &sparse_kernels::cuda::sparse_linear_input_grad_cuda);
   m.impl("sparse_linear_value_grad", &sparse_kernels::cuda::sparse_linear_value_grad_cuda);
+  m.impl("sparse_linear_input_grad_csr", &sparse_kernels::cuda::sparse_linear_input_grad_csr_cuda);
   m.impl("bsr_linear", &sparse_kernels::cuda::bsr_linear_cuda);
   m.impl("bsr_linear_input_grad", &sparse_kernels::cuda::bsr_linear_input_grad_cuda);
   m.impl("bsr_linear_value_grad", &sparse_kernels::cuda::bsr_linear_value_grad_cuda);

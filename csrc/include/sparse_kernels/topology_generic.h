@@ -196,6 +196,23 @@ inline void check_drop_counts_host(const at::Tensor& group_ptr, const at::Tensor
 
 }  // namespace detail
 
+// W's transposed index (col_ptr, row_idx, csr2csc; int32) from its CSR
+// (row_ptr, col_idx) over `cols` columns, on the pattern's device: the
+// definition of sparse_kernels.csr.csr_transpose (a stable sort by column, so
+// each column lists its rows in increasing order). For the CUDA registration
+// of sparse_linear_input_grad_csr, which has no cached view to read.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> transposed_index(const at::Tensor& row_ptr,
+                                                                       const at::Tensor& col_idx, int64_t cols) {
+  const int64_t nnz = col_idx.numel();
+  const at::Tensor col64 = col_idx.to(at::kLong);
+  // bincount's length is max(cols, largest column + 1): the caller's index is valid.
+  const at::Tensor counts = at::bincount(col64, {}, cols).narrow(0, 0, cols);
+  const at::Tensor col_ptr = detail::exclusive_cumsum(counts).to(at::kInt);
+  const at::Tensor order = std::get<1>(detail::stable_sort(col64));
+  const at::Tensor rows = detail::rows_of(row_ptr.to(at::kLong), nnz);
+  return {col_ptr, rows.index_select(0, order).to(at::kInt), order.to(at::kInt)};
+}
+
 // ----------------------------------------------------------------------------
 // magnitude_prune: keep (nnz, bool); in each slot group g the drop_counts[g]
 // entries of smallest |value| go (ties: the lower slot first).
