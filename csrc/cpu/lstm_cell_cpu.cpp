@@ -2,6 +2,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_fast_math.h"
 #include "sparse_kernels/cpu_kernels.h"
@@ -62,23 +64,23 @@ SK_CPU_CLONES void cell_backward_span_f32(const float* g, const float* cp, const
   cell_backward_span<float, FastActivations>(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
 }
 
-void cell_forward_span_any(const float* g, const float* cp, float* h, float* c, int64_t hidden,
-                           int64_t begin, int64_t end) {
-  cell_forward_span_f32(g, cp, h, c, hidden, begin, end);
+template <typename T>
+void cell_forward_span_any(const T* g, const T* cp, T* h, T* c, int64_t hidden, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    cell_forward_span_f32(g, cp, h, c, hidden, begin, end);
+  } else {
+    cell_forward_span<T, LibmActivations>(g, cp, h, c, hidden, begin, end);
+  }
 }
-void cell_forward_span_any(const double* g, const double* cp, double* h, double* c, int64_t hidden,
-                           int64_t begin, int64_t end) {
-  cell_forward_span<double, LibmActivations>(g, cp, h, c, hidden, begin, end);
-}
-void cell_backward_span_any(const float* g, const float* cp, const float* cc, const float* dh,
-                            const float* dc, float* dg, float* dcp, int64_t hidden, int64_t begin,
-                            int64_t end) {
-  cell_backward_span_f32(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
-}
-void cell_backward_span_any(const double* g, const double* cp, const double* cc, const double* dh,
-                            const double* dc, double* dg, double* dcp, int64_t hidden, int64_t begin,
-                            int64_t end) {
-  cell_backward_span<double, LibmActivations>(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
+
+template <typename T>
+void cell_backward_span_any(const T* g, const T* cp, const T* cc, const T* dh, const T* dc, T* dg, T* dcp,
+                            int64_t hidden, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    cell_backward_span_f32(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
+  } else {
+    cell_backward_span<T, LibmActivations>(g, cp, cc, dh, dc, dg, dcp, hidden, begin, end);
+  }
 }
 
 void check_cell_shapes(const at::Tensor& gates, const at::Tensor& c_prev) {

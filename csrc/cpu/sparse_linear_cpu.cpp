@@ -76,14 +76,9 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
                                                    input.size(1), "W");
            // The compact indices (CUDA's) are checked like the CSC view: read
            // by no CPU kernel, refused when inconsistent.
-           sparse_kernels::check_index16(row_ptr, col_idx, input.size(1), col_idx16, row_order,
-                                         "col_idx", "col_idx16", "row_order");
-           if (row_idx16.has_value() || col_order.has_value()) {
-             TORCH_CHECK(col_ptr.has_value(), "row_idx16 and col_order index the transposed "
-                         "index: give col_ptr, row_idx and csr2csc with them");
-             sparse_kernels::check_index16(*col_ptr, *row_idx, row_ptr.numel() - 1, row_idx16,
-                                           col_order, "row_idx", "row_idx16", "col_order");
-           }
+           sparse_kernels::check_sparse_linear_index16(row_ptr, col_idx, input.size(1), col_ptr,
+                                                       row_idx, col_idx16, row_order, row_idx16,
+                                                       col_order);
            return sparse_kernels::cpu::sparse_linear(input, values, row_ptr,
                                                      col_idx, bias);
          });

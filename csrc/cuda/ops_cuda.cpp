@@ -96,17 +96,10 @@ at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values
   SK_CHECK_INDEX(col_idx);
   TORCH_CHECK(values.dim() == 1 && values.is_contiguous() && values.numel() == col_idx.numel(),
               "values must be contiguous 1-D with one entry per col_idx entry");
-  check_index16(row_ptr, col_idx, input_.size(1), col_idx16, row_order, "col_idx", "col_idx16",
-                "row_order");
-  if (row_idx16.has_value() || col_order.has_value()) {
-    // Unread by the forward (its backward's), but checked as the CPU does.
-    TORCH_CHECK(col_ptr.has_value() && row_idx.has_value(), "row_idx16 and col_order index the "
-                "transposed index: give col_ptr, row_idx and csr2csc with them");
-    SK_CHECK_INDEX((*col_ptr));
-    SK_CHECK_INDEX((*row_idx));
-    check_index16(*col_ptr, *row_idx, row_ptr.numel() - 1, row_idx16, col_order, "row_idx",
-                  "row_idx16", "col_order");
-  }
+  // The CSC view's compact index is unread by the forward (its backward's),
+  // but checked as the CPU does.
+  check_sparse_linear_index16(row_ptr, col_idx, input_.size(1), col_ptr, row_idx, col_idx16, row_order,
+                              row_idx16, col_order);
   const c10::cuda::CUDAGuard guard(input_.device());
   const at::Tensor input = input_.contiguous();
   const int64_t out_features = row_ptr.numel() - 1;

@@ -354,6 +354,26 @@ inline void check_index16(const at::Tensor& ptr, const at::Tensor& idx, int64_t 
   }
 }
 
+// sparse_linear's four compact-index arguments (CPU and CUDA alike): the
+// CSR's (col_idx16, row_order over in_features columns) and the CSC view's
+// (row_idx16, col_order over the rows of W), which needs the view itself.
+inline void check_sparse_linear_index16(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                        int64_t in_features, const std::optional<at::Tensor>& col_ptr,
+                                        const std::optional<at::Tensor>& row_idx,
+                                        const std::optional<at::Tensor>& col_idx16,
+                                        const std::optional<at::Tensor>& row_order,
+                                        const std::optional<at::Tensor>& row_idx16,
+                                        const std::optional<at::Tensor>& col_order) {
+  check_index16(row_ptr, col_idx, in_features, col_idx16, row_order, "col_idx", "col_idx16", "row_order");
+  if (!row_idx16.has_value() && !col_order.has_value()) return;
+  TORCH_CHECK(col_ptr.has_value() && row_idx.has_value(), "row_idx16 and col_order index the "
+              "transposed index: give col_ptr, row_idx and csr2csc with them");
+  SK_CHECK_INDEX((*col_ptr));
+  SK_CHECK_INDEX((*row_idx));
+  check_index16(*col_ptr, *row_idx, row_ptr.numel() - 1, row_idx16, col_order, "row_idx", "row_idx16",
+                "col_order");
+}
+
 // The block values of a BSR matrix: contiguous (nblocks, bh, bw), one block
 // per block_col_idx (or block_row_idx) entry, blocks of at least 1 x 1.
 inline void check_block_values(const at::Tensor& values, const at::Tensor& block_index) {
