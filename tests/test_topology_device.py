@@ -493,10 +493,10 @@ def test_cuda_kernels_registered_when_built():
     import sparse_kernels
 
     if not sparse_kernels.build_info()["cuda"]:
-        pytest.skip("a build without CUDA kernels (the ops.py wrappers then run a CUDA pattern on the CPU)")
+        pytest.skip("a build without CUDA kernels (the sparse_kernels.ops wrappers then run a CUDA pattern on the CPU)")
     for name in TOPOLOGY_OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sparse_kernels::{name}", "CUDA"), name
-        assert ops._has_device_kernel(name, torch.device("cuda"))
+        assert ops.topology._has_device_kernel(name, torch.device("cuda"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
@@ -508,7 +508,7 @@ def test_dst_keeps_a_cuda_pattern_on_the_device(method, monkeypatch):
     from sparse_kernels.dst import DynamicSparsity
 
     seen = []
-    real = ops._ops
+    real = ops.topology._ops
 
     class Spy:
         def __getattr__(self, name):
@@ -521,7 +521,7 @@ def test_dst_keeps_a_cuda_pattern_on_the_device(method, monkeypatch):
                 return op(*args)
             return call
 
-    monkeypatch.setattr(ops, "_ops", Spy())
+    monkeypatch.setattr(ops.topology, "_ops", Spy())
     torch.manual_seed(0)
     model = SparseLSTM(12, 16, density=0.3).cuda()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
