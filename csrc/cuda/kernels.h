@@ -48,6 +48,47 @@ cudaError_t sparse_linear_value_grad(const T* grad_y, const T* x,
                                      int64_t out_features, int64_t nnz,
                                      cudaStream_t stream);
 
+// ---- Wide batches (wide_batch.cuh): the batch on the lanes, over transposed
+// operands whose rows (one per feature, the batch along the row) start every
+// ld elements; 16-byte loads when the rows are 16-byte aligned. The op glue
+// (ops_cuda.cpp) takes these instead of the kernels above when
+// use_wide_batch_kernels(n_rows) says so.
+//
+// The rule: from kWideBatchMinRows batch rows on. Below it the narrow kernels
+// win: they need no transposes (two extra passes over the operands, and two
+// more launches), and a batch of a few rows fills few lanes of a subwarp.
+// Above it the narrow forward reads W once per 4 batch rows with loads
+// strided by the input width (issue #14's profile: 0.4x cuBLAS at batch 64),
+// while the wide one reads W once per 16-256 batch rows, coalesced.
+// Predicted from that profile, not yet measured: benchmarks/gpu_report.py
+// times both sides of it (SPARSE_KERNELS_WIDE_MIN_BATCH overrides it).
+constexpr int64_t kWideBatchMinRows = 16;
+
+inline bool use_wide_batch_kernels(int64_t n_rows, int64_t min_rows = kWideBatchMinRows) {
+  return n_rows >= min_rows;
+}
+
+// yT (out, ld_y)[:, :n_rows] = W xT, xT (in, ld_x)[:, :n_rows] = x^T; + bias.
+template <typename T, typename Index = int32_t>
+cudaError_t sparse_linear_wide(const T* xT, int64_t ld_x, const T* values, const int32_t* row_ptr,
+                               const Index* col_idx, const T* bias, T* yT, int64_t ld_y, int64_t n_rows,
+                               int64_t out_features, cudaStream_t stream,
+                               const int32_t* row_order = nullptr);
+
+// grad_xT (in, ld_grad_x) = W^T grad_yT through the CSC view, grad_yT (out, ld_grad_y).
+template <typename T, typename Index = int32_t>
+cudaError_t sparse_linear_input_grad_wide(const T* grad_yT, int64_t ld_grad_y, const T* values,
+                                          const int32_t* col_ptr, const Index* row_idx, const int32_t* csr2csc,
+                                          T* grad_xT, int64_t ld_grad_x, int64_t n_rows, int64_t in_features,
+                                          cudaStream_t stream, const int32_t* col_order = nullptr);
+
+// grad_values[k] = grad_yT[r, :n_rows] . xT[col_idx[k], :n_rows] for k in row r.
+template <typename T>
+cudaError_t sparse_linear_value_grad_wide(const T* grad_yT, int64_t ld_grad_y, const T* xT, int64_t ld_x,
+                                          const int32_t* row_ptr, const int32_t* col_idx, T* grad_values,
+                                          int64_t n_rows, int64_t out_features, int64_t nnz, cudaStream_t stream,
+                                          const int32_t* row_order = nullptr);
+
 // Block-sparse (BSR) W with bh x bw blocks: block_row_ptr (out/bh + 1),
 // block_col_idx (nblocks), values (nblocks, bh, bw), each block row-major;
 // the transposed block index is (block_col_ptr, block_row_idx,

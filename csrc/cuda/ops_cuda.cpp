@@ -80,6 +80,37 @@ const uint16_t* index16_ptr(const layer::OptTensor& idx16) {
   return static_cast<const uint16_t*>(idx16->const_data_ptr());
 }
 
+// ---- Wide batches (kernels.h's use_wide_batch_kernels): the kernels take
+// the batch on the lanes, over operands transposed here.
+//
+// SPARSE_KERNELS_WIDE_MIN_BATCH overrides the rule's threshold (for timing
+// both sides of it on a GPU: benchmarks/gpu_report.py). Read at every call,
+// like SPARSE_KERNELS_PERSISTENT_LSTM, so that a benchmark can switch it.
+bool wide_batch(int64_t n_rows) {
+  const char* v = std::getenv("SPARSE_KERNELS_WIDE_MIN_BATCH");
+  return use_wide_batch_kernels(n_rows, v != nullptr ? std::atoll(v) : kWideBatchMinRows);
+}
+
+// a (N, C) -> (C, ld) holding a^T in its first N columns, each row padded to
+// a multiple of 16 bytes so that the kernels' 16-byte loads are aligned.
+int64_t padded_ld(int64_t n, int64_t element_size) {
+  const int64_t per16 = 16 / element_size;
+  return (n + per16 - 1) / per16 * per16;
+}
+
+at::Tensor transposed_padded(const at::Tensor& a) {
+  at::Tensor t = at::empty({a.size(1), padded_ld(a.size(0), a.element_size())}, a.options());
+  t.narrow(1, 0, a.size(0)).copy_(a.t());
+  return t;
+}
+
+// An output the kernels write transposed, (cols, ld); untransposed(t, n) gives the (n, cols) result.
+at::Tensor transposed_output(int64_t n, int64_t cols, const at::TensorOptions& options) {
+  return at::empty({cols, padded_ld(n, static_cast<int64_t>(options.dtype().itemsize()))}, options);
+}
+
+at::Tensor untransposed(const at::Tensor& t, int64_t n) { return t.narrow(1, 0, n).t().contiguous(); }
+
 // Defaults for the compact index so that the layer loops (CudaKernels) call
 // these with the arguments they always had.
 at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values,
@@ -104,6 +135,27 @@ at::Tensor sparse_linear_cuda(const at::Tensor& input_, const at::Tensor& values
   const at::Tensor input = input_.contiguous();
   const int64_t out_features = row_ptr.numel() - 1;
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const int64_t n_rows = input.size(0);
+  if (wide_batch(n_rows)) {
+    const at::Tensor xT = transposed_padded(input);
+    at::Tensor yT = transposed_output(n_rows, out_features, input.options());
+    SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear", [&] {
+      const scalar_t* b = bias_c.defined() ? data<scalar_t>(bias_c) : nullptr;
+      const int32_t* order = order_ptr(row_order);
+      check_launch(
+          col_idx16.has_value()
+              ? sparse_linear_wide<scalar_t, uint16_t>(data<scalar_t>(xT), xT.size(1), data<scalar_t>(values),
+                                                       row_ptr.data_ptr<int32_t>(), index16_ptr(col_idx16), b,
+                                                       data<scalar_t>(yT), yT.size(1), n_rows, out_features,
+                                                       current_stream(), order)
+              : sparse_linear_wide<scalar_t>(data<scalar_t>(xT), xT.size(1), data<scalar_t>(values),
+                                             row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(), b,
+                                             data<scalar_t>(yT), yT.size(1), n_rows, out_features,
+                                             current_stream(), order),
+          "sparse_linear");
+    });
+    return untransposed(yT, n_rows);
+  }
   at::Tensor out = at::empty({input.size(0), out_features}, input.options());
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear", [&] {
     const scalar_t* b = bias_c.defined() ? data<scalar_t>(bias_c) : nullptr;
@@ -138,6 +190,26 @@ at::Tensor sparse_linear_input_grad_cuda(const at::Tensor& grad_output_,
   const c10::cuda::CUDAGuard guard(grad_output_.device());
   const at::Tensor grad_output = grad_output_.contiguous();
   const int64_t in_features = col_ptr.numel() - 1;
+  const int64_t n_rows = grad_output.size(0);
+  if (wide_batch(n_rows)) {
+    const at::Tensor gyT = transposed_padded(grad_output);
+    at::Tensor gxT = transposed_output(n_rows, in_features, grad_output.options());
+    SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "sparse_linear_input_grad", [&] {
+      const int32_t* order = order_ptr(col_order);
+      check_launch(
+          row_idx16.has_value()
+              ? sparse_linear_input_grad_wide<scalar_t, uint16_t>(
+                    data<scalar_t>(gyT), gyT.size(1), data<scalar_t>(values), col_ptr.data_ptr<int32_t>(),
+                    index16_ptr(row_idx16), csr2csc.data_ptr<int32_t>(), data<scalar_t>(gxT), gxT.size(1),
+                    n_rows, in_features, current_stream(), order)
+              : sparse_linear_input_grad_wide<scalar_t>(
+                    data<scalar_t>(gyT), gyT.size(1), data<scalar_t>(values), col_ptr.data_ptr<int32_t>(),
+                    row_idx.data_ptr<int32_t>(), csr2csc.data_ptr<int32_t>(), data<scalar_t>(gxT), gxT.size(1),
+                    n_rows, in_features, current_stream(), order),
+          "sparse_linear_input_grad");
+    });
+    return untransposed(gxT, n_rows);
+  }
   at::Tensor grad_input = at::empty({grad_output.size(0), in_features}, grad_output.options());
   SK_DISPATCH_CUDA_FLOAT(grad_output.scalar_type(), "sparse_linear_input_grad", [&] {
     const int32_t* order = order_ptr(col_order);
@@ -196,6 +268,17 @@ at::Tensor sparse_linear_value_grad_cuda(const at::Tensor& grad_output_,
   const at::Tensor grad_output = grad_output_.contiguous();
   const at::Tensor input = input_.contiguous();
   at::Tensor grad_values = at::empty({col_idx.numel()}, input.options());
+  if (wide_batch(input.size(0))) {
+    const at::Tensor gyT = transposed_padded(grad_output), xT = transposed_padded(input);
+    SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear_value_grad", [&] {
+      check_launch(sparse_linear_value_grad_wide<scalar_t>(
+                       data<scalar_t>(gyT), gyT.size(1), data<scalar_t>(xT), xT.size(1),
+                       row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(), data<scalar_t>(grad_values),
+                       input.size(0), grad_output.size(1), col_idx.numel(), current_stream()),
+                   "sparse_linear_value_grad");
+    });
+    return grad_values;
+  }
   SK_DISPATCH_CUDA_FLOAT(input.scalar_type(), "sparse_linear_value_grad", [&] {
     check_launch(sparse_linear_value_grad<scalar_t>(
                      data<scalar_t>(grad_output), data<scalar_t>(input),

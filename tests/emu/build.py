@@ -54,8 +54,8 @@ def _compiler() -> str:
 
 def build(plant_missing_barrier: str | None = None) -> Path:
     """Build (or reuse) the emulated kernels. `plant_missing_barrier`: the
-    name of one csrc/cuda/*.cu whose __syncthreads are compiled away (the
-    planted-bug variant); None for the faithful build."""
+    name of one csrc/cuda/*.cu whose __syncthreads and __syncwarp are
+    compiled away (the planted-bug variant); None for the faithful build."""
     cxx = _compiler()
     planted = {plant_missing_barrier} if plant_missing_barrier else set()
     unknown = planted - {p.name for p in kernel_sources()}

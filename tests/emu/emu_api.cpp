@@ -26,9 +26,39 @@ namespace k = sparse_kernels::cuda;
                                                  nnz, nullptr, col_order);                  \
   }
 
+// The wide-batch products (wide_batch.cuh), over transposed operands with
+// rows every ld elements.
+#define SK_EMU_EXPORT_WIDE_PRODUCTS(T, Index, suffix)                                       \
+  extern "C" int sk_emu_sparse_linear_wide_##suffix(                                        \
+      const T* xT, int64_t ld_x, const T* values, const int32_t* row_ptr,                   \
+      const Index* col_idx, const T* bias, T* yT, int64_t ld_y, int64_t n_rows,             \
+      int64_t out_features, const int32_t* row_order) {                                     \
+    return k::sparse_linear_wide<T, Index>(xT, ld_x, values, row_ptr, col_idx, bias, yT,    \
+                                           ld_y, n_rows, out_features, nullptr, row_order); \
+  }                                                                                         \
+  extern "C" int sk_emu_sparse_linear_input_grad_wide_##suffix(                             \
+      const T* grad_yT, int64_t ld_grad_y, const T* values, const int32_t* col_ptr,         \
+      const Index* row_idx, const int32_t* csr2csc, T* grad_xT, int64_t ld_grad_x,          \
+      int64_t n_rows, int64_t in_features, const int32_t* col_order) {                      \
+    return k::sparse_linear_input_grad_wide<T, Index>(grad_yT, ld_grad_y, values, col_ptr,  \
+                                                      row_idx, csr2csc, grad_xT, ld_grad_x, \
+                                                      n_rows, in_features, nullptr,         \
+                                                      col_order);                           \
+  }
+
 #define SK_EMU_EXPORT(T, suffix)                                                            \
   SK_EMU_EXPORT_PRODUCTS(T, int32_t, suffix)                                                \
   SK_EMU_EXPORT_PRODUCTS(T, uint16_t, idx16_##suffix)                                       \
+  SK_EMU_EXPORT_WIDE_PRODUCTS(T, int32_t, suffix)                                           \
+  SK_EMU_EXPORT_WIDE_PRODUCTS(T, uint16_t, idx16_##suffix)                                  \
+  extern "C" int sk_emu_sparse_linear_value_grad_wide_##suffix(                             \
+      const T* grad_yT, int64_t ld_grad_y, const T* xT, int64_t ld_x, const int32_t* row_ptr, \
+      const int32_t* col_idx, T* grad_values, int64_t n_rows, int64_t out_features,         \
+      int64_t nnz, const int32_t* row_order) {                                              \
+    return k::sparse_linear_value_grad_wide<T>(grad_yT, ld_grad_y, xT, ld_x, row_ptr,       \
+                                               col_idx, grad_values, n_rows, out_features,  \
+                                               nnz, nullptr, row_order);                    \
+  }                                                                                         \
   extern "C" int sk_emu_sparse_linear_value_grad_##suffix(                                  \
       const T* grad_y, const T* x, const int32_t* row_ptr, const int32_t* col_idx,          \
       T* grad_values, int64_t n_rows, int64_t in_features, int64_t out_features,            \

@@ -82,6 +82,50 @@ class EmulatedKernels:
                    _ptr(gv), x.shape[0], x.shape[1], grad_y.shape[1], col_idx.numel())
         return gv
 
+    # ---- Wide-batch products (wide_batch.cuh): the op glue's transposes done
+    # here with torch. `pad`: rows of the transposed operands padded to 16
+    # bytes, as the op glue makes them (the 16-byte-load kernels); False:
+    # rows of exactly N elements (the one-element fallback when N * size is
+    # not a multiple of 16).
+    @staticmethod
+    def transposed(a: torch.Tensor, pad: bool = True) -> torch.Tensor:
+        """(N, C) -> (C, ld) holding a^T in its first N columns; the padding is NaN."""
+        per16 = 16 // a.element_size()
+        ld = -(-a.shape[0] // per16) * per16 if pad else a.shape[0]
+        t = torch.full((a.shape[1], ld), float("nan"), dtype=a.dtype)
+        t[:, : a.shape[0]] = a.t()
+        return t
+
+    def sparse_linear_wide(self, x, values, row_ptr, col_idx, bias=None, row_order=None, pad=True):
+        x, values, row_ptr, col_idx, bias, row_order = self._contig(x, values, row_ptr, col_idx, bias, row_order)
+        out_f = row_ptr.numel() - 1
+        xT = self.transposed(x, pad)
+        yT = self.transposed(torch.empty(x.shape[0], out_f, dtype=x.dtype), pad).fill_(float("nan"))
+        self._call("sparse_linear_wide" + _index_suffix(col_idx), x.dtype, _ptr(xT), xT.shape[1], _ptr(values),
+                   _ptr(row_ptr), _ptr(col_idx), _ptr(bias), _ptr(yT), yT.shape[1], x.shape[0], out_f,
+                   _ptr(row_order))
+        return yT[:, : x.shape[0]].t().contiguous()
+
+    def sparse_linear_input_grad_wide(self, grad_y, values, col_ptr, row_idx, csr2csc, col_order=None, pad=True):
+        grad_y, values, col_ptr, row_idx, csr2csc, col_order = self._contig(
+            grad_y, values, col_ptr, row_idx, csr2csc, col_order)
+        in_f = col_ptr.numel() - 1
+        gyT = self.transposed(grad_y, pad)
+        gxT = self.transposed(torch.empty(grad_y.shape[0], in_f, dtype=grad_y.dtype), pad).fill_(float("nan"))
+        self._call("sparse_linear_input_grad_wide" + _index_suffix(row_idx), grad_y.dtype, _ptr(gyT), gyT.shape[1],
+                   _ptr(values), _ptr(col_ptr), _ptr(row_idx), _ptr(csr2csc), _ptr(gxT), gxT.shape[1],
+                   grad_y.shape[0], in_f, _ptr(col_order))
+        return gxT[:, : grad_y.shape[0]].t().contiguous()
+
+    def sparse_linear_value_grad_wide(self, grad_y, x, row_ptr, col_idx, row_order=None, pad=True):
+        grad_y, x, row_ptr, col_idx, row_order = self._contig(grad_y, x, row_ptr, col_idx, row_order)
+        gyT, xT = self.transposed(grad_y, pad), self.transposed(x, pad)
+        gv = torch.full((col_idx.numel(),), float("nan"), dtype=x.dtype)
+        self._call("sparse_linear_value_grad_wide", x.dtype, _ptr(gyT), gyT.shape[1], _ptr(xT), xT.shape[1],
+                   _ptr(row_ptr), _ptr(col_idx), _ptr(gv), x.shape[0], grad_y.shape[1], col_idx.numel(),
+                   _ptr(row_order))
+        return gv
+
     def bsr_linear(self, x, values, block_row_ptr, block_col_idx, bias=None, tensor_cores=True):
         x, values, block_row_ptr, block_col_idx, bias = self._contig(x, values, block_row_ptr, block_col_idx, bias)
         bh, bw = values.shape[1:]

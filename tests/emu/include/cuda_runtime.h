@@ -157,12 +157,14 @@ constexpr int warpSize = 32;
 
 #if defined(SK_EMU_PLANT_MISSING_BARRIER)
 // Test-only variant: barriers vanish, to show that the emulated tests catch
-// a missing __syncthreads (tests/test_cuda_emulated.py).
+// a missing __syncthreads or __syncwarp (tests/test_cuda_emulated.py,
+// tests/test_cuda_wide_emulated.py).
 #define __syncthreads() ((void)0)
+#define __syncwarp(...) ((void)0)
 #else
 #define __syncthreads() ::sk_emu::syncthreads(__FILE__, __LINE__)
-#endif
 #define __syncwarp(...) ::sk_emu::sk_syncwarp(__FILE__, __LINE__ __VA_OPT__(, ) __VA_ARGS__)
+#endif
 #define __shfl_sync(mask, var, ...) \
   ::sk_emu::sk_shfl(::sk_emu::WarpOp::Shfl, __FILE__, __LINE__, mask, var, __VA_ARGS__)
 #define __shfl_up_sync(mask, var, ...) \
