@@ -57,6 +57,36 @@ class Case:
         return f"compute ({self.unit or self.dtype})"
 
 
+def product_cases(out_f: int, in_f: int, nnz: int, n: int, dtype: str, shape: str) -> list[Case]:
+    """The three CSR products of sparse_linear (forward, input gradient, value
+    gradient) for W (out_f x in_f, nnz stored) and n batch rows, and the
+    dense product for scale (benchmarks/gpu_report.py puts measured times
+    beside these)."""
+    s = VALUE_BYTES[dtype]
+    return [
+        Case("sparse_linear", shape, dtype,
+             nnz * (s + INDEX_BYTES) + (out_f + 1) * INDEX_BYTES + n * in_f * s + out_f * s + n * out_f * s,
+             2 * n * nnz),
+        Case("sparse_linear_input_grad", shape, dtype,
+             nnz * (s + 2 * INDEX_BYTES) + (in_f + 1) * INDEX_BYTES + n * out_f * s + n * in_f * s,
+             2 * n * nnz),
+        Case("sparse_linear_value_grad", shape, dtype,
+             n * out_f * s + n * in_f * s + (out_f + 1) * INDEX_BYTES + nnz * INDEX_BYTES + nnz * s,
+             2 * n * nnz),
+        Case("dense x @ W^T (cuBLAS, for scale)", shape, dtype,
+             out_f * in_f * s + n * in_f * s + n * out_f * s, 2 * n * out_f * in_f,
+             "bf16 tensor cores" if dtype == "bf16" else ""),
+    ]
+
+
+def lstm_cell_cases(hidden: int, n: int, dtype: str, shape: str) -> list[Case]:
+    s = VALUE_BYTES[dtype]
+    return [
+        Case("lstm_cell", shape, dtype, (4 + 1 + 2) * n * hidden * s, 0),
+        Case("lstm_cell_backward", shape, dtype, (2 + 4 + 1 + 1 + 4 + 1) * n * hidden * s, 0),
+    ]
+
+
 def cases(out_f: int = 4096, in_f: int = 1024, density: float = 0.1) -> list[Case]:
     nnz = round(out_f * in_f * density)
     hidden = in_f
@@ -64,21 +94,7 @@ def cases(out_f: int = 4096, in_f: int = 1024, density: float = 0.1) -> list[Cas
     for dtype in ("fp32", "bf16"):
         s = VALUE_BYTES[dtype]
         for n, role in ((32, "step, batch 32"), (1024, "sequence, T*B = 1024")):
-            shape = f"W {out_f}x{in_f} at density {density}, {role}"
-            result += [
-                Case("sparse_linear", shape, dtype,
-                     nnz * (s + INDEX_BYTES) + (out_f + 1) * INDEX_BYTES + n * in_f * s + out_f * s + n * out_f * s,
-                     2 * n * nnz),
-                Case("sparse_linear_input_grad", shape, dtype,
-                     nnz * (s + 2 * INDEX_BYTES) + (in_f + 1) * INDEX_BYTES + n * out_f * s + n * in_f * s,
-                     2 * n * nnz),
-                Case("sparse_linear_value_grad", shape, dtype,
-                     n * out_f * s + n * in_f * s + (out_f + 1) * INDEX_BYTES + nnz * INDEX_BYTES + nnz * s,
-                     2 * n * nnz),
-                Case("dense x @ W^T (cuBLAS, for scale)", shape, dtype,
-                     out_f * in_f * s + n * in_f * s + n * out_f * s, 2 * n * out_f * in_f,
-                     "bf16 tensor cores" if dtype == "bf16" else ""),
-            ]
+            result += product_cases(out_f, in_f, nnz, n, dtype, f"W {out_f}x{in_f} at density {density}, {role}")
         # The same step product with uint16 column indices (in <= 65536).
         result.append(Case("sparse_linear, uint16 indices", f"W {out_f}x{in_f} at density {density}, step, batch 32",
                            dtype, nnz * (s + 2) + (out_f + 1) * INDEX_BYTES + 32 * in_f * s + out_f * s
@@ -90,10 +106,7 @@ def cases(out_f: int = 4096, in_f: int = 1024, density: float = 0.1) -> list[Cas
         hh_nnz = round(4 * hidden * hidden * density)
         result.append(Case("lstm_persistent_forward, one step", f"W_hh {4 * hidden}x{hidden} at density {density}, "
                            f"batch {n}", dtype, hh_nnz * (s + 2), 2 * n * hh_nnz, on_chip=True))
-        result += [
-            Case("lstm_cell", shape, dtype, (4 + 1 + 2) * n * hidden * s, 0),
-            Case("lstm_cell_backward", shape, dtype, (2 + 4 + 1 + 1 + 4 + 1) * n * hidden * s, 0),
-        ]
+        result += lstm_cell_cases(hidden, n, dtype, shape)
     return result
 
 

@@ -10,7 +10,11 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="sparse
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the GPU machine of issue #14 has pytest but no hypothesis: its CUDA tests need none
+    HealthCheck = settings = None
 
 import sparse_kernels  # noqa: F401  (loads the ops)
 from sparse_kernels import csr
@@ -51,9 +55,10 @@ def pytest_report_header(config):
 # "ci": derandomized (the same examples on every run) and no example
 # database, so that a CI result depends on the code only; `make test` uses it
 # (pytest --hypothesis-profile=ci). Per-test max_examples stay as written.
-settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+if settings is not None:
+    settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Parametrise over every device; CUDA cases exist only where a GPU does.
