@@ -72,13 +72,26 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // h = W_hr (o * tanh(c)). Returns (output, h_n, c_n, gates, cells,
   // hidden_full); the last three are saved for the backward (hidden_full is
   // empty without a projection). batch_sizes: int64 CPU (T,), non-increasing.
+  // hh_plan, hh_plan_smem: the persistent CUDA forward's split of W_hh over
+  // the blocks, from lstm_persistent_plan of this very hh_row_ptr (the
+  // unit_start part on the device, int32, and the shared memory bytes), so
+  // that the call copies nothing to the host; without it the CUDA forward
+  // plans itself from a host copy of hh_row_ptr. The CPU ignores both.
   m.def(
       "lstm_layer(Tensor input_gates, Tensor h0, Tensor c0, Tensor hh_values, "
       "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, "
       "Tensor? hh_csr2csc, Tensor batch_sizes, bool reverse, Tensor? hr_values=None, "
       "Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, Tensor? hr_col_ptr=None, "
-      "Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None) "
+      "Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None, Tensor? hh_plan=None, "
+      "int hh_plan_smem=0) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The persistent LSTM forward's plan (csrc/cuda/lstm_persistent.h) for
+  // W_hh's CSR offsets hh_row_ptr (int32, 4H + 1 entries; a CUDA one is
+  // copied to the host): at most max_blocks blocks, values of value_bytes
+  // bytes. -> int64 CPU [smem_bytes, unit_start_0, ..., unit_start_blocks].
+  // Host work only; a CSRWeight caches it per topology (storage.py,
+  // persistent_lstm_plan).
+  m.def("lstm_persistent_plan(Tensor hh_row_ptr, int max_blocks, int value_bytes) -> Tensor");
   // BPTT through lstm_layer; each weight's value gradient is one SDDMM over
   // all T*B rows. -> (grad_input_gates, grad_h0, grad_c0, grad_hh_values,
   // grad_hr_values (empty without a projection)).

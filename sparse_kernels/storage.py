@@ -175,6 +175,8 @@ class CSRWeight(SparseWeight):
         self._csc_key = None
         self._index16 = (None, None)
         self._index16_key = None
+        self._lstm_plan = None
+        self._lstm_plan_key = None
         # False for a predefined pattern that sparse training must leave alone
         # (SparseEmbedding's frequency prefixes); see dst.find_sparse_weights.
         self.dynamic = True
@@ -318,6 +320,33 @@ class CSRWeight(SparseWeight):
             self._index16_key = key
         return self._index16
 
+    def persistent_lstm_plan(self) -> tuple[torch.Tensor, int] | None:
+        """As W_hh of an LSTM layer (4H x H, gate rows i|f|g|o): the persistent
+        CUDA forward's split of its rows over the device's SMs
+        (``lstm_persistent_plan``), passed to ``lstm_layer`` so that a forward
+        copies nothing to the host. (unit_start, int32 on the device; shared
+        memory bytes per block), made once per topology and value type (one
+        host copy of row_ptr then); None off CUDA, where nothing reads it."""
+        if self.row_ptr.device.type != "cuda" or self.out_features % 4:
+            if self._lstm_plan_key is not None:  # a weight moved off the GPU: drop its device copy
+                self._lstm_plan, self._lstm_plan_key = None, None
+            return None
+        sms = torch.cuda.get_device_properties(self.row_ptr.device).multi_processor_count
+        return self._cached_lstm_plan(sms)
+
+    @torch.compiler.disable  # host work on a cache: run eagerly under torch.compile, its results enter as inputs
+    def _cached_lstm_plan(self, max_blocks: int) -> tuple[torch.Tensor, int]:
+        # Device-generic (tests make it on the CPU). Keyed like the compact
+        # index, plus what else the plan depends on: the value size (shared
+        # memory bytes) and the block count.
+        key = (self._pattern_key(), self.values.dtype, max_blocks)
+        if self._lstm_plan_key != key:
+            plan = torch.ops.sparse_kernels.lstm_persistent_plan(self.row_ptr.cpu(), max_blocks,
+                                                                 self.values.element_size())
+            self._lstm_plan = (plan[1:].to(device=self.row_ptr.device, dtype=torch.int32), int(plan[0]))
+            self._lstm_plan_key = key
+        return self._lstm_plan
+
     def set_pattern(self, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
                     *, validate: bool = True) -> None:
         """Replace the topology (and values). The values Parameter object is
@@ -330,6 +359,7 @@ class CSRWeight(SparseWeight):
         _replace_values(self.values, values)
         self._csc_key = None
         self._index16_key = None
+        self._lstm_plan_key = None
 
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,7 +14,8 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
             const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor& batch_sizes,
             bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
-            const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&) {
+            const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&,
+            const OptTensor& /*hh_plan: CUDA's*/, int64_t /*hh_plan_smem*/) {
            return sparse_kernels::layer::lstm_layer<sparse_kernels::cpu::CpuKernels>(
                input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, reverse, hr_values,
                hr_row_ptr, hr_col_idx);

@@ -506,11 +506,15 @@ bool persistent_lstm_enabled() {
 // projection, hidden <= 65536, a device that can launch cooperatively, and
 // W_hh split over one block per SM fitting in each SM's shared memory.
 // Returns nothing where it does not (the caller takes the per-step path).
-// The split is planned on the host from W_hh's row offsets (one small copy).
+// The split of W_hh over the blocks: the caller's cached plan (hh_plan on
+// the device, hh_plan_smem; ops.cpp), so that nothing is copied to the host
+// and the stream never waits (issue #15); without one it is planned here
+// from a host copy of W_hh's row offsets (a synchronising copy per call).
 std::optional<LstmForward> persistent_lstm_forward(const at::Tensor& input_gates_, const at::Tensor& h0,
                                                    const at::Tensor& c0, const at::Tensor& values,
                                                    const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                                                   const at::Tensor& batch_sizes, bool reverse) {
+                                                   const at::Tensor& batch_sizes, bool reverse,
+                                                   const OptTensor& hh_plan, int64_t hh_plan_smem) {
   const int64_t steps = input_gates_.size(0), batch = input_gates_.size(1), hidden = c0.size(1);
   if (!persistent_lstm_enabled() || steps == 0 || batch == 0 || hidden == 0 ||
       hidden > kPersistentMaxHidden)
@@ -522,10 +526,29 @@ std::optional<LstmForward> persistent_lstm_forward(const at::Tensor& input_gates
   check_launch(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                "device query");
   if (cooperative == 0) return std::nullopt;
-  const at::Tensor row_ptr_host = row_ptr.to(at::kCPU).contiguous();
-  const PersistentLstmPlan plan =
-      plan_persistent_lstm(row_ptr_host.data_ptr<int32_t>(), hidden, sms, values.element_size());
-  if (plan.smem_bytes > static_cast<size_t>(smem_optin)) return std::nullopt;
+  at::Tensor unit_start;
+  int blocks = 0;
+  size_t smem_bytes = 0;
+  if (hh_plan.has_value()) {
+    TORCH_CHECK(hh_plan->scalar_type() == at::kInt && hh_plan->dim() == 1 && hh_plan->numel() >= 2 &&
+                    hh_plan->is_contiguous() && hh_plan->device() == input_gates_.device(),
+                "lstm_layer: hh_plan must be a contiguous 1-D int32 tensor of at least 2 entries on ",
+                input_gates_.device(), " (the unit_start part of lstm_persistent_plan), got ",
+                hh_plan->scalar_type(), " with shape ", hh_plan->sizes(), " on ", hh_plan->device());
+    TORCH_CHECK(hh_plan_smem > 0, "lstm_layer: hh_plan_smem must be the plan's shared memory bytes (> 0), got ",
+                hh_plan_smem);
+    unit_start = *hh_plan;
+    blocks = static_cast<int>(hh_plan->numel() - 1);
+    smem_bytes = static_cast<size_t>(hh_plan_smem);
+  } else {
+    const at::Tensor row_ptr_host = row_ptr.to(at::kCPU).contiguous();
+    const PersistentLstmPlan plan =
+        plan_persistent_lstm(row_ptr_host.data_ptr<int32_t>(), hidden, sms, values.element_size());
+    unit_start = at::tensor(plan.unit_start, at::TensorOptions().dtype(at::kInt)).to(input_gates_.device());
+    blocks = plan.blocks();
+    smem_bytes = plan.smem_bytes;
+  }
+  if (blocks > sms || smem_bytes > static_cast<size_t>(smem_optin)) return std::nullopt;
   const at::Tensor input_gates = input_gates_.contiguous(), values_c = values.contiguous();
   const at::Tensor row_ptr_c = row_ptr.contiguous(), col_idx_c = col_idx.contiguous();
   const auto options = input_gates.options();
@@ -534,15 +557,16 @@ std::optional<LstmForward> persistent_lstm_forward(const at::Tensor& input_gates
   at::Tensor cells = at::zeros({steps, batch, hidden}, options);
   at::Tensor h_n = h0.contiguous().clone(), c_n = c0.contiguous().clone();
   at::Tensor h_buf = at::stack({h_n, h_n}).contiguous();
-  const at::Tensor unit_start =
-      at::tensor(plan.unit_start, at::TensorOptions().dtype(at::kInt)).to(input_gates.device());
-  const at::Tensor sizes = batch_sizes.to(at::kInt).to(input_gates.device());
+  // batch_sizes is a host tensor (the per-step path reads it there): staged
+  // through pinned memory so that the copy is asynchronous.
+  const at::Tensor sizes =
+      batch_sizes.to(at::kInt).pin_memory().to(input_gates.device(), /*non_blocking=*/true);
   cudaError_t err = cudaSuccess;
   SK_DISPATCH_CUDA_FLOAT(input_gates.scalar_type(), "lstm_layer", [&] {
     err = lstm_persistent_forward<scalar_t>(
         data<scalar_t>(input_gates), data<scalar_t>(values_c), row_ptr_c.data_ptr<int32_t>(),
         col_idx_c.data_ptr<int32_t>(), sizes.data_ptr<int32_t>(), unit_start.data_ptr<int32_t>(),
-        plan.blocks(), plan.smem_bytes, data<scalar_t>(output), data<scalar_t>(gates),
+        blocks, smem_bytes, data<scalar_t>(output), data<scalar_t>(gates),
         data<scalar_t>(cells), data<scalar_t>(h_n), data<scalar_t>(c_n), data<scalar_t>(h_buf), steps,
         batch, hidden, reverse, current_stream());
   });
@@ -557,13 +581,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor& batch_sizes,
     bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
-    const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&) {
+    const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&,
+    const OptTensor& hh_plan, int64_t hh_plan_smem) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
   if (!hr_values.has_value()) {
     layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, hr_values,
                            hr_row_ptr, hr_col_idx);
     if (auto result = persistent_lstm_forward(input_gates, h0, c0, values, row_ptr, col_idx,
-                                              batch_sizes, reverse))
+                                              batch_sizes, reverse, hh_plan, hh_plan_smem))
       return *result;
   }
   return layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes,

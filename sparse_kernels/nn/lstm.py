@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .. import ops
+from ..storage import CSRWeight
 from .recurrent import RecurrentHookMixin, SparseRNNBase
 
 __all__ = ["SparseLSTM"]
@@ -33,7 +34,10 @@ class SparseLSTM(RecurrentHookMixin, SparseRNNBase):
         if self.proj_size:
             projection = getattr(self, f"weight_hr_l{layer}{sfx}").csr_operands()
         hh_values, hh_row_ptr, hh_col_idx, hh_csc = w_hh.csr_operands()
+        # The persistent CUDA forward's split of W_hh, cached per topology (no
+        # projection: that forward has none; BSR: its element-level CSR has no plan cache yet).
+        plan = w_hh.persistent_lstm_plan() if projection is None and isinstance(w_hh, CSRWeight) else None
         out, h_n, c_n = ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
-                                       batch_sizes, reverse, projection, validate=False)
+                                       batch_sizes, reverse, projection, validate=False, hh_plan=plan)
         self._call_recurrent_hooks(w_hh, input_gates, out, h0, batch_sizes, reverse)
         return out, h_n, c_n

@@ -16,7 +16,7 @@ from ._checks import (_check_batch_sizes, _check_float, _check_index_like, _chec
 def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh_values: torch.Tensor,
                hh_row_ptr: torch.Tensor, hh_col_idx: torch.Tensor, hh_csc: CSCIndex,
                batch_sizes: torch.Tensor | None = None, reverse: bool = False, projection=None, *,
-               validate: bool = True):
+               validate: bool = True, hh_plan: tuple[torch.Tensor, int] | None = None):
     """One LSTM layer over a whole sequence, the time loop in C++.
 
     input_gates (T, B, 4H): the input projection x W_ih^T + b_ih + b_hh of
@@ -28,7 +28,10 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     Returns (output (T, B, P), h_n, c_n); differentiable in input_gates, h0,
     c0, hh_values and the projection's values. ``validate`` checks the CSR
     structures and transposed indices in full (O(nnz log nnz)); the modules
-    pass False, their CSRWeights having been validated once.
+    pass False, their CSRWeights having been validated once. ``hh_plan``:
+    ``CSRWeight.persistent_lstm_plan()`` of W_hh (the persistent CUDA
+    forward's split, made once per topology), so that the CUDA forward copies
+    nothing to the host; None plans on each call (one copy of row_ptr).
     """
     _check_float("input_gates", input_gates)
     for name, t in (("h0", h0), ("c0", c0)):
@@ -62,15 +65,35 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     hh_csc = _check_recurrent_weight(lambda f: f"hh_{f}", hh_values, hh_row_ptr, hh_col_idx, hh_csc,
                                      input_gates, (4 * hidden, state), validate)
     batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
+    plan_args = _check_lstm_plan(hh_plan, input_gates)
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
                                            *_csc_args(hh_csc),
-                                           batch_sizes, bool(reverse), *hr_args)
+                                           batch_sizes, bool(reverse), *(hr_args or (None,) * 6), *plan_args)
     return output, h_n, c_n
+
+
+def _check_lstm_plan(hh_plan, input_gates) -> tuple:
+    """(hh_plan, hh_plan_smem) for the op from ``hh_plan`` = (unit_start, smem bytes) or None."""
+    if hh_plan is None:
+        return ()
+    if not (isinstance(hh_plan, (tuple, list)) and len(hh_plan) == 2 and isinstance(hh_plan[0], torch.Tensor)
+            and isinstance(hh_plan[1], int)):
+        raise TypeError("hh_plan must be (unit_start tensor, shared memory bytes) from "
+                        f"CSRWeight.persistent_lstm_plan(), or None; got {type(hh_plan).__name__}")
+    unit_start, smem = hh_plan
+    if unit_start.dtype != torch.int32 or unit_start.dim() != 1 or unit_start.numel() < 2 or smem <= 0:
+        raise ValueError(f"hh_plan must hold a 1-D int32 unit_start of at least 2 entries and a positive byte "
+                         f"count, got {unit_start.dtype} of shape {tuple(unit_start.shape)} and {smem}")
+    if unit_start.device != input_gates.device:
+        raise ValueError(f"hh_plan's unit_start must be on input_gates' device {input_gates.device}, "
+                         f"got {unit_start.device}")
+    return unit_start, smem
 
 
 @torch.library.register_fake("sparse_kernels::lstm_layer")
 def _(input_gates, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse,
-      hr_values=None, hr_row_ptr=None, hr_col_idx=None, hr_col_ptr=None, hr_row_idx=None, hr_csr2csc=None):
+      hr_values=None, hr_row_ptr=None, hr_col_idx=None, hr_col_ptr=None, hr_row_idx=None, hr_csr2csc=None,
+      hh_plan=None, hh_plan_smem=0):
     steps, batch, _ = input_gates.shape
     hidden, state = c0.shape[1], h0.shape[1]
     hidden_full = (input_gates.new_empty((steps, batch, hidden)) if hr_values is not None
@@ -90,6 +113,7 @@ def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0
 
 def _lstm_layer_setup_context(ctx, inputs, output):
     (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, *hr) = inputs
+    hr = hr[:6]  # then the forward's plan (hh_plan, hh_plan_smem), which the backward does not read
     out, _, _, gates, cells, hidden_full = output
     ctx.mark_non_differentiable(gates, cells, hidden_full)  # saved activations, not results
     ctx.projected = len(hr) > 0 and hr[0] is not None
@@ -110,7 +134,7 @@ def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, *_saved_grads):
         col_ptr, row_idx, csr2csc, batch_sizes, ctx.reverse, *hr)
     grad_hr = grad_hr if ctx.projected else None
     return (grad_gates, grad_h0, grad_c0, grad_values, None, None, None, None, None, None, None,
-            grad_hr, None, None, None, None, None)
+            grad_hr, None, None, None, None, None, None, None)
 
 
 torch.library.register_autograd(
