@@ -24,12 +24,16 @@ import importlib.util
 import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
+# Where everything runs: "cuda"; the tests run the row builders on "cpu" at
+# the --quick size to check the code paths (tests/test_cuda_gpu_report.py).
+DEVICE = "cuda"
 
 
 def _floors():
@@ -120,6 +124,13 @@ def time_ms(fn, repeats: int, warmup: int = 3) -> float:
     shows as GPU idle time, as for a user)."""
     for _ in range(warmup):
         fn()
+    if DEVICE != "cuda":  # the code-path check on the CPU: wall time
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
     torch.cuda.synchronize()
     events = []
     for _ in range(repeats):
@@ -149,7 +160,7 @@ def kernel_ms(fn, calls: int = 10) -> float:
 
 def measure_hbm_bytes_per_s() -> float:
     """Device copy bandwidth (read + write) of a 1 GiB buffer."""
-    a = torch.empty(1 << 28, device="cuda")
+    a = torch.empty(1 << 28, device=DEVICE)
     b = torch.empty_like(a)
     ms = time_ms(lambda: b.copy_(a), repeats=10)
     return 2 * a.numel() * a.element_size() / (ms / 1e3)
@@ -201,10 +212,10 @@ def check_correctness(report: list[str]) -> bool:
             grad = torch.randn(batch, 512, dtype=torch.float64)
             layer(x).backward(grad)
             want = (layer(x).detach(), x.grad, layer.weight.values.grad)
-            gpu = copy.deepcopy(layer).cuda().to(dtype)
-            xg = x.detach().cuda().to(dtype).requires_grad_()
+            gpu = copy.deepcopy(layer).to(DEVICE).to(dtype)
+            xg = x.detach().to(DEVICE).to(dtype).requires_grad_()
             y = gpu(xg)
-            y.backward(grad.cuda().to(dtype))
+            y.backward(grad.to(DEVICE).to(dtype))
             got = (y.detach(), xg.grad, gpu.weight.values.grad)
             for name, g, w in zip(("output", "input grad", "value grad"), got, want):
                 err = ((g.double().cpu() - w).norm() / w.norm().clamp_min(1e-30)).item()
@@ -215,8 +226,8 @@ def check_correctness(report: list[str]) -> bool:
     x = torch.randn(7, 5, 64, dtype=torch.float64, requires_grad=True)
     out, _ = lstm(x)
     out.sum().backward()
-    gpu = copy.deepcopy(lstm).float().cuda()
-    xg = x.detach().float().cuda().requires_grad_()
+    gpu = copy.deepcopy(lstm).float().to(DEVICE)
+    xg = x.detach().float().to(DEVICE).requires_grad_()
     out_g, _ = gpu(xg)
     out_g.sum().backward()
     for name, g, w in (("output", out_g, out), ("input grad", xg.grad, x.grad)):
@@ -235,12 +246,12 @@ def product_rows(sizes: Sizes) -> list[Row]:
     rows = []
     out_f, in_f = sizes.out_f, sizes.in_f
     for density, batch in sizes.product_grid:
-        layer = SparseLinear(in_f, out_f, bias=False, density=density).cuda()
+        layer = SparseLinear(in_f, out_f, bias=False, density=density).to(DEVICE)
         w = layer.weight
         dense = w.to_dense().detach()
-        sp = torch.sparse_csr_tensor(w.row_ptr, w.col_idx, w.values.detach(), (out_f, in_f))
-        x = torch.randn(batch, in_f, device="cuda")
-        grad = torch.randn(batch, out_f, device="cuda")
+        sp = torch.sparse_csr_tensor(w.row_ptr, w.col_idx, w.values.detach(), (out_f, in_f), check_invariants=False)
+        x = torch.randn(batch, in_f, device=DEVICE)
+        grad = torch.randn(batch, out_f, device=DEVICE)
         with torch.no_grad():
             ours = time_ms(lambda: layer(x), sizes.repeats)
             cublas = time_ms(lambda: torch.nn.functional.linear(x, dense), sizes.repeats)
@@ -250,7 +261,7 @@ def product_rows(sizes: Sizes) -> list[Row]:
         fwd_targets, both_targets = _product_targets(density, batch)
         note = ""
         rate = (cases[0].flops / (ours / 1e3), "FLOP/s")
-        if batch == 1:  # the bandwidth target: by kernel time
+        if batch == 1 and DEVICE == "cuda":  # the bandwidth target: by kernel time
             with torch.no_grad():
                 k_ms = kernel_ms(lambda: layer(x))
             rate = (cases[0].bytes / (k_ms / 1e3), "B/s")
@@ -280,11 +291,11 @@ def rule_rows(sizes: Sizes) -> list[Row]:
     SPARSE_KERNELS_WIDE_MIN_BATCH: the data to set its threshold."""
     from sparse_kernels import SparseLinear
     rows = []
-    layer = SparseLinear(sizes.in_f, sizes.out_f, bias=False, density=0.1).cuda()
+    layer = SparseLinear(sizes.in_f, sizes.out_f, bias=False, density=0.1).to(DEVICE)
     before = os.environ.get("SPARSE_KERNELS_WIDE_MIN_BATCH")
     try:
         for batch in sizes.rule_batches:
-            x = torch.randn(batch, sizes.in_f, device="cuda")
+            x = torch.randn(batch, sizes.in_f, device=DEVICE)
             for label, threshold in (("narrow kernels forced", "1000000000"), ("wide kernels forced", "1")):
                 os.environ["SPARSE_KERNELS_WIDE_MIN_BATCH"] = threshold
                 with torch.no_grad():
@@ -302,9 +313,9 @@ def rule_rows(sizes: Sizes) -> list[Row]:
 def bsr_row(sizes: Sizes) -> Row:
     from sparse_kernels import SparseLinear
     batch = sizes.bsr_batch
-    layer = SparseLinear(sizes.in_f, sizes.out_f, bias=False, density=0.1, block_shape=(16, 16)).cuda().bfloat16()
+    layer = SparseLinear(sizes.in_f, sizes.out_f, bias=False, density=0.1, block_shape=(16, 16)).to(DEVICE).bfloat16()
     dense = layer.weight.to_dense().detach()
-    x = torch.randn(batch, sizes.in_f, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(batch, sizes.in_f, device=DEVICE, dtype=torch.bfloat16)
     with torch.no_grad():
         ours = time_ms(lambda: layer(x), sizes.repeats)
         cublas = time_ms(lambda: torch.nn.functional.linear(x, dense), sizes.repeats)
@@ -318,9 +329,9 @@ def lstm_rows(sizes: Sizes) -> list[Row]:
     targets = {(2, 1500, 0.1, 20): (2.0, 1.5), (2, 1500, 0.1, 1): (2.0, None), (2, 1500, 0.33, 20): (1.0, 1.0),
                (1, 8192, 0.01, 1): (5.0, 3.0), (1, 8192, 0.01, 20): (5.0, 3.0)}
     for layers, hidden, density, batch in sizes.lstm_models:
-        ours_m = SparseLSTM(hidden, hidden, num_layers=layers, density=density).cuda()
-        dense_m = torch.nn.LSTM(hidden, hidden, num_layers=layers, device="cuda")
-        x = torch.randn(sizes.steps, batch, hidden, device="cuda")
+        ours_m = SparseLSTM(hidden, hidden, num_layers=layers, density=density).to(DEVICE)
+        dense_m = torch.nn.LSTM(hidden, hidden, num_layers=layers, device=DEVICE)
+        x = torch.randn(sizes.steps, batch, hidden, device=DEVICE)
         xg = x.clone().requires_grad_()
         model = f"{layers} x {hidden}, density {density}, batch {batch}, T {sizes.steps}"
         infer_t, train_t = targets.get((layers, hidden, density, batch), (None, None))
@@ -343,9 +354,9 @@ def lstm_forward_rows(sizes: Sizes) -> list[Row]:
     from sparse_kernels import SparseLSTM
     layers, hidden, density, batch = sizes.forward_model
     model_name = f"{layers} x {hidden}, density {density}, batch {batch}, T {sizes.steps}"
-    ours_m = SparseLSTM(hidden, hidden, num_layers=layers, density=density).cuda()
-    dense_m = torch.nn.LSTM(hidden, hidden, num_layers=layers, device="cuda")
-    x = torch.randn(sizes.steps, batch, hidden, device="cuda")
+    ours_m = SparseLSTM(hidden, hidden, num_layers=layers, density=density).to(DEVICE)
+    dense_m = torch.nn.LSTM(hidden, hidden, num_layers=layers, device=DEVICE)
+    x = torch.randn(sizes.steps, batch, hidden, device=DEVICE)
     rows = []
     before = os.environ.get("SPARSE_KERNELS_PERSISTENT_LSTM")
     try:
@@ -361,8 +372,8 @@ def lstm_forward_rows(sizes: Sizes) -> list[Row]:
         else:
             os.environ["SPARSE_KERNELS_PERSISTENT_LSTM"] = before
     w_hh = ours_m.weight_hh_l0
-    h = torch.randn(batch, hidden, device="cuda")
-    c = torch.randn(batch, hidden, device="cuda")
+    h = torch.randn(batch, hidden, device=DEVICE)
+    c = torch.randn(batch, hidden, device=DEVICE)
     raw = torch.ops.sparse_kernels
 
     def step():

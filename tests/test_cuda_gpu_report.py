@@ -68,3 +68,21 @@ def test_issue_targets_per_grid_point():
     assert forward[0].ratio == 3.0 and both == []
     forward, _ = r._product_targets(0.5, 700)
     assert [t.baseline for t in forward] == ["cuSPARSE"]
+
+
+def test_row_builders_run_at_the_quick_size_on_the_cpu(monkeypatch):
+    """The code paths of every row builder but the bf16 BSR one (its kernels
+    are CUDA's), on CPU tensors at the --quick size: each gives finite
+    positive times and its baselines, so that a GPU session does not find an
+    error in them. The figures themselves mean nothing here."""
+    r = _report_module()
+    monkeypatch.setattr(r, "DEVICE", "cpu")
+    monkeypatch.setenv("SPARSE_KERNELS_WIDE_MIN_BATCH", "16")
+    rows = r.product_rows(r.QUICK) + r.rule_rows(r.QUICK) + r.lstm_rows(r.QUICK) + r.lstm_forward_rows(r.QUICK)
+    assert os.environ["SPARSE_KERNELS_WIDE_MIN_BATCH"] == "16"  # restored after rule_rows
+    assert len(rows) == 2 * len(r.QUICK.product_grid) + 2 * len(r.QUICK.rule_batches) + 2 * len(r.QUICK.lstm_models) + 3
+    for row in rows:
+        assert row.ours_ms > 0 and all(v > 0 for v in row.baselines.values()), row
+    assert {"cuBLAS", "cuSPARSE"} <= set(rows[0].baselines) and "cuDNN" in rows[-2].baselines
+    assert rows[-1].floor_us > 0
+    r.markdown_table(rows)

@@ -83,7 +83,7 @@ def build(plant_missing_barrier: str | None = None) -> Path:
         return obj
 
     sources = kernel_sources() + [EMU / "selftest_kernels.cu", EMU / "sk_emu.cpp", EMU / "emu_api.cpp"]
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         objects = list(pool.map(compile_one, sources))
     tmp = library.with_suffix(".so.tmp")
     link = [cxx, "-shared", "-o", str(tmp), *map(str, objects)]
