@@ -9,12 +9,14 @@
 //
 // Wide batches (sddmm_wide_kernel, issue #14): the batch on the lanes, over
 // the transposed operands grad_yT (out, ld) and xT (in, ld) (wide_batch.cuh).
-// A subwarp of kLanes takes one row r and kLanes of its nonzeros at a time
-// (their columns staged in shared memory); for each batch tile a lane loads
-// its kVec elements of grad_yT[r] once and of xT[col] for each of the
-// nonzeros (16-byte loads), keeping kLanes partial sums, one per nonzero.
-// After the whole batch one transposing butterfly (kLanes - 1 shuffles)
-// leaves lane j the total of nonzero j, which it writes (coalesced).
+// A subwarp of kLanes takes one row r and kChunk = min(kLanes, 16) of its
+// nonzeros at a time (their columns staged in shared memory); for each batch
+// tile a lane loads its kVec elements of grad_yT[r] once and of xT[col] for
+// each of the nonzeros (16-byte loads), keeping kChunk partial sums, one per
+// nonzero. After the whole batch the lanes kChunk apart add their sums, and
+// a transposing butterfly (kChunk - 1 shuffles) leaves lane j the total of
+// nonzero j, which it writes (coalesced). (32 partial sums per lane made
+// ptxas spill; 16 do not, for one more shuffle per nonzero and batch.)
 #include "accumulate.cuh"
 #include "kernels.h"
 #include "launch.cuh"
@@ -71,13 +73,13 @@ cudaError_t sparse_linear_value_grad(const T* grad_y, const T* x,
   return cudaGetLastError();
 }
 
-// Sums vals[j] over the kLanes lanes of a subwarp for every j at once: at
-// each step (kHalf = kLanes/2, ..., 1) a lane keeps half of its values and
-// adds its partner's copy of them. Afterwards lane l holds in vals[0] the
-// total of vals[l]. A template recursion, so that every index is a constant
-// and vals stays in registers.
-template <int kHalf, typename Acc, int kLanes>
-__device__ __forceinline__ void transpose_reduce(Acc (&vals)[kLanes], int lane) {
+// Sums vals[j] over kCount consecutive lanes for every j at once: at each
+// step (kHalf = kCount/2, ..., 1) a lane keeps half of its values and adds
+// its partner's copy of them. Afterwards lane l holds in vals[0] the total
+// of vals[l % kCount]. A template recursion, so that every index is a
+// constant and vals stays in registers. kLanes: the subwarp's shuffle width.
+template <int kHalf, int kLanes, typename Acc, int kCount>
+__device__ __forceinline__ void transpose_reduce(Acc (&vals)[kCount], int lane) {
   if constexpr (kHalf >= 1) {
     const bool upper = (lane & kHalf) != 0;
 #pragma unroll
@@ -86,14 +88,14 @@ __device__ __forceinline__ void transpose_reduce(Acc (&vals)[kLanes], int lane) 
       const Acc keep = upper ? vals[i + kHalf] : vals[i];
       vals[i] = keep + __shfl_xor_sync(kFullWarp, send, kHalf, kLanes);
     }
-    transpose_reduce<kHalf / 2, Acc, kLanes>(vals, lane);
+    transpose_reduce<kHalf / 2, kLanes>(vals, lane);
   }
 }
 
 // One batch tile's products for the staged nonzeros: kMasked for the last,
 // partial tile (element loads inside the batch only), else 16-byte loads.
-template <bool kMasked, typename T, int kLanes, int kVec>
-__device__ __forceinline__ void sddmm_tile(acc_t<T> (&partial)[kLanes], const T* grad_y_row, const T* xT,
+template <bool kMasked, typename T, int kChunk, int kVec>
+__device__ __forceinline__ void sddmm_tile(acc_t<T> (&partial)[kChunk], const T* grad_y_row, const T* xT,
                                            int64_t ld_x, const int32_t* cols, int count, int64_t n0,
                                            int64_t n_cols) {
   using Acc = acc_t<T>;
@@ -107,7 +109,7 @@ __device__ __forceinline__ void sddmm_tile(acc_t<T> (&partial)[kLanes], const T*
     for (int i = 0; i < kVec; ++i) g[i] = to_acc(p.v[i]);
   }
 #pragma unroll
-  for (int j = 0; j < kLanes; ++j) {
+  for (int j = 0; j < kChunk; ++j) {
     if (j < count) {
       const T* x_row = xT + static_cast<int64_t>(cols[j]) * ld_x + n0;
       if constexpr (kMasked) {
@@ -131,7 +133,8 @@ __global__ void __launch_bounds__(kWideThreads)
                       int64_t sparse_rows) {
   using Acc = acc_t<T>;
   constexpr int kGroups = kWideThreads / kLanes;
-  __shared__ int32_t staged_cols[kGroups][kLanes];
+  constexpr int kChunk = kLanes < 16 ? kLanes : 16;
+  __shared__ int32_t staged_cols[kGroups][kChunk];
   const int sub = static_cast<int>(threadIdx.x) / kLanes;
   const int lane = static_cast<int>(threadIdx.x) % kLanes;
   const int64_t slot = static_cast<int64_t>(blockIdx.x) * kGroups + sub;
@@ -139,28 +142,33 @@ __global__ void __launch_bounds__(kWideThreads)
   const int64_t r = row_order != nullptr && active ? row_order[slot] : (active ? slot : 0);
   const int32_t begin = active ? row_ptr[r] : 0;
   const int32_t end = active ? row_ptr[r + 1] : 0;
-  const int32_t chunks = warp_max((end - begin + kLanes - 1) / kLanes);
+  const int32_t chunks = warp_max((end - begin + kChunk - 1) / kChunk);
   constexpr int kTile = kLanes * kVec;
   const int64_t full_tiles = n_cols / kTile;  // tiles with every lane's kVec elements inside the batch
   const T* grad_y_row = grad_yT + r * ld_grad_y;
   for (int32_t c = 0; c < chunks; ++c) {
-    const int32_t first = begin + c * kLanes;
+    const int32_t first = begin + c * kChunk;
     const int32_t left = end - first;
-    const int count = left <= 0 ? 0 : (left < kLanes ? static_cast<int>(left) : kLanes);
+    const int count = left <= 0 ? 0 : (left < kChunk ? static_cast<int>(left) : kChunk);
     if (lane < count) staged_cols[sub][lane] = col_idx[first + lane];
     __syncwarp();
-    Acc partial[kLanes];
+    Acc partial[kChunk];
 #pragma unroll
-    for (int j = 0; j < kLanes; ++j) partial[j] = Acc(0);
+    for (int j = 0; j < kChunk; ++j) partial[j] = Acc(0);
     if (count > 0) {
       for (int64_t t = 0; t < full_tiles; ++t)
-        sddmm_tile<false, T, kLanes, kVec>(partial, grad_y_row, xT, ld_x, staged_cols[sub], count,
+        sddmm_tile<false, T, kChunk, kVec>(partial, grad_y_row, xT, ld_x, staged_cols[sub], count,
                                            t * kTile + lane * kVec, n_cols);
       if (full_tiles * kTile < n_cols)
-        sddmm_tile<true, T, kLanes, kVec>(partial, grad_y_row, xT, ld_x, staged_cols[sub], count,
+        sddmm_tile<true, T, kChunk, kVec>(partial, grad_y_row, xT, ld_x, staged_cols[sub], count,
                                           full_tiles * kTile + lane * kVec, n_cols);
     }
-    transpose_reduce<kLanes / 2, Acc, kLanes>(partial, lane);
+    // Lanes kChunk apart hold partial sums of the same nonzeros: add them.
+#pragma unroll
+    for (int offset = kLanes / 2; offset >= kChunk; offset /= 2)
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) partial[j] += __shfl_xor_sync(kFullWarp, partial[j], offset, kLanes);
+    transpose_reduce<kChunk / 2, kLanes>(partial, lane);
     if (lane < count) grad_values[first + lane] = from_acc<T>(partial[0]);
     __syncwarp();  // the next pass overwrites the staged columns
   }
