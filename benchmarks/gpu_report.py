@@ -415,16 +415,20 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     ok = check_correctness(notes)
     hbm = measure_hbm_bytes_per_s()
-    rows = product_rows(sizes) + rule_rows(sizes) + [bsr_row(sizes)] + lstm_rows(sizes) + lstm_forward_rows(sizes)
-    seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
-    header = (f"GPU report ({'quick' if args.quick else 'full'}): {torch.cuda.get_device_name()}, "
-              f"{started:%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, extension built for "
-              f"{info.get('cuda_archs')}; fp32 unless said, cuBLAS with TF32 off, cuDNN with torch's defaults; "
-              f"CUDA events, median of {sizes.repeats}; measured HBM copy bandwidth {hbm / 1e9:.0f} GB/s; "
-              f"floors: benchmarks/h100_floors.py (H100 figures); {seconds:.0f} s.\n\n" + "\n".join(notes))
-    table = markdown_table(rows, header)
+    rows: list[Row] = []
+    # The table is rewritten after each section, so that a run cut short by
+    # the session's time limit still leaves what it measured.
+    for section in (product_rows, rule_rows, lambda z: [bsr_row(z)], lstm_rows, lstm_forward_rows):
+        rows += section(sizes)
+        seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+        header = (f"GPU report ({'quick' if args.quick else 'full'}): {torch.cuda.get_device_name()}, "
+                  f"{started:%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, extension built for "
+                  f"{info.get('cuda_archs')}; fp32 unless said, cuBLAS with TF32 off, cuDNN with torch's defaults; "
+                  f"CUDA events, median of {sizes.repeats}; measured HBM copy bandwidth {hbm / 1e9:.0f} GB/s; "
+                  f"floors: benchmarks/h100_floors.py (H100 figures); {seconds:.0f} s so far.\n\n" + "\n".join(notes))
+        table = markdown_table(rows, header)
+        args.out.write_text(table + "\n")
     print(table)
-    args.out.write_text(table + "\n")
     return 0 if ok else 1
 
 
