@@ -301,8 +301,11 @@ class CSRWeight(SparseWeight):
         int32 indices only."""
         if self.col_idx.device.type != "cuda":
             # Drop a copy left on the GPU by a weight moved off it (plain
-            # attributes do not follow .to()).
-            self._index16, self._index16_key = (None, None), None
+            # attributes do not follow .to()); only then, since each
+            # attribute write goes through nn.Module.__setattr__, a cost
+            # on every CPU forward otherwise.
+            if self._index16_key is not None or self._index16 != (None, None):
+                self._index16, self._index16_key = (None, None), None
             return None, None
         return self._cached_index16()
 

@@ -75,6 +75,10 @@ def test_compact_index_only_on_cuda():
     w._cached_index16()  # as if built on a GPU before a move to the CPU
     assert w.compact_index() == (None, None)
     assert w._index16 == (None, None)  # nothing kept alive where no kernel reads it
+    w._cached_index16()  # built on a GPU, then the pattern replaced (its key reset), then moved
+    w.set_pattern(w.row_ptr.clone(), w.col_idx.clone(), w.values.detach().clone())
+    assert w.compact_index() == (None, None)
+    assert w._index16 == (None, None)
 
 
 def test_cached_index16_built_once_and_rebuilt_on_a_topology_change():
