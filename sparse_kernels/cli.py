@@ -78,6 +78,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
                    help="dense (torch.nn), static (fixed random sparse), or a sparse-training algorithm")
     p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of zero weights, in [0, 1)")
     p.add_argument("--init", choices=("uniform", "erdos_renyi"), default="uniform")
+    p.add_argument("--init-scale", choices=("dense", "fan_in"), default="dense",
+                   help="initial sparse values: the dense layer's bound, or that bound times sqrt(in_features / "
+                        "stored entries of the row) (fan_in: pre-activations with the dense layer's variance)")
     p.add_argument("--block-shape", type=_block_shape, default=None, metavar="ROWSxCOLS",
                    help="store the sparse recurrent weights as dense blocks of this shape (BSR), e.g. 4x4; "
                         "default: unstructured (CSR)")
@@ -113,12 +116,52 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
 
 def _common_config(args) -> dict:
     return dict(model=args.model, method=args.method, sparsity=args.sparsity, init=args.init,
+                init_scale=args.init_scale,
                 prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
                 hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                 momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device,
                 checkpoint_every=args.checkpoint_every, nonfinite=args.nonfinite,
                 nonfinite_limit=args.nonfinite_limit, block_shape=args.block_shape)
+
+
+# train-lm / train-cls options -> the run setting each one sets (the same name when absent).
+_OPTION_FIELDS = {"hidden": "hidden_size", "embedding": "embedding_size", "layers": "num_layers",
+                  "tie": "tie_weights"}
+
+
+def _given_options(argv) -> set[str]:
+    """The destinations of the options given on this command line (not
+    left at their defaults): the command line parsed again with every
+    default suppressed."""
+    parser = build_parser()
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        for action in sub._actions:
+            action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"func", "command"}
+
+
+def _keep_saved_settings(config, args):
+    """A resumed run continues with the settings it was started with: every
+    run setting not given on this command line is taken from the
+    checkpoint (so a later change of this program's defaults, as in issue
+    #17, does not change a run half-way). Those that differ from this
+    version's defaults are printed."""
+    from dataclasses import fields, replace
+    from .train.checkpoint import load_checkpoint
+    saved = load_checkpoint(args.resume, "lm" if args.command == "train-lm" else "cls")["config"]
+    given = {_OPTION_FIELDS.get(dest, dest) for dest in _given_options(args.argv)}
+    if "hidden_size" in given:
+        given.add("embedding_size")  # --embedding defaults to --hidden
+    names = {f.name for f in fields(config)}
+    # The device is the machine's business, not the run's.
+    kept = {k: (tuple(v) if isinstance(v, list) and k == "block_shape" else v) for k, v in saved.items()
+            if k in names and k not in given and k != "device"}
+    changed = {k: v for k, v in kept.items() if getattr(config, k) != v}
+    if changed and _is_main_rank():
+        print("resuming with the checkpoint's settings: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()),
+              file=sys.stderr)
+    return replace(config, **kept)
 
 
 def _summary(result) -> str:
@@ -165,8 +208,10 @@ def _train_lm(args) -> int:
     from .train import LMConfig, load_ptb, synthetic_lm, train_lm
     config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
                       lr_decay=args.lr_decay, embedding_density=args.embedding_density)
+    if args.resume:
+        config = _keep_saved_settings(config, args)
     config.validate()
-    corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=args.seed)
+    corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=config.seed)
     result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress,
                       check_topology=args.debug_topology)
     if not _is_main_rank():
@@ -192,10 +237,12 @@ def _train_cls(args) -> int:
     from .train import ClsConfig, load_classification, synthetic_classification_data, train_cls
     config = ClsConfig(**_common_config(args), batch_size=args.batch_size, max_vocab=args.max_vocab,
                        max_length=args.max_length)
+    if args.resume:
+        config = _keep_saved_settings(config, args)
     config.validate()
-    data = (load_classification(args.data, max_vocab=args.max_vocab, max_length=args.max_length) if args.data
-            else synthetic_classification_data(seed=args.seed, max_vocab=args.max_vocab,
-                                               max_length=args.max_length))
+    data = (load_classification(args.data, max_vocab=config.max_vocab, max_length=config.max_length) if args.data
+            else synthetic_classification_data(seed=config.seed, max_vocab=config.max_vocab,
+                                               max_length=config.max_length))
     result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress,
                        check_topology=args.debug_topology)
     if not _is_main_rank():

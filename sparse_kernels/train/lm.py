@@ -73,7 +73,7 @@ def build_lm(config: LMConfig, vocab_size: int, ranks: torch.Tensor | None = Non
     return LanguageModel(vocab_size, embedding_size=config.embedding_size, hidden_size=config.hidden_size,
                          num_layers=config.num_layers, model=config.model, dropout=config.dropout,
                          tie_weights=config.tie_weights, sparse=config.sparse, density=config.density,
-                         init=config.init, seed=config.seed, depth=config.depth,
+                         init=config.init, init_scale=config.init_scale, seed=config.seed, depth=config.depth,
                          embedding_density=config.embedding_density, frequency_ranks=ranks,
                          block_shape=config.block_shape).to(config.device)
 
