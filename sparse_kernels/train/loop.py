@@ -49,7 +49,7 @@ class RunConfig:
     method: str = "dense"
     sparsity: float = 0.9
     init: str = "uniform"
-    init_scale: str = "dense"    # sparse weights' initial values: "dense" bound, or "fan_in"-corrected per row
+    init_scale: str = "dense"    # sparse weights' initial values: the dense layer's bound, or "fan_in" (see storage)
     embedding_size: int = 200
     hidden_size: int = 200
     num_layers: int = 2
