@@ -68,8 +68,10 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, optimizer: str, lr: float,
-                       clip: float, dropout: float, epochs: int) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, defaults) -> None:
+    """The options train-lm and train-cls share; optimizer, lr, momentum,
+    clip, dropout, epochs and init_scale default to ``defaults`` (an
+    LMConfig or ClsConfig: one place holds each loop's defaults)."""
     from .train.loop import METHODS, NONFINITE, OPTIMIZERS
     from .train.models import RECURRENT
     p.add_argument("--data", help="data path (default: the embedded synthetic data)")
@@ -78,6 +80,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
                    help="dense (torch.nn), static (fixed random sparse), or a sparse-training algorithm")
     p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of zero weights, in [0, 1)")
     p.add_argument("--init", choices=("uniform", "erdos_renyi"), default="uniform")
+    p.add_argument("--init-scale", choices=("dense", "fan_in"), default=defaults.init_scale,
+                   help="initial sparse values: the dense layer's bound, or that bound times sqrt(in_features / "
+                        "stored entries of the row) (fan_in: pre-activations with the dense layer's variance)")
     p.add_argument("--block-shape", type=_block_shape, default=None, metavar="ROWSxCOLS",
                    help="store the sparse recurrent weights as dense blocks of this shape (BSR), e.g. 4x4; "
                         "default: unstructured (CSR)")
@@ -88,12 +93,12 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
     p.add_argument("--embedding", type=int, default=None, help="default: the hidden size")
     p.add_argument("--layers", type=int, default=layers)
     p.add_argument("--depth", type=int, default=1, help="recurrence depth (rhn)")
-    p.add_argument("--dropout", type=float, default=dropout)
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=optimizer)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--clip", type=float, default=clip, help="gradient norm clip (0: none)")
+    p.add_argument("--dropout", type=float, default=defaults.dropout)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD momentum")
+    p.add_argument("--clip", type=float, default=defaults.clip, help="gradient norm clip (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -113,12 +118,52 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
 
 def _common_config(args) -> dict:
     return dict(model=args.model, method=args.method, sparsity=args.sparsity, init=args.init,
+                init_scale=args.init_scale,
                 prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
                 hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                 momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device,
                 checkpoint_every=args.checkpoint_every, nonfinite=args.nonfinite,
                 nonfinite_limit=args.nonfinite_limit, block_shape=args.block_shape)
+
+
+# train-lm / train-cls options -> the run setting each one sets (the same name when absent).
+_OPTION_FIELDS = {"hidden": "hidden_size", "embedding": "embedding_size", "layers": "num_layers",
+                  "tie": "tie_weights"}
+
+
+def _given_options(argv) -> set[str]:
+    """The destinations of the options given on this command line (not
+    left at their defaults): the command line parsed again with every
+    default suppressed."""
+    parser = build_parser()
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        for action in sub._actions:
+            action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"func", "command"}
+
+
+def _keep_saved_settings(config, args):
+    """A resumed run continues with the settings it was started with: every
+    run setting not given on this command line is taken from the
+    checkpoint (so a later change of this program's defaults, as in issue
+    #17, does not change a run half-way). Those that differ from this
+    version's defaults are printed."""
+    from dataclasses import fields, replace
+    from .train.checkpoint import load_checkpoint
+    saved = load_checkpoint(args.resume, "lm" if args.command == "train-lm" else "cls")["config"]
+    given = {_OPTION_FIELDS.get(dest, dest) for dest in _given_options(args.argv)}
+    if "hidden_size" in given:
+        given.add("embedding_size")  # --embedding defaults to --hidden
+    names = {f.name for f in fields(config)}
+    # The device is the machine's business, not the run's.
+    kept = {k: (tuple(v) if isinstance(v, list) and k == "block_shape" else v) for k, v in saved.items()
+            if k in names and k not in given and k != "device"}
+    changed = {k: v for k, v in kept.items() if getattr(config, k) != v}
+    if changed and _is_main_rank():
+        print("resuming with the checkpoint's settings: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()),
+              file=sys.stderr)
+    return replace(config, **kept)
 
 
 def _summary(result) -> str:
@@ -165,8 +210,10 @@ def _train_lm(args) -> int:
     from .train import LMConfig, load_ptb, synthetic_lm, train_lm
     config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
                       lr_decay=args.lr_decay, embedding_density=args.embedding_density)
+    if args.resume:
+        config = _keep_saved_settings(config, args)
     config.validate()
-    corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=args.seed)
+    corpus = load_ptb(args.data) if args.data else synthetic_lm(seed=config.seed)
     result = train_lm(corpus, config, args.out or "runs/lm", resume=args.resume, progress=not args.no_progress,
                       check_topology=args.debug_topology)
     if not _is_main_rank():
@@ -192,10 +239,12 @@ def _train_cls(args) -> int:
     from .train import ClsConfig, load_classification, synthetic_classification_data, train_cls
     config = ClsConfig(**_common_config(args), batch_size=args.batch_size, max_vocab=args.max_vocab,
                        max_length=args.max_length)
+    if args.resume:
+        config = _keep_saved_settings(config, args)
     config.validate()
-    data = (load_classification(args.data, max_vocab=args.max_vocab, max_length=args.max_length) if args.data
-            else synthetic_classification_data(seed=args.seed, max_vocab=args.max_vocab,
-                                               max_length=args.max_length))
+    data = (load_classification(args.data, max_vocab=config.max_vocab, max_length=config.max_length) if args.data
+            else synthetic_classification_data(seed=config.seed, max_vocab=config.max_vocab,
+                                               max_length=config.max_length))
     result = train_cls(data, config, args.out or "runs/cls", resume=args.resume, progress=not args.no_progress,
                        check_topology=args.debug_topology)
     if not _is_main_rank():
@@ -282,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     lm = sub.add_parser("train-lm", help="word-level language model (PTB-format folder via --data)")
-    _add_run_arguments(lm, hidden=650, layers=2, optimizer="sgd", lr=20.0, clip=0.25, dropout=0.5, epochs=40)
+    from .train import ClsConfig, LMConfig
+    # Momentum SGD lr 2, clip 10, fan-in-scaled sparse init (LMConfig): the
+    # settings under which sparse models train as well as dense (docs/quality.md).
+    _add_run_arguments(lm, hidden=650, layers=2, defaults=LMConfig(epochs=40))
     lm.add_argument("--batch-size", type=int, default=20)
     lm.add_argument("--bptt", type=int, default=35)
     lm.add_argument("--tie", action="store_true", help="tie the decoder to the embedding")
@@ -292,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.set_defaults(func=cmd_train_lm)
 
     cls = sub.add_parser("train-cls", help="text classification (label<TAB>text file or folder via --data)")
-    _add_run_arguments(cls, hidden=256, layers=1, optimizer="adam", lr=0.001, clip=5.0, dropout=0.0, epochs=10)
+    _add_run_arguments(cls, hidden=256, layers=1, defaults=ClsConfig(epochs=10))
     cls.add_argument("--batch-size", type=int, default=64)
     cls.add_argument("--max-vocab", type=int, default=20_000)
     cls.add_argument("--max-length", type=int, default=100)

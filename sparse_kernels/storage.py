@@ -37,7 +37,22 @@ from . import ops
 from .bsr import validate_bsr
 from .csr import CSCIndex, INDEX_DTYPE, Index16, validate_csr
 
-__all__ = ["BSRWeight", "CSRWeight", "SparseWeight", "validate_bsr", "validate_csr"]
+__all__ = ["BSRWeight", "CSRWeight", "INIT_SCALES", "SparseWeight", "validate_bsr", "validate_csr"]
+
+# How a new sparse weight's stored values are scaled (``init_scale``):
+#   "dense"   the dense layer's bound on every stored entry, so a row with a
+#             fraction d of its entries gives pre-activations sqrt(d) as large;
+#   "fan_in"  the bound times sqrt(in_features / stored entries of the row),
+#             so each row's pre-activation variance equals the dense layer's
+#             (the fan-in correction of the sparse-init literature: Evci et
+#             al., "Gradient Flow in Sparse Neural Networks").
+INIT_SCALES = ("dense", "fan_in")
+
+
+def check_init_scale(init_scale: str) -> str:
+    if init_scale not in INIT_SCALES:
+        raise ValueError(f"init_scale must be one of {INIT_SCALES}, got {init_scale!r}")
+    return init_scale
 
 
 def _replace_values(param: nn.Parameter, values: torch.Tensor) -> None:
@@ -98,6 +113,26 @@ class SparseWeight(nn.Module):
     def slot_magnitudes(self) -> torch.Tensor:
         """One non-negative magnitude per slot (detached), for magnitude pruning."""
         raise NotImplementedError
+
+    def fan_in_factors(self) -> torch.Tensor:
+        """Per slot sqrt(in_features / stored entries of its row): the factor
+        that gives a row of this pattern the pre-activation variance of a
+        dense row with the same value distribution (1 for a full row). A
+        BSR block row stores (blocks in it) * bw entries per matrix row."""
+        row_ptr, _ = self.pattern
+        per_row = row_ptr.long().diff()
+        width = self.slot_shape[-1] if self.slot_shape else 1
+        entries = (per_row * width).clamp(min=1).double()
+        factor = (self.in_features / entries).sqrt().to(self.values.dtype)
+        return factor.repeat_interleave(per_row)
+
+    @torch.no_grad()
+    def scale_to_fan_in_(self) -> "SparseWeight":
+        """Multiply every stored value by its row's :meth:`fan_in_factors`
+        (in place; see ``INIT_SCALES``)."""
+        factors = self.fan_in_factors().to(self.values.device)
+        self.values.mul_(factors.reshape(-1, *([1] * (self.values.dim() - 1))))
+        return self
 
     def set_pattern(self, row_ptr: torch.Tensor, col_idx: torch.Tensor, values: torch.Tensor,
                     *, validate: bool = True) -> None:
@@ -221,18 +256,22 @@ class CSRWeight(SparseWeight):
     @classmethod
     def random(cls, out_features: int, in_features: int, density: float, *, init: str = "uniform",
                generator: torch.Generator | None = None, dtype=None, device=None,
-               bound: float | None = None, row_groups: int = 1) -> "CSRWeight":
+               bound: float | None = None, row_groups: int = 1, init_scale: str = "dense") -> "CSRWeight":
         """A random topology with exactly round(density * out * in) nonzeros
         (``init``: "uniform" per row, "erdos_renyi" or "block_diagonal" with
         ``row_groups`` gate groups; see sparse_kernels.csr.random_csr),
-        values uniform in +-bound (default 1/sqrt(in_features), like nn.Linear)."""
+        values uniform in +-bound (default 1/sqrt(in_features), like nn.Linear),
+        times sqrt(in_features / the row's nonzeros) with
+        ``init_scale="fan_in"`` (see ``INIT_SCALES``)."""
+        check_init_scale(init_scale)
         row_ptr, col_idx = csr_format.random_csr((out_features, in_features), density, init=init,
                                                  generator=generator, device=device, row_groups=row_groups)
         if bound is None:
             bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
         values = torch.empty(col_idx.numel(), dtype=dtype, device=device)
         values.uniform_(-bound, bound, generator=generator)
-        return cls(values, row_ptr, col_idx, (out_features, in_features), validate=False)
+        weight = cls(values, row_ptr, col_idx, (out_features, in_features), validate=False)
+        return weight.scale_to_fan_in_() if init_scale == "fan_in" else weight
 
     # ------------------------------------------------------------------ properties
     @property
@@ -476,12 +515,14 @@ class BSRWeight(SparseWeight):
     @classmethod
     def random(cls, out_features: int, in_features: int, density: float, *, block_shape,
                init: str = "uniform", generator: torch.Generator | None = None, dtype=None, device=None,
-               bound: float | None = None, row_groups: int = 1) -> "BSRWeight":
+               bound: float | None = None, row_groups: int = 1, init_scale: str = "dense") -> "BSRWeight":
         """A random block topology with exactly round(density * number of
         grid blocks) stored blocks (``init`` as CSRWeight.random, over the
         grid of blocks; "block_diagonal" cuts ``row_groups`` groups of block
         rows), values uniform in +-bound (default 1/sqrt(in_features), like
-        nn.Linear)."""
+        nn.Linear), times sqrt(in_features / the row's stored entries) with
+        ``init_scale="fan_in"``."""
+        check_init_scale(init_scale)
         grid = bsr_format.grid_shape((out_features, in_features), block_shape)
         bh, bw = bsr_format.check_block_shape(block_shape)
         block_row_ptr, block_col_idx = csr_format.random_csr(grid, density, init=init, generator=generator,
@@ -490,7 +531,8 @@ class BSRWeight(SparseWeight):
             bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
         values = torch.empty(block_col_idx.numel(), bh, bw, dtype=dtype, device=device)
         values.uniform_(-bound, bound, generator=generator)
-        return cls(values, block_row_ptr, block_col_idx, (out_features, in_features), validate=False)
+        weight = cls(values, block_row_ptr, block_col_idx, (out_features, in_features), validate=False)
+        return weight.scale_to_fan_in_() if init_scale == "fan_in" else weight
 
     @classmethod
     def from_dense(cls, dense: torch.Tensor, mask: torch.Tensor | None = None, *, block_shape,

@@ -49,7 +49,8 @@ def lm_config(**overrides):
     # batch 6 splits evenly over 1, 2 and 3 ranks; no dropout, so the ranks'
     # random streams play no part and runs can match one process exactly.
     settings = dict(method="st-rnn", sparsity=0.8, update_every=4, hidden_size=16, embedding_size=16, num_layers=2,
-                    batch_size=6, eval_batch_size=5, bptt=12, epochs=2, lr=2.0, dropout=0.0, clip=0.5, seed=7)
+                    batch_size=6, eval_batch_size=5, bptt=12, epochs=2, lr=2.0, dropout=0.0, clip=0.5, seed=7,
+                    momentum=0.0, init_scale="dense")  # the settings these tests were written for (before issue #17)
     settings.update(overrides)
     return LMConfig(**settings)
 

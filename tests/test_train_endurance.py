@@ -122,7 +122,8 @@ def test_long_run_memory_flat_and_topology_statistics_stable(total_steps, tmp_pa
     config = LMConfig(model="lstm", method="st-rnn", sparsity=0.5, hidden_size=8, embedding_size=8, num_layers=1,
                       batch_size=batch_size, eval_batch_size=2, bptt=bptt, epochs=total_steps // steps_per_epoch,
                       lr=0.5, dropout=0.0, update_every=update_every, prune_rate=prune_rate,
-                      method_options={"decay": "constant"}, checkpoint_every=250)
+                      method_options={"decay": "constant"}, checkpoint_every=250,
+                      momentum=0.0, init_scale="dense")  # as before issue #17's LMConfig defaults
     schedulers = []
     make = loop_mod.make_sparsity_scheduler
     monkeypatch.setattr(loop_mod, "make_sparsity_scheduler", lambda *a, **k: schedulers.append(make(*a, **k))

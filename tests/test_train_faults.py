@@ -35,7 +35,8 @@ def corpus():
 
 def tiny(**overrides):
     settings = dict(hidden_size=12, embedding_size=12, num_layers=1, batch_size=4, eval_batch_size=4, bptt=10,
-                    epochs=2, lr=2.0, dropout=0.0, clip=0.5, seed=5, method="st-rnn", sparsity=0.6, update_every=3)
+                    epochs=2, lr=2.0, dropout=0.0, clip=0.5, seed=5, method="st-rnn", sparsity=0.6, update_every=3,
+                    momentum=0.0, init_scale="dense")  # the settings these tests were written for (before issue #17)
     settings.update(overrides)
     return LMConfig(**settings)
 

@@ -9,7 +9,7 @@ import torch
 
 from .. import bsr as bsr_format
 from ..csr import exact_nnz
-from ..storage import BSRWeight, CSRWeight, SparseWeight
+from ..storage import INIT_SCALES, BSRWeight, CSRWeight, SparseWeight, check_init_scale  # noqa: F401 (re-exported)
 
 INITS = ("uniform", "erdos_renyi", "block_diagonal")
 
@@ -41,18 +41,22 @@ def check_block_shape(block_shape, owner: str):
 
 def make_weight(out_features: int, in_features: int, density: float, *, init: str, bound: float,
                 generator=None, dtype=None, device=None, row_groups: int = 1, block_shape=None,
-                name: str = "the weight") -> SparseWeight:
+                name: str = "the weight", init_scale: str = "dense") -> SparseWeight:
     """A random sparse weight, values uniform in [-bound, bound] (the dense
-    module's own initialisation, applied to the stored entries only): a
-    CSRWeight, or with ``block_shape`` a BSRWeight whose density counts
-    blocks (exactly round(density * grid blocks) of them)."""
+    module's own initialisation, applied to the stored entries only), each
+    row scaled by sqrt(in_features / its stored entries) with
+    ``init_scale="fan_in"``: a CSRWeight, or with ``block_shape`` a
+    BSRWeight whose density counts blocks (exactly round(density * grid
+    blocks) of them)."""
     dtype = dtype or torch.get_default_dtype()
     if block_shape is None:
         return CSRWeight.random(out_features, in_features, density, init=init, generator=generator,
-                                dtype=dtype, device=device, bound=bound, row_groups=row_groups)
+                                dtype=dtype, device=device, bound=bound, row_groups=row_groups,
+                                init_scale=init_scale)
     bsr_format.grid_shape((out_features, in_features), block_shape, name)
     return BSRWeight.random(out_features, in_features, density, block_shape=block_shape, init=init,
-                            generator=generator, dtype=dtype, device=device, bound=bound, row_groups=row_groups)
+                            generator=generator, dtype=dtype, device=device, bound=bound, row_groups=row_groups,
+                            init_scale=init_scale)
 
 
 def magnitude_mask(dense: torch.Tensor, density: float) -> torch.Tensor:

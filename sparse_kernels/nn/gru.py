@@ -26,10 +26,11 @@ class SparseGRU(SparseRNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, density: float | None = None, sparsity: float | None = None,
-                 init: str = "uniform", generator: torch.Generator | None = None, block_shape=None):
+                 init: str = "uniform", generator: torch.Generator | None = None, block_shape=None,
+                 init_scale: str = "dense"):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          0, device, dtype, density=density, sparsity=sparsity, init=init, generator=generator,
-                         block_shape=block_shape)
+                         block_shape=block_shape, init_scale=init_scale)
 
     def _run_direction(self, layer: int, sfx: str, x, states, batch_sizes, reverse: bool):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..storage import SparseWeight
-from ._common import check_block_shape, check_init, make_weight, resolve_density, weight_from_dense
+from ._common import (check_block_shape, check_init, check_init_scale, make_weight, resolve_density,
+                      weight_from_dense)
 
 __all__ = ["SparseLinear"]
 
@@ -86,7 +87,10 @@ class SparseLinear(nn.Module):
     ``sparsity`` = 1 - density; default density 0.1) sets exactly
     round(density * out * in) stored entries in a random pattern (``init``:
     "uniform" rows or "erdos_renyi"), initialised like nn.Linear's weight,
-    uniform in +-1/sqrt(in_features), as is the bias.
+    uniform in +-1/sqrt(in_features), as is the bias; with
+    ``init_scale="fan_in"`` each row's values are also multiplied by
+    sqrt(in_features / the row's stored entries), i.e. uniform in
+    +-1/sqrt(stored entries), so outputs start with the dense layer's variance.
 
     A dense nn.Linear state_dict (a 2-D ``weight``) can be loaded too: the
     current pattern is kept and its values are read from the dense weight
@@ -96,8 +100,9 @@ class SparseLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  density: float | None = None, sparsity: float | None = None, init: str = "uniform",
-                 generator: torch.Generator | None = None, block_shape=None) -> None:
+                 generator: torch.Generator | None = None, block_shape=None, init_scale: str = "dense") -> None:
         super().__init__()
+        self.init_scale = check_init_scale(init_scale)
         self.in_features = _check_size("SparseLinear", "in_features", in_features)
         self.out_features = _check_size("SparseLinear", "out_features", out_features)
         density = resolve_density(density, sparsity)
@@ -107,7 +112,7 @@ class SparseLinear(nn.Module):
         bound = self._init_bound()
         self.weight = make_weight(self.out_features, self.in_features, density, init=init, bound=bound,
                                   generator=generator, dtype=dtype, device=device, block_shape=self.block_shape,
-                                  name="SparseLinear: the weight")
+                                  name="SparseLinear: the weight", init_scale=init_scale)
         if bias:
             self.bias = nn.Parameter(torch.empty(self.out_features, dtype=self.weight.values.dtype,
                                                  device=self.weight.values.device))
@@ -125,6 +130,8 @@ class SparseLinear(nn.Module):
         bound = self._init_bound()
         with torch.no_grad():
             self.weight.values.uniform_(-bound, bound, generator=generator)
+            if getattr(self, "init_scale", "dense") == "fan_in":
+                self.weight.scale_to_fan_in_()
             if self.bias is not None:
                 self.bias.uniform_(-bound, bound, generator=generator)
 

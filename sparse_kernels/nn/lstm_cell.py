@@ -10,7 +10,8 @@ from torch import nn
 
 from .. import ops
 from ..storage import SparseWeight
-from ._common import check_block_shape, check_init, make_weight, resolve_density, weight_from_dense
+from ._common import (check_block_shape, check_init, check_init_scale, make_weight, resolve_density,
+                      weight_from_dense)
 from .linear import _check_input_dtype, _check_size, _load_dense_weights
 
 __all__ = ["SparseLSTMCell"]
@@ -27,7 +28,9 @@ class SparseLSTMCell(nn.Module):
     ``ops.lstm_cell``. ``density`` (or ``sparsity``; default density 0.1)
     applies to each matrix separately, exactly round(density * numel) stored
     entries each; all stored values and biases start uniform in
-    +-1/sqrt(hidden_size), like nn.LSTMCell. ``block_shape=(bh, bw)`` makes
+    +-1/sqrt(hidden_size), like nn.LSTMCell (with ``init_scale="fan_in"``
+    each row's values also times sqrt(in_features / its stored entries), so
+    gates start with the dense cell's variance). ``block_shape=(bh, bw)`` makes
     both matrices :class:`~sparse_kernels.BSRWeight` (bh dividing 4 *
     hidden_size, bw dividing input_size and hidden_size), computed by the BSR
     kernels.
@@ -40,8 +43,9 @@ class SparseLSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  density: float | None = None, sparsity: float | None = None, init: str = "uniform",
-                 generator: torch.Generator | None = None, block_shape=None) -> None:
+                 generator: torch.Generator | None = None, block_shape=None, init_scale: str = "dense") -> None:
         super().__init__()
+        self.init_scale = check_init_scale(init_scale)
         self.input_size = _check_size("SparseLSTMCell", "input_size", input_size)
         self.hidden_size = _check_size("SparseLSTMCell", "hidden_size", hidden_size)
         self.bias = bool(bias)
@@ -51,7 +55,7 @@ class SparseLSTMCell(nn.Module):
         bound = self._init_bound()
         gates = 4 * self.hidden_size
         kwargs = dict(init=init, bound=bound, generator=generator, dtype=dtype, device=device,
-                      block_shape=self.block_shape)
+                      block_shape=self.block_shape, init_scale=init_scale)
         self.weight_ih = make_weight(gates, self.input_size, density, name="SparseLSTMCell: weight_ih", **kwargs)
         self.weight_hh = make_weight(gates, self.hidden_size, density, name="SparseLSTMCell: weight_hh", **kwargs)
         if bias:
@@ -75,6 +79,9 @@ class SparseLSTMCell(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-bound, bound, generator=generator)
+            if getattr(self, "init_scale", "dense") == "fan_in":
+                self.weight_ih.scale_to_fan_in_()
+                self.weight_hh.scale_to_fan_in_()
 
     # ------------------------------------------------------------------ properties
     @property

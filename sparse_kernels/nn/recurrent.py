@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils.hooks import RemovableHandle
 
-from ._common import (SparseWeightsMixin, check_block_shape, check_init, make_weight, resolve_density,
-                      weight_from_dense)
+from ._common import (SparseWeightsMixin, check_block_shape, check_init, check_init_scale, make_weight,
+                      resolve_density, weight_from_dense)
 from .linear import _load_dense_weights
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -84,7 +84,10 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
     default density 0.1) for every weight matrix, ``init`` ("uniform": equal
     nonzeros per row; "erdos_renyi": uniform over the matrix; "block_diagonal":
     round(1/density) independent blocks per gate, Demeester et al.'s predefined
-    sparseness), ``generator``, ``block_shape``.
+    sparseness), ``init_scale`` ("dense": stored values uniform in
+    +-1/sqrt(hidden_size) like torch.nn; "fan_in": each row's values also
+    times sqrt(in_features / the row's stored entries), so pre-activations
+    start with the dense layer's variance), ``generator``, ``block_shape``.
     ``weight_ih_l{k}{_reverse}`` and ``weight_hh_l{k}{_reverse}`` are
     :class:`~sparse_kernels.CSRWeight` submodules (state_dict keys
     ``weight_hh_l0.values``, ``.row_ptr``, ``.col_idx``); biases are dense
@@ -106,9 +109,10 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *, density: float | None = None,
                  sparsity: float | None = None, init: str = "uniform", generator: torch.Generator | None = None,
-                 block_shape=None):
+                 block_shape=None, init_scale: str = "dense"):
         super().__init__()
         _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        self.init_scale = check_init_scale(init_scale)
         self.block_shape = check_block_shape(block_shape, f"Sparse{self._name}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
@@ -130,7 +134,7 @@ class SparseRNNBase(SparseWeightsMixin, nn.Module):
                     groups = 1 if name.startswith("weight_hr") else GATES[self.mode]
                     self.add_module(name, make_weight(rows, cols, self.target_density, init=init, bound=bound,
                                                       generator=generator, row_groups=groups,
-                                                      block_shape=self.block_shape,
+                                                      block_shape=self.block_shape, init_scale=init_scale,
                                                       name=f"Sparse{self._name}: {name}", **factory))
                 for name in (f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"):
                     if bias:

@@ -20,8 +20,8 @@ from torch import nn
 
 from .. import ops
 from ..storage import SparseWeight
-from ._common import (SparseWeightsMixin, changed_options_repr, check_block_shape, check_init, make_weight,
-                      resolve_density)
+from ._common import (SparseWeightsMixin, changed_options_repr, check_block_shape, check_init, check_init_scale,
+                      make_weight, resolve_density)
 from ._sequence import from_time_major, state_in, state_out, to_time_major
 from .recurrent import _validate_config
 
@@ -65,8 +65,10 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
     def __init__(self, input_size: int, hidden_size: int, depth: int = 1, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, device=None, dtype=None,
                  *, density: float | None = None, sparsity: float | None = None, init: str = "uniform",
-                 generator: torch.Generator | None = None, transform_bias: float = -2.0, block_shape=None):
+                 generator: torch.Generator | None = None, transform_bias: float = -2.0, block_shape=None,
+                 init_scale: str = "dense"):
         super().__init__()
+        self.init_scale = check_init_scale(init_scale)
         _validate_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, 0)
         try:
             depth = operator.index(depth)
@@ -89,7 +91,7 @@ class SparseRHN(SparseWeightsMixin, nn.Module):
             for name, cols in shapes.items():
                 self.add_module(name, make_weight(2 * hidden_size, cols, self.target_density, init=init,
                                                   bound=bound, generator=generator, block_shape=self.block_shape,
-                                                  name=f"SparseRHN: {name}", **factory))
+                                                  init_scale=init_scale, name=f"SparseRHN: {name}", **factory))
             for j in range(depth):
                 if bias:
                     b = torch.empty(2 * hidden_size, **factory)

@@ -28,14 +28,14 @@ class SparseRNN(RecurrentHookMixin, SparseRNNBase):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *, density: float | None = None,
                  sparsity: float | None = None, init: str = "uniform", generator: torch.Generator | None = None,
-                 block_shape=None):
+                 block_shape=None, init_scale: str = "dense"):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          0, device, dtype, density=density, sparsity=sparsity, init=init, generator=generator,
-                         block_shape=block_shape)
+                         block_shape=block_shape, init_scale=init_scale)
 
     def _extra_config_repr(self) -> str:
         return f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else ""

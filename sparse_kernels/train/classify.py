@@ -130,7 +130,8 @@ def train_cls(data: ClassificationData, config: ClsConfig, out_dir, *, resume=No
         return Classifier(len(data.vocab), len(data.labels), embedding_size=config.embedding_size,
                           hidden_size=config.hidden_size, num_layers=config.num_layers, model=config.model,
                           dropout=config.dropout, sparse=config.sparse, density=config.density, init=config.init,
-                          seed=config.seed, depth=config.depth, block_shape=config.block_shape).to(device)
+                          init_scale=config.init_scale, seed=config.seed, depth=config.depth,
+                          block_shape=config.block_shape).to(device)
 
     fitted = fit("cls", config, out_dir, build_model=build_model, steps_per_epoch=steps_per_epoch,
                  batches=batches, loss_fn=loss_fn, validate=validate, score=lambda m: -m["valid_accuracy"],

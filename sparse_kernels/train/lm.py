@@ -19,6 +19,14 @@ from .models import LanguageModel, detach_state
 
 @dataclass
 class LMConfig(RunConfig):
+    # Liu et al.'s optimiser (momentum SGD, lr 2, clip 10) with dropout 0.5 and
+    # fan-in-scaled sparse weights: under the dense-example settings (plain
+    # SGD lr 20, clip 0.25) sparse models trained far worse than dense ones
+    # (issue #17; the study is docs/quality.md).
+    lr: float = 2.0
+    momentum: float = 0.9
+    clip: float = 10.0
+    init_scale: str = "fan_in"
     batch_size: int = 20
     eval_batch_size: int = 10
     bptt: int = 35
@@ -73,7 +81,7 @@ def build_lm(config: LMConfig, vocab_size: int, ranks: torch.Tensor | None = Non
     return LanguageModel(vocab_size, embedding_size=config.embedding_size, hidden_size=config.hidden_size,
                          num_layers=config.num_layers, model=config.model, dropout=config.dropout,
                          tie_weights=config.tie_weights, sparse=config.sparse, density=config.density,
-                         init=config.init, seed=config.seed, depth=config.depth,
+                         init=config.init, init_scale=config.init_scale, seed=config.seed, depth=config.depth,
                          embedding_density=config.embedding_density, frequency_ranks=ranks,
                          block_shape=config.block_shape).to(config.device)
 

@@ -49,6 +49,7 @@ class RunConfig:
     method: str = "dense"
     sparsity: float = 0.9
     init: str = "uniform"
+    init_scale: str = "dense"    # sparse weights' initial values: the dense layer's bound, or "fan_in" (see storage)
     embedding_size: int = 200
     hidden_size: int = 200
     num_layers: int = 2
@@ -87,6 +88,8 @@ class RunConfig:
     def _validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.init_scale not in ("dense", "fan_in"):
+            raise ValueError(f"init_scale must be 'dense' or 'fan_in', got {self.init_scale!r}")
         if not (0.0 <= self.sparsity < 1.0):
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.optimizer not in OPTIMIZERS:

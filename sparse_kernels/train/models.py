@@ -34,11 +34,12 @@ def _sparse_class(kind: str):
 
 def recurrent_stack(kind: str, input_size: int, hidden_size: int, num_layers: int, *, dropout: float,
                     density: float, sparse: bool, init: str = "uniform", generator=None,
-                    depth: int = 1, block_shape=None) -> nn.Module:
+                    depth: int = 1, block_shape=None, init_scale: str = "dense") -> nn.Module:
     """A recurrent stack of ``kind``. ``sparse=False`` gives the torch.nn
     module (or the sparse one at density 1 where torch has none, as for
     RHN); ``depth`` is the recurrence depth of an RHN; ``block_shape`` stores
-    the sparse weights as dense blocks (BSR)."""
+    the sparse weights as dense blocks (BSR); ``init_scale`` scales the sparse
+    weights' initial values (see sparse_kernels.storage.INIT_SCALES)."""
     if kind not in RECURRENT:
         raise ConfigError(f"model must be one of {sorted(RECURRENT)}, got {kind!r}")
     dense_name = RECURRENT[kind][0]
@@ -46,11 +47,12 @@ def recurrent_stack(kind: str, input_size: int, hidden_size: int, num_layers: in
         warnings.simplefilter("ignore")  # dropout with one layer: nn.LSTM's warning, harmless here
         if kind == "rhn":
             return _sparse_class(kind)(input_size, hidden_size, depth=depth, density=density if sparse else 1.0,
-                                       init=init, generator=generator, block_shape=block_shape if sparse else None)
+                                       init=init, generator=generator, block_shape=block_shape if sparse else None,
+                                       init_scale=init_scale)
         if not sparse:
             return getattr(nn, dense_name)(input_size, hidden_size, num_layers, dropout=dropout)
         return _sparse_class(kind)(input_size, hidden_size, num_layers, dropout=dropout, density=density,
-                                   init=init, generator=generator, block_shape=block_shape)
+                                   init=init, generator=generator, block_shape=block_shape, init_scale=init_scale)
 
 
 def detach_state(state):
@@ -73,7 +75,7 @@ class LanguageModel(nn.Module):
                  model: str = "lstm", dropout: float = 0.5, tie_weights: bool = False, sparse: bool = False,
                  density: float = 1.0, init: str = "uniform", seed: int = 0, depth: int = 1,
                  embedding_density: float | None = None, frequency_ranks: torch.Tensor | None = None,
-                 block_shape=None):
+                 block_shape=None, init_scale: str = "dense"):
         super().__init__()
         if tie_weights and embedding_size != hidden_size:
             raise ConfigError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} "
@@ -91,7 +93,7 @@ class LanguageModel(nn.Module):
                                            frequency_ranks=frequency_ranks)
         self.rnn = recurrent_stack(model, embedding_size, hidden_size, num_layers, dropout=dropout,
                                    density=density, sparse=sparse, init=init, generator=generator, depth=depth,
-                                   block_shape=block_shape)
+                                   block_shape=block_shape, init_scale=init_scale)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         with torch.no_grad():
             encoder_values = self.encoder.weight if embedding_density is None else self.encoder.weight.values
@@ -131,13 +133,14 @@ class Classifier(nn.Module):
 
     def __init__(self, vocab_size: int, num_classes: int, *, embedding_size: int, hidden_size: int,
                  num_layers: int = 1, model: str = "lstm", dropout: float = 0.0, sparse: bool = False,
-                 density: float = 1.0, init: str = "uniform", seed: int = 0, depth: int = 1, block_shape=None):
+                 density: float = 1.0, init: str = "uniform", seed: int = 0, depth: int = 1, block_shape=None,
+                 init_scale: str = "dense"):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.encoder = nn.Embedding(vocab_size, embedding_size, padding_idx=0)
         self.rnn = recurrent_stack(model, embedding_size, hidden_size, num_layers, dropout=dropout,
                                    density=density, sparse=sparse, init=init, generator=generator, depth=depth,
-                                   block_shape=block_shape)
+                                   block_shape=block_shape, init_scale=init_scale)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_classes)
 

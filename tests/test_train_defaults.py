@@ -1,0 +1,65 @@
+"""The defaults of `sparse-rnn train-lm` / `train-cls` and of DynamicSparsity
+(issue #17: settings under which sparse training works), and a resumed run
+keeping the settings it was started with."""
+
+import pytest
+import torch
+
+from sparse_kernels.cli import build_parser, main
+from sparse_kernels.train import LMConfig
+from sparse_kernels.train.data import write_ptb
+
+# train-lm's defaults: docs/quality.md shows what they were chosen from.
+LM_DEFAULTS = dict(optimizer="sgd", lr=2.0, momentum=0.9, clip=10.0, dropout=0.5, init_scale="fan_in",
+                   hidden=650, layers=2, lr_decay=1.33)
+
+
+def test_train_lm_defaults_are_the_studied_ones():
+    args = build_parser().parse_args(["train-lm"])
+    assert {k: getattr(args, k) for k in LM_DEFAULTS} == LM_DEFAULTS
+    config = LMConfig()
+    for key in ("optimizer", "lr", "momentum", "clip", "dropout", "init_scale", "lr_decay"):
+        assert getattr(config, key) == LM_DEFAULTS[key], key
+
+
+@pytest.fixture
+def ptb(tmp_path):
+    words = [f"w{i}" for i in range(8)]
+    sentences = [[words[(i * k) % 8] for k in range(1, 6)] for i in range(60)]
+    return write_ptb(tmp_path / "ptb", {"train": sentences[:40], "valid": sentences[40:50], "test": sentences[50:]})
+
+
+def _saved_config(folder):
+    return torch.load(folder / "checkpoint.pt", weights_only=True)["config"]
+
+
+def test_resume_keeps_the_checkpoint_settings_unless_given(ptb, tmp_path, capsys):
+    """A run started with other settings (e.g. this program's earlier
+    defaults) continues with them when resumed without those options; an
+    option given on the resuming command line wins."""
+    base = ["train-lm", "--data", str(ptb), "--batch-size", "4", "--bptt", "5", "--hidden", "12", "--layers", "1",
+            "--no-progress", "--method", "st-rnn", "--sparsity", "0.5", "--out", str(tmp_path / "a")]
+    old = ["--lr", "20", "--momentum", "0", "--clip", "0.25", "--dropout", "0.2", "--init-scale", "dense",
+           "--prune-rate", "0.4"]
+    assert main(base + old + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--epochs", "2", "--resume", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "resuming with the checkpoint's settings" in err and "clip=0.25" in err
+    saved = _saved_config(tmp_path / "a")
+    assert (saved["clip"], saved["dropout"], saved["prune_rate"], saved["init_scale"]) == (0.25, 0.2, 0.4, "dense")
+    assert saved["epochs"] == 2  # given on the command line
+    assert main(base + ["--epochs", "3", "--clip", "5", "--resume", str(tmp_path / "a")]) == 0
+    saved = _saved_config(tmp_path / "a")
+    assert saved["clip"] == 5.0 and saved["dropout"] == 0.2
+
+
+def test_resume_with_abbreviated_or_equals_options(ptb, tmp_path, capsys):
+    """Options given as --opt=value or abbreviated (argparse accepts both)
+    count as given."""
+    base = ["train-lm", "--data", str(ptb), "--batch-size", "4", "--bptt", "5", "--hidden", "12", "--layers", "1",
+            "--no-progress", "--out", str(tmp_path / "a")]
+    assert main(base + ["--epochs", "1", "--dropout", "0.3"]) == 0
+    assert main(base + ["--epochs=2", "--dropo", "0.1", "--resume", str(tmp_path / "a")]) == 0
+    saved = _saved_config(tmp_path / "a")
+    assert saved["epochs"] == 2 and saved["dropout"] == 0.1
