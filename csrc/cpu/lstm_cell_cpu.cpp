@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include <type_traits>
+#include <utility>
 
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_fast_math.h"
@@ -118,10 +119,12 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     const at::Tensor& grad_h_, const at::Tensor& grad_c_,
     const at::Tensor& gates_, const at::Tensor& c_prev_, const at::Tensor& c_) {
   check_cell_shapes(gates_, c_prev_);
-  for (const at::Tensor* t : {&grad_h_, &grad_c_, &c_}) {
-    TORCH_CHECK(t->sizes() == c_prev_.sizes() &&
-                    t->scalar_type() == c_prev_.scalar_type(),
-                "grad_h, grad_c and c must match c_prev in shape and dtype");
+  const std::pair<const at::Tensor*, const char*> same_as_c_prev[] = {
+      {&grad_h_, "grad_h"}, {&grad_c_, "grad_c"}, {&c_, "c"}};
+  for (const auto& [t, name] : same_as_c_prev) {
+    TORCH_CHECK(t->sizes() == c_prev_.sizes() && t->scalar_type() == c_prev_.scalar_type(), name,
+                " must match c_prev (", c_prev_.sizes(), ", ", c_prev_.scalar_type(), "), got ", t->sizes(),
+                ", ", t->scalar_type());
   }
   const at::Tensor grad_h = grad_h_.contiguous(), grad_c = grad_c_.contiguous();
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
