@@ -411,6 +411,9 @@ inline int64_t check_bsr_linear_args(const at::Tensor& input, const at::Tensor& 
     TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_features, "bias must have shape (",
                 out_features, "), got ", bias->sizes());
   }
+  // The block structure, as for CSR (CPU tensors; issue 16 found it unchecked):
+  // a block column past in_features / bw would be read out of bounds.
+  check_compressed_index(block_row_ptr, block_col_idx, input.size(1) / bw, "block_row_ptr", "block_col_idx");
   return out_features;
 }
 
@@ -432,6 +435,9 @@ inline int64_t check_bsr_input_grad_args(const at::Tensor& grad_output, const at
   const int64_t bh = values.size(1);
   TORCH_CHECK(grad_output.size(1) % bh == 0, "grad_output must have a multiple of the block height ",
               bh, " as out_features, got ", grad_output.size(1));
+  check_compressed_index(block_col_ptr, block_row_idx, grad_output.size(1) / bh, "block_col_ptr",
+                         "block_row_idx");
+  check_index_bounds(block_csr2csc, block_row_idx.numel(), "block_csr2csc");
   return (block_col_ptr.numel() - 1) * values.size(2);
 }
 
@@ -455,5 +461,6 @@ inline void check_bsr_value_grad_args(const at::Tensor& grad_output, const at::T
               " columns, got ", grad_output.size(1));
   TORCH_CHECK(input.size(1) % bw == 0, "input must have a multiple of the block width ", bw,
               " as in_features, got ", input.size(1));
+  check_compressed_index(block_row_ptr, block_col_idx, input.size(1) / bw, "block_row_ptr", "block_col_idx");
 }
 }  // namespace sparse_kernels
