@@ -374,6 +374,31 @@ inline void check_sparse_linear_index16(const at::Tensor& row_ptr, const at::Ten
                 "col_order");
 }
 
+// The fused LSTM cell's arguments, CPU and CUDA alike: gates (N, 4H) and
+// c_prev (N, H) of one dtype; for the backward also grad_h, grad_c and c
+// shaped and typed as c_prev.
+inline void check_lstm_cell_args(const at::Tensor& gates, const at::Tensor& c_prev) {
+  SK_CHECK_DIM(gates, 2);
+  SK_CHECK_DIM(c_prev, 2);
+  SK_CHECK_SAME_DTYPE(gates, c_prev);
+  TORCH_CHECK(gates.size(0) == c_prev.size(0) && gates.size(1) == 4 * c_prev.size(1),
+              "gates must have shape (N, 4*H) for c_prev of shape (N, H), got ", gates.sizes(), " and ",
+              c_prev.sizes());
+}
+
+inline void check_lstm_cell_backward_args(const at::Tensor& grad_h, const at::Tensor& grad_c,
+                                          const at::Tensor& gates, const at::Tensor& c_prev,
+                                          const at::Tensor& c) {
+  check_lstm_cell_args(gates, c_prev);
+  const std::pair<const at::Tensor*, const char*> same_as_c_prev[] = {
+      {&grad_h, "grad_h"}, {&grad_c, "grad_c"}, {&c, "c"}};
+  for (const auto& [t, name] : same_as_c_prev) {
+    TORCH_CHECK(t->sizes() == c_prev.sizes() && t->scalar_type() == c_prev.scalar_type(), name,
+                " must match c_prev (", c_prev.sizes(), ", ", c_prev.scalar_type(), "), got ", t->sizes(),
+                ", ", t->scalar_type());
+  }
+}
+
 // The block values of a BSR matrix: contiguous (nblocks, bh, bw), one block
 // per block_col_idx (or block_row_idx) entry, blocks of at least 1 x 1.
 inline void check_block_values(const at::Tensor& values, const at::Tensor& block_index) {
