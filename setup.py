@@ -31,6 +31,20 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 DEFAULT_CUDA_ARCHS = "8.0;9.0"
 
+# Symbols (issue 16; README "Building by hand"): _C.so defines and exports
+# nothing but its module init, PyInit__C. Without these flags it exported every
+# inline function and template instantiation it compiled (std::, c10::, ours),
+# each a candidate for the dynamic linker to bind to another library's copy,
+# or another library to ours: what a binary then runs depends on the load
+# order and on the compiler of every library in the process. Hidden
+# visibility binds each call inside _C.so to the code compiled with it, the
+# version script keeps the export table to PyInit__C whatever a compiler or
+# header marks visible, and --exclude-libs hides whatever a static archive
+# (libgcc.a, a static libstdc++) would bring in. CMakeLists.txt uses the same
+# compile flags for its kernel library.
+HIDDEN_VISIBILITY = ["-fvisibility=hidden", "-fvisibility-inlines-hidden"]
+EXPORT_ONLY_MODULE_INIT = ["-Wl,--exclude-libs,ALL", f"-Wl,--version-script={CSRC / 'python_module.map'}"]
+
 
 def _truthy(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -75,8 +89,8 @@ def _extension():
     sources = [str(CSRC / "python_module.cpp"), str(CSRC / "ops.cpp"), str(CSRC / "build_info.cpp")]
     sources += sorted(str(p) for p in (CSRC / "cpu").glob("*.cpp"))
     define_macros = [("SK_TORCH_VERSION", f'"{torch.__version__}"')]
-    cxx_flags = ["-O3", "-fopenmp"]
-    nvcc_flags = ["-O3", "-Xptxas=-v", "-Werror=all-warnings"]
+    cxx_flags = ["-O3", "-fopenmp", *HIDDEN_VISIBILITY]
+    nvcc_flags = ["-O3", "-Xptxas=-v", "-Werror=all-warnings", *(f"-Xcompiler={f}" for f in HIDDEN_VISIBILITY)]
     ext_cls = cpp_extension.CppExtension
     if with_cuda:
         ext_cls = cpp_extension.CUDAExtension
@@ -94,7 +108,7 @@ def _extension():
         include_dirs=[str(CSRC / "include")],
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=["-fopenmp", *EXPORT_ONLY_MODULE_INIT],
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import traceback
 
@@ -46,15 +47,19 @@ class Run:
         self.computed = 0
         self.failures: list[str] = []
 
-    def call(self, op: str, case: str, fn, *, must_refuse: bool, oracle=None):
+    def call(self, op: str, case: str, fn, *, must_refuse: bool, oracle=None, message=None):
         """Run fn(); it must raise when must_refuse, else (if it returns)
-        match oracle() when given."""
+        match oracle() when given. With ``message`` (a regular expression) the
+        refusal must be a RuntimeError whose text matches it."""
         self.calls += 1
         self.log.write(f"{op}: {case}\n")
         try:
             result = fn()
-        except REFUSALS:
+        except REFUSALS as exc:
             self.refused += 1
+            if message is not None and not (isinstance(exc, RuntimeError) and re.search(message, str(exc))):
+                self.failures.append(f"{op}: {case}: {type(exc).__name__} whose message does not match "
+                                     f"{message!r}: {str(exc)[:300]}")
             return
         except Exception as exc:  # noqa: BLE001  (any other type is a finding)
             self.failures.append(f"{op}: {case}: unexpected {type(exc).__name__}: {exc}")
@@ -80,6 +85,132 @@ def _dense_sum(values, ptr, idx, shape):
 
 def _csc_args(ptr, idx, cols):
     return tuple(csr.csr_transpose(ptr, idx, cols))
+
+
+# ----------------------------------------------------------------------------- one bad call per op
+def _tensor(values, dtype=I32):
+    return torch.tensor(values, dtype=dtype)
+
+
+def named_bad_calls():
+    """(op, case, call, message pattern): one malformed call of every op of the
+    library, each of which must raise a RuntimeError naming the argument and
+    the numbers at fault. Issue 16: on gcc 13.3 builds the first two (its
+    reproducers) killed the process while the check formatted an integer into
+    its message, so these run first in the fuzzer's fresh interpreter."""
+    g = torch.Generator().manual_seed(16)
+    rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    # W (3 x 4) as CSR and its CSC view; a 4 x 4 BSR of 2 x 2 blocks on the diagonal.
+    rp, ci = _tensor([0, 2, 3, 4]), _tensor([0, 2, 1, 3])
+    cp, ri, perm = _csc_args(rp, ci, 4)
+    v, x, gy = rnd(4), rnd(2, 4), rnd(2, 3)
+    brp, bci = _tensor([0, 1, 2]), _tensor([0, 1])
+    bcp, bri, bperm = _csc_args(brp, bci, 2)
+    bv, bx = rnd(2, 2, 2), rnd(3, 4)
+    # One recurrent layer per kind (T = 2, B = 2, H = 3), W_hh dense, and what its forward saved.
+    hidden, steps, batch = 3, 2, 2
+    bs = torch.full((steps,), batch, dtype=torch.int64)
+    h0, c0 = rnd(batch, hidden), rnd(batch, hidden)
+    layers = {}
+    for kind, gates in GATES.items():
+        lrp, lci = random_pattern(gates * hidden, hidden, 1.0, 16)
+        lv, ig = rnd(lci.numel()), rnd(steps, batch, gates * hidden)
+        bias = rnd(gates * hidden) if kind == "gru" else None
+        csc = _csc_args(lrp, lci, hidden)
+        saved = _layer_forward(kind, ig, h0, c0, lv, lrp, lci, csc, bs, bias)
+        bad_ci = lci.clone()
+        bad_ci[5] = hidden + 4  # row 1's third entry (dense rows of 3)
+        layers[kind] = dict(ig=ig, lv=lv, lrp=lrp, bad_ci=bad_ci, csc=csc, bias=bias,
+                            saved=tuple(saved) + ((ig,) if kind == "gru" else ()))
+    out_of_range = r"{} must hold values in \[0, {}\), got {} at entry {}"
+
+    calls = [
+        # Issue 16's two reproducers, verbatim.
+        ("lstm_cell", "gates (3, 5) for c_prev (3, 2)",
+         lambda: RAW.lstm_cell(torch.randn(3, 5), torch.randn(3, 2)),
+         r"gates must have shape \(N, 4\*H\) for c_prev of shape \(N, H\), got \[3, 5\] and \[3, 2\]"),
+        ("sparse_linear_input_grad_csr", "col_idx 2 with in_features 2",
+         lambda: RAW.sparse_linear_input_grad_csr(torch.randn(3, 6), torch.randn(4),
+                                                  _tensor([0, 1, 2, 3, 4, 4, 4]), _tensor([0, 1, 2, 3]), 2),
+         out_of_range.format("col_idx", 2, 2, 2)),
+        # The products.
+        ("sparse_linear", "col_idx holds 9 with in_features 4",
+         lambda: RAW.sparse_linear(x, v, rp, _tensor([0, 2, 1, 9]), None, None, None, None),
+         out_of_range.format("col_idx", 4, 9, 3)),
+        ("sparse_linear_input_grad", "row_idx holds 7 with 3 rows",
+         lambda: RAW.sparse_linear_input_grad(gy, v, cp, _tensor([0, 2, 7, 1]), perm),
+         out_of_range.format("row_idx", 3, 7, 2)),
+        ("sparse_linear_value_grad", "row_ptr decreasing",
+         lambda: RAW.sparse_linear_value_grad(gy, x, _tensor([0, 3, 2, 4]), ci),
+         r"row_ptr must be non-decreasing, got 3 then 2 at entry 1"),
+        # The block-sparse products.
+        ("bsr_linear", "block_col_idx holds 5 with 2 block columns",
+         lambda: RAW.bsr_linear(bx, bv, brp, _tensor([0, 5]), bcp, bri, bperm, None),
+         out_of_range.format("block_col_idx", 2, 5, 1)),
+        ("bsr_linear_input_grad", "block_col_ptr past nnz",
+         lambda: RAW.bsr_linear_input_grad(bx, bv, _tensor([0, 1, 3]), bri, bperm),
+         r"block_col_ptr must end at nnz = 2 \(the length of block_row_idx\), got 3"),
+        ("bsr_linear_value_grad", "block_row_ptr not from 0",
+         lambda: RAW.bsr_linear_value_grad(bx, bx, _tensor([1, 1, 2]), bci, 2, 2),
+         r"block_row_ptr must start at 0, got 1"),
+        # The cells.
+        ("lstm_cell_backward", "grad_h one row short",
+         lambda: RAW.lstm_cell_backward(rnd(1, 2), rnd(3, 2), rnd(3, 8), rnd(3, 2), rnd(3, 2)),
+         r"grad_h must match c_prev \(\[3, 2\], Double\), got \[1, 2\], Double"),
+        # The topology updates.
+        ("magnitude_prune", "drop 5 of a group of 4",
+         lambda: RAW.magnitude_prune(v, _tensor([0, 4], torch.int64), _tensor([5], torch.int64)),
+         r"5.*4|4.*5"),
+        ("signed_magnitude_prune", "fraction 2",
+         lambda: RAW.signed_magnitude_prune(v, _tensor([0, 4], torch.int64), 2.0),
+         r"fraction.*2"),
+        ("random_regrow", "col_idx holds 6 with n_cols 4",
+         lambda: RAW.random_regrow(rp, _tensor([0, 2, 6, 3]), torch.ones(4, dtype=torch.bool), 4,
+                                   _tensor([0, 3], torch.int64), _tensor([1], torch.int64), 0),
+         out_of_range.format("col_idx", 4, 6, 2)),
+        ("gradient_regrow", "col_idx holds -1",
+         lambda: RAW.gradient_regrow(gy, x, rp, _tensor([0, 2, -1, 3]), torch.ones(4, dtype=torch.bool), 1, 2),
+         out_of_range.format("col_idx", 4, -1, 2)),
+        ("rebuild_csr", "grow_row_ptr ends past its index",
+         lambda: RAW.rebuild_csr(rp, ci, torch.ones(4, dtype=torch.bool), _tensor([0, 0, 1, 2]), _tensor([3])),
+         r"grow_row_ptr must end at nnz = 1 \(the length of grow_col_idx\), got 2"),
+    ]
+    # The layers, forward and backward: W_hh's column index holds H + 4 = 7.
+    for kind, layer in layers.items():
+        lw = layer
+        name = "r_col_idx" if kind == "rhn" else "hh_col_idx"
+        pattern = out_of_range.format(name, hidden, hidden + 4, 5)
+        calls.append((f"{kind}_layer", f"{name} holds {hidden + 4} with hidden {hidden}",
+                      lambda lw=lw, kind=kind: _layer_forward(kind, lw["ig"], h0, c0, lw["lv"], lw["lrp"],
+                                                              lw["bad_ci"], lw["csc"], bs, lw["bias"]),
+                      pattern))
+        calls.append((f"{kind}_layer_backward", f"{name} holds {hidden + 4} with hidden {hidden}",
+                      lambda lw=lw, kind=kind: _layer_backward(kind, lw["saved"], h0, c0, lw["lv"], lw["lrp"],
+                                                               lw["bad_ci"], lw["csc"], bs),
+                      pattern))
+    return calls
+
+
+def library_ops() -> set[str]:
+    """Every op of the library but build_info (no arguments to get wrong)."""
+    return {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names()
+            if name.startswith("sparse_kernels::") and name != "sparse_kernels::build_info"}
+
+
+def fuzz_named(run: Run, max_examples: int, derandomize: bool, only: str | None = None):
+    """The fixed table above: every call refused with its message. Without
+    ``only`` (a case label to run alone), the table must cover every op."""
+    calls = named_bad_calls()
+    if only is not None:
+        calls = [c for c in calls if c[1] == only]
+        if not calls:
+            run.failures.append(f"named: no case labelled {only!r}")
+    else:
+        missing = library_ops() - {op for op, *_ in calls}
+        if missing:
+            run.failures.append(f"named: no bad call for the ops {sorted(missing)}")
+    for op, case, fn, pattern in calls:
+        run.call(op, case, fn, must_refuse=True, message=pattern)
 
 
 # ----------------------------------------------------------------------------- the products
@@ -403,10 +534,15 @@ def main(argv=None) -> int:
     parser.add_argument("--derandomize", action="store_true")
     parser.add_argument("--log", required=True)
     parser.add_argument("--summary", required=True)
+    parser.add_argument("--only", help="run this one case of the named table (a fresh interpreter per case)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     run = Run(args.log)
-    families = {"products": fuzz_products, "cells": fuzz_cells, "layers": fuzz_layers, "topology": fuzz_topology}
+    # The named calls first: issue 16's crash came with the first check message of a fresh process.
+    families = {"named": lambda *a: fuzz_named(*a, only=args.only)}
+    if args.only is None:
+        families |= {"products": fuzz_products, "cells": fuzz_cells, "layers": fuzz_layers,
+                     "topology": fuzz_topology}
     examples = {}
     for name, fuzz in families.items():
         before = run.calls

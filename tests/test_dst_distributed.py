@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from sparse_kernels.train.distributed import _NO_BUFFER_SYNC as NO_BUFFER_SYNC  # the kwarg differs across torch releases
+
 WORLD_SIZE = 2
 TIME_LIMIT_S = 240
 
@@ -51,7 +53,7 @@ def _worker(rank: int, port: int, out_dir: str, method: str) -> None:
                 # Release the old reducer before building the new one, and do not
                 # sync anything at init (each rank keeps its own pattern).
                 ddp = None
-                ddp = torch.nn.parallel.DistributedDataParallel(model, init_sync=False, forward_sync_buffers=False)
+                ddp = torch.nn.parallel.DistributedDataParallel(model, init_sync=False, **NO_BUFFER_SYNC)
                 resized += 1
         assert dst.updates == 3
         assert (resized > 0) == (method == "snfs"), resized

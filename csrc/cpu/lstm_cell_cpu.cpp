@@ -83,21 +83,12 @@ void cell_backward_span_any(const T* g, const T* cp, const T* cc, const T* dh, c
   }
 }
 
-void check_cell_shapes(const at::Tensor& gates, const at::Tensor& c_prev) {
-  SK_CHECK_DIM(gates, 2);
-  SK_CHECK_DIM(c_prev, 2);
-  SK_CHECK_FLOAT(gates);
-  SK_CHECK_SAME_DTYPE(gates, c_prev);
-  TORCH_CHECK(gates.size(0) == c_prev.size(0) &&
-                  gates.size(1) == 4 * c_prev.size(1),
-              "gates must have shape (N, 4*H) for c_prev of shape (N, H), got ",
-              gates.sizes(), " and ", c_prev.sizes());
-}
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& gates_,
                                              const at::Tensor& c_prev_) {
-  check_cell_shapes(gates_, c_prev_);
+  check_lstm_cell_args(gates_, c_prev_);
+  SK_CHECK_FLOAT(gates_);
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
   const int64_t n_rows = c_prev.size(0), hidden = c_prev.size(1);
   at::Tensor h = at::empty_like(c_prev), c = at::empty_like(c_prev);
@@ -117,12 +108,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell(const at::Tensor& gates_,
 std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     const at::Tensor& grad_h_, const at::Tensor& grad_c_,
     const at::Tensor& gates_, const at::Tensor& c_prev_, const at::Tensor& c_) {
-  check_cell_shapes(gates_, c_prev_);
-  for (const at::Tensor* t : {&grad_h_, &grad_c_, &c_}) {
-    TORCH_CHECK(t->sizes() == c_prev_.sizes() &&
-                    t->scalar_type() == c_prev_.scalar_type(),
-                "grad_h, grad_c and c must match c_prev in shape and dtype");
-  }
+  check_lstm_cell_backward_args(grad_h_, grad_c_, gates_, c_prev_, c_);
+  SK_CHECK_FLOAT(gates_);
   const at::Tensor grad_h = grad_h_.contiguous(), grad_c = grad_c_.contiguous();
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
   const at::Tensor c = c_.contiguous();

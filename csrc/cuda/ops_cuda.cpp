@@ -349,17 +349,9 @@ at::Tensor bsr_linear_value_grad_cuda(const at::Tensor& grad_output_, const at::
   return grad_values;
 }
 
-void check_cell(const at::Tensor& gates, const at::Tensor& c_prev) {
-  SK_CHECK_DIM(gates, 2);
-  SK_CHECK_DIM(c_prev, 2);
-  SK_CHECK_SAME_DTYPE(gates, c_prev);
-  TORCH_CHECK(gates.size(0) == c_prev.size(0) && gates.size(1) == 4 * c_prev.size(1),
-              "gates must have shape (N, 4*H) for c_prev of shape (N, H)");
-}
-
 std::tuple<at::Tensor, at::Tensor> lstm_cell_cuda(const at::Tensor& gates_,
                                                   const at::Tensor& c_prev_) {
-  check_cell(gates_, c_prev_);
+  check_lstm_cell_args(gates_, c_prev_);
   const c10::cuda::CUDAGuard guard(gates_.device());
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();
   at::Tensor h = at::empty_like(c_prev), c = at::empty_like(c_prev);
@@ -375,7 +367,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cuda(const at::Tensor& gates_,
 std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(
     const at::Tensor& grad_h_, const at::Tensor& grad_c_, const at::Tensor& gates_,
     const at::Tensor& c_prev_, const at::Tensor& c_) {
-  check_cell(gates_, c_prev_);
+  check_lstm_cell_backward_args(grad_h_, grad_c_, gates_, c_prev_, c_);
   const c10::cuda::CUDAGuard guard(gates_.device());
   const at::Tensor grad_h = grad_h_.contiguous(), grad_c = grad_c_.contiguous();
   const at::Tensor gates = gates_.contiguous(), c_prev = c_prev_.contiguous();

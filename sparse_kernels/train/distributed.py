@@ -18,6 +18,7 @@ identity (one rank, nothing to reduce).
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -26,6 +27,13 @@ import torch.distributed as dist
 from torch import nn
 
 from ..storage import SparseWeight
+
+
+# DDP's switch for the per-forward buffer broadcast: forward_sync_buffers in
+# the torch this is pinned to, broadcast_buffers in older ones (torch 2.11).
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
 
 
 class DistributedError(RuntimeError):
@@ -181,7 +189,7 @@ class DataParallel:
         self.module = None  # release the old reducer first
         self.module = nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device] if device.type == "cuda" else None, init_sync=init_sync,
-            forward_sync_buffers=False)
+            **_NO_BUFFER_SYNC)
         self._shapes = _parameter_shapes(self.model)
 
     def refresh(self) -> bool:

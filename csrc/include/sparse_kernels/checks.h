@@ -374,6 +374,31 @@ inline void check_sparse_linear_index16(const at::Tensor& row_ptr, const at::Ten
                 "col_order");
 }
 
+// The fused LSTM cell's arguments, CPU and CUDA alike: gates (N, 4H) and
+// c_prev (N, H) of one dtype; for the backward also grad_h, grad_c and c
+// shaped and typed as c_prev.
+inline void check_lstm_cell_args(const at::Tensor& gates, const at::Tensor& c_prev) {
+  SK_CHECK_DIM(gates, 2);
+  SK_CHECK_DIM(c_prev, 2);
+  SK_CHECK_SAME_DTYPE(gates, c_prev);
+  TORCH_CHECK(gates.size(0) == c_prev.size(0) && gates.size(1) == 4 * c_prev.size(1),
+              "gates must have shape (N, 4*H) for c_prev of shape (N, H), got ", gates.sizes(), " and ",
+              c_prev.sizes());
+}
+
+inline void check_lstm_cell_backward_args(const at::Tensor& grad_h, const at::Tensor& grad_c,
+                                          const at::Tensor& gates, const at::Tensor& c_prev,
+                                          const at::Tensor& c) {
+  check_lstm_cell_args(gates, c_prev);
+  const std::pair<const at::Tensor*, const char*> same_as_c_prev[] = {
+      {&grad_h, "grad_h"}, {&grad_c, "grad_c"}, {&c, "c"}};
+  for (const auto& [t, name] : same_as_c_prev) {
+    TORCH_CHECK(t->sizes() == c_prev.sizes() && t->scalar_type() == c_prev.scalar_type(), name,
+                " must match c_prev (", c_prev.sizes(), ", ", c_prev.scalar_type(), "), got ", t->sizes(),
+                ", ", t->scalar_type());
+  }
+}
+
 // The block values of a BSR matrix: contiguous (nblocks, bh, bw), one block
 // per block_col_idx (or block_row_idx) entry, blocks of at least 1 x 1.
 inline void check_block_values(const at::Tensor& values, const at::Tensor& block_index) {
@@ -411,6 +436,9 @@ inline int64_t check_bsr_linear_args(const at::Tensor& input, const at::Tensor& 
     TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_features, "bias must have shape (",
                 out_features, "), got ", bias->sizes());
   }
+  // The block structure, as for CSR (CPU tensors; issue 16 found it unchecked):
+  // a block column past in_features / bw would be read out of bounds.
+  check_compressed_index(block_row_ptr, block_col_idx, input.size(1) / bw, "block_row_ptr", "block_col_idx");
   return out_features;
 }
 
@@ -432,6 +460,9 @@ inline int64_t check_bsr_input_grad_args(const at::Tensor& grad_output, const at
   const int64_t bh = values.size(1);
   TORCH_CHECK(grad_output.size(1) % bh == 0, "grad_output must have a multiple of the block height ",
               bh, " as out_features, got ", grad_output.size(1));
+  check_compressed_index(block_col_ptr, block_row_idx, grad_output.size(1) / bh, "block_col_ptr",
+                         "block_row_idx");
+  check_index_bounds(block_csr2csc, block_row_idx.numel(), "block_csr2csc");
   return (block_col_ptr.numel() - 1) * values.size(2);
 }
 
@@ -455,5 +486,6 @@ inline void check_bsr_value_grad_args(const at::Tensor& grad_output, const at::T
               " columns, got ", grad_output.size(1));
   TORCH_CHECK(input.size(1) % bw == 0, "input must have a multiple of the block width ", bw,
               " as in_features, got ", input.size(1));
+  check_compressed_index(block_row_ptr, block_col_idx, input.size(1) / bw, "block_row_ptr", "block_col_idx");
 }
 }  // namespace sparse_kernels
