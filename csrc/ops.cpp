@@ -1,6 +1,6 @@
 // The one list of op schemas. Backends register implementations with
 // TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*.cpp; autograd and fake
-// (meta) kernels are registered from Python in sparse_kernels/ops.py.
+// (meta) kernels are registered from Python in the sparse_kernels/ops package.
 #include <torch/library.h>
 
 #include <string>

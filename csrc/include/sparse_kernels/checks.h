@@ -1,4 +1,4 @@
-// Argument checks shared by the backends. The Python layer (sparse_kernels/ops.py)
+// Argument checks shared by the backends. The Python layer (the sparse_kernels/ops package)
 // raises clear ValueError/TypeError first; these are the last line of defence
 // for callers who go straight to torch.ops.sparse_kernels.
 #pragma once
@@ -318,7 +318,7 @@ inline void check_optional_csc_view(const at::Tensor& row_ptr, const at::Tensor&
 // On the CPU, whose kernels read neither, also the contents (idx16 == idx,
 // order a permutation; O(nnz + rows log rows)), so that what a caller passes
 // is never silently inconsistent. On CUDA the contents are the Python
-// layer's to check (ops.py, validate=True): reading them here would
+// layer's to check (sparse_kernels.ops, validate=True): reading them here would
 // synchronise the device, as for the CSR itself.
 inline void check_index16(const at::Tensor& ptr, const at::Tensor& idx, int64_t minor,
                           const std::optional<at::Tensor>& idx16,
