@@ -41,7 +41,7 @@ def test_demo_figures_are_the_runs_own(tmp_path):
     """The sentence restates the table's figures: ratios recomputed from the
     results agree with it."""
     settings = demo.DemoSettings(hidden_size=12, epochs=1, train_tokens=1500, eval_tokens=400, inference_tokens=70,
-                                 language=InterleavedSpec(streams=3, symbols=4))
+                                 language=InterleavedSpec(streams=3, symbols=4, successors=2))
     out = demo.run_demo(tmp_path, settings, progress=False, plot=False, log=lambda *a: None)
     (_, dense), (_, sparse), (_, small) = out["results"]
     f = out["figures"]

@@ -340,10 +340,10 @@ class InterleavedSpec:
     chains of ``symbols`` words each; every symbol can be followed (in its own
     chain) by ``successors`` symbols with Zipfian probabilities. ``seed``
     draws the transition tables (the language), not the text."""
-    streams: int = 16
-    symbols: int = 32
-    successors: int = 3
-    stay: float = 0.5
+    streams: int = 4
+    symbols: int = 128
+    successors: int = 8
+    stay: float = 0.25
     zipf_exponent: float = 1.0
     seed: int = 0
 
