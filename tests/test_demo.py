@@ -97,3 +97,29 @@ def test_demo_tiny_on_cuda(tmp_path, capsys):
     rc = main(["demo", "--out", str(tmp_path), "--device", "cuda", *TINY])
     out = capsys.readouterr().out
     assert rc == 0 and "cuDNN" in out and SENTENCE.search(out)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
+    lrs = [demo.learning_rate(step, 0.01, 10, 110, 0.1) for step in range(111)]
+    assert lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01)
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))          # rising during the warm-up
+    assert all(a > b for a, b in zip(lrs[10:110], lrs[11:111]))    # then falling
+    assert lrs[110] == pytest.approx(0.001)
+    assert lrs[60] == pytest.approx(0.001 + 0.009 * 0.5)            # halfway down the cosine
+
+
+def test_scheduled_learning_rate_sets_each_step_and_is_removed_after():
+    weight = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    seen = []
+    with demo.scheduled_learning_rate(lambda n: 0.5 ** n):
+        for _ in range(3):
+            weight.grad = torch.tensor([1.0])
+            optimizer.step()
+            seen.append(optimizer.param_groups[0]["lr"])
+    assert seen == [1.0, 0.5, 0.25]
+    assert weight.item() == pytest.approx(1.0 - 1.75)              # the steps used those rates
+    optimizer.param_groups[0]["lr"] = 2.0
+    weight.grad = torch.tensor([1.0])
+    optimizer.step()                                               # outside the block: untouched
+    assert optimizer.param_groups[0]["lr"] == 2.0 and weight.item() == pytest.approx(-0.75 - 2.0)

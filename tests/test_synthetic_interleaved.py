@@ -25,10 +25,10 @@ def test_tables_are_stochastic_with_the_stated_support():
     assert source.vocabulary[0] == "c0_0" and source.vocabulary[-1] == "c2_6" and len(source.vocabulary) == 21
 
 
-def brute_force_entropy_rate(source: InterleavedChains) -> float:
-    """H(next word | full state) under the stationary law of the joint chain
-    (last speaker, every chain's last symbol), whose stationary law is found by
-    power iteration, not assumed: an oracle independent of the closed form."""
+def joint_chain(source: InterleavedChains):
+    """The joint chain's states (last speaker, every chain's last symbol), its
+    transition matrix and its stationary law, found by power iteration, not
+    assumed: an oracle independent of the closed forms."""
     k, n = source.spec.streams, source.spec.symbols
     states = list(itertools.product(range(k), *[range(n)] * k))
     index = {s: i for i, s in enumerate(states)}
@@ -46,6 +46,12 @@ def brute_force_entropy_rate(source: InterleavedChains) -> float:
     mu = np.full(len(states), 1.0 / len(states))
     for _ in range(5000):
         mu = mu @ m
+    return states, m, mu
+
+
+def brute_force_entropy_rate(source: InterleavedChains) -> float:
+    """H(next word | full state) under the joint chain's stationary law."""
+    _, m, mu = joint_chain(source)
     # Each successor state is a distinct word (speaker, symbol): the entropy of
     # a row of m is the entropy of the next word.
     row_entropy = np.array([-(r[r > 0] * np.log(r[r > 0])).sum() for r in m])
@@ -58,6 +64,31 @@ def brute_force_entropy_rate(source: InterleavedChains) -> float:
 def test_entropy_rate_matches_the_joint_chain(spec):
     source = InterleavedChains(spec)
     assert source.entropy_rate() == pytest.approx(brute_force_entropy_rate(source), rel=1e-9)
+
+
+def brute_force_previous_word_entropy(source: InterleavedChains) -> float:
+    """H(next word | previous word) from the joint law of two consecutive
+    words under the joint chain's stationary law."""
+    states, m, mu = joint_chain(source)
+    n = source.spec.symbols
+    words = [s[0] * n + s[1 + s[0]] for s in states]     # the word the last speaker said
+    vocab = source.spec.streams * n
+    pair = np.zeros((vocab, vocab))
+    for i, j in zip(*np.nonzero(m)):
+        pair[words[i], words[j]] += mu[i] * m[i, j]
+    prev = pair.sum(axis=1)
+    nz = pair > 0
+    return float(-(pair[nz] * np.log((pair / prev[:, None])[nz])).sum())
+
+
+@pytest.mark.parametrize("spec", [InterleavedSpec(streams=2, symbols=3, successors=2, stay=0.3, seed=1),
+                                  InterleavedSpec(streams=3, symbols=3, successors=2, stay=0.5, seed=2)])
+def test_previous_word_entropy_matches_the_joint_chain(spec):
+    source = InterleavedChains(spec)
+    assert source.previous_word_entropy() == pytest.approx(brute_force_previous_word_entropy(source), rel=1e-9)
+    # memory of the other chains is worth something: the optimum is lower
+    assert source.entropy_rate() < source.previous_word_entropy() - 0.05
+    assert source.previous_word_perplexity() == pytest.approx(math.exp(source.previous_word_entropy()))
 
 
 def test_sample_follows_its_own_probabilities():

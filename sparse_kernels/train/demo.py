@@ -11,23 +11,28 @@ and against wall-clock seconds.
 The width is where truly sparse storage wins on a CPU (the study's
 crossovers: at H = 256 dense GEMMs beat our CSR products up to 91-99.8%
 sparsity, at H >= 1024 ours win from 59-78%). The three models get the same
-budget: the same corpus, epochs, batch, BPTT length, optimizer and learning
-rate.
+budget: the same text, steps, batch, BPTT length, optimizer and
+learning-rate schedule (a linear warm-up, then a cosine decay). Every epoch
+reads text freshly sampled from the source, so no model can memorise its
+training text: test perplexity measures how well it learnt the source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from . import report
-from .data import LMCorpus, Vocabulary, batchify
-from .lm import LMConfig, LMResult, train_lm
-from .loop import ConfigError
+from .data import LMCorpus, Vocabulary, batchify, bptt_batches
+from .lm import LMConfig, LMResult, _lm_loss, build_lm, evaluate_lm
+from .loop import ConfigError, fit, perplexity
 from .synthetic import InterleavedChains, InterleavedSpec, interleaved_corpus
 
 
@@ -35,21 +40,64 @@ from .synthetic import InterleavedChains, InterleavedSpec, interleaved_corpus
 class DemoSettings:
     hidden_size: int = 1024
     sparsity: float = 0.9
-    # 300 steps of 10 x 35 words. Each epoch re-reads the same text: a 1024-wide
-    # dense LSTM memorises 21K tokens within 5 epochs (measured: train ppl 4,
-    # valid 583), so the corpus is long and the epochs few, with dropout.
+    # Every epoch is new text from the source (never re-read), so the models
+    # learn the source instead of memorising a corpus.
     epochs: int = 3
-    train_tokens: int = 35_000
+    train_tokens: int = 35_000        # fresh training tokens per epoch
     eval_tokens: int = 5_000          # validation (every epoch); the test split is twice as long
     batch_size: int = 10              # where the sparse products gain most over dense GEMMs
     bptt: int = 35
     optimizer: str = "adam"
-    lr: float = 0.002                 # 0.01 diverges at width 1024 (train ppl above the vocabulary's 512)
-    dropout: float = 0.2
+    lr: float = 0.002                 # the peak, after the warm-up
+    warmup_steps: int = 30            # linear warm-up, then a cosine decay to lr * final_lr_fraction
+    final_lr_fraction: float = 0.1
+    dropout: float = 0.0              # fresh text: nothing to overfit
     seed: int = 0
     device: str = "cpu"
     inference_tokens: int = 700       # batch-1 tokens timed per model (after a warm-up window)
     language: InterleavedSpec = field(default_factory=InterleavedSpec)
+
+    def steps(self) -> int:
+        """Optimizer steps per model (every epoch has as many)."""
+        return self.epochs * steps_per_epoch(self.train_tokens, self.batch_size, self.bptt)
+
+
+def steps_per_epoch(tokens: int, batch_size: int, bptt: int) -> int:
+    """BPTT windows in ``tokens`` read as ``batch_size`` streams."""
+    return math.ceil((tokens // batch_size - 1) / bptt)
+
+
+def learning_rate(step: int, peak: float, warmup_steps: int, total_steps: int, final_fraction: float) -> float:
+    """The schedule every model of the demo follows: linear warm-up over
+    ``warmup_steps`` (step 0 is the first), then a cosine decay from
+    ``peak`` to ``peak * final_fraction`` at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / span, 1.0)
+    return peak * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@contextlib.contextmanager
+def scheduled_learning_rate(schedule):
+    """Within the block, every optimizer step runs at ``schedule(n)``, n
+    being that optimizer's count of steps taken so far. The training loop
+    (loop.fit) builds its optimizer itself and offers only a plateau decay,
+    so the schedule goes in through torch's global step pre-hook; it is
+    removed on leaving the block. Skipped (non-finite) steps do not count."""
+    taken: dict[int, int] = {}
+
+    def before_step(optimizer, args, kwargs):
+        n = taken.get(id(optimizer), 0)
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(n)
+        taken[id(optimizer)] = n + 1
+
+    handle = register_optimizer_step_pre_hook(before_step)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def sparse_method() -> str:
@@ -102,14 +150,50 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def demo_corpus(settings: DemoSettings) -> tuple[LMCorpus, InterleavedChains]:
+def demo_corpus(settings: DemoSettings) -> tuple[LMCorpus, InterleavedChains, list[torch.Tensor]]:
+    """The corpus (validation and test splits, and as its training split
+    all the training text), the source, and each epoch's own training text:
+    ``epochs`` independent samples of ``train_tokens`` words."""
     source, splits = interleaved_corpus(settings.train_tokens, settings.eval_tokens, 2 * settings.eval_tokens,
                                         seed=settings.seed, spec=settings.language)
-    tensors = {name: torch.from_numpy(ids) for name, ids in splits.items()}
+    # Epoch 0 reads the corpus's own training split; later epochs their own
+    # generator streams (apart from the splits' streams 20-22).
+    chunks = [torch.from_numpy(splits["train"])] + [
+        torch.from_numpy(source.sample(np.random.default_rng([settings.seed, 100 + epoch]), settings.train_tokens))
+        for epoch in range(1, settings.epochs)]
     spec = settings.language
-    return LMCorpus(Vocabulary(source.vocabulary), tensors["train"], tensors["valid"], tensors["test"],
-                    source.optimal_perplexity(),
-                    name=f"interleaved chains ({spec.streams} x {spec.symbols}, seed {settings.seed})"), source
+    corpus = LMCorpus(Vocabulary(source.vocabulary), torch.cat(chunks), torch.from_numpy(splits["valid"]),
+                      torch.from_numpy(splits["test"]), source.optimal_perplexity(),
+                      name=f"interleaved chains ({spec.streams} x {spec.symbols}, seed {settings.seed})")
+    return corpus, source, chunks
+
+
+def train_on_fresh_text(corpus: LMCorpus, chunks: list[torch.Tensor], config: LMConfig, out_dir, *,
+                        progress: bool, on_step=None) -> LMResult:
+    """lm.train_lm's training (loop.fit: checkpoints, metrics, the best
+    validation model evaluated on test), except that epoch e reads
+    ``chunks[e]``: text never seen before. The hidden state starts afresh
+    with every chunk (each is a sample of its own)."""
+    device = torch.device(config.device)
+    epochs = [[(x, y) for _, x, y in bptt_batches(batchify(chunk, config.batch_size).to(device), config.bptt)]
+              for chunk in chunks]
+    if len({len(windows) for windows in epochs}) != 1:
+        raise ValueError(f"every epoch's text must give as many windows, got {[len(w) for w in epochs]}")
+    valid_data = batchify(corpus.valid, config.eval_batch_size).to(device)
+    test_data = batchify(corpus.test, config.eval_batch_size).to(device)
+
+    def validate(model):
+        loss, _ = evaluate_lm(model, valid_data, config.bptt)
+        return {"valid_loss": loss, "valid_ppl": perplexity(loss)}
+
+    fitted = fit("lm", config, out_dir, build_model=lambda: build_lm(config, len(corpus.vocab)),
+                 steps_per_epoch=len(epochs[0]), batches=lambda epoch: epochs[epoch], loss_fn=_lm_loss,
+                 validate=validate, score=lambda m: m["valid_loss"], progress=progress, on_step=on_step,
+                 tensorboard=False, extra={"vocab": corpus.vocab.itos})
+    result = LMResult(**fitted.__dict__, optimal_perplexity=corpus.optimal_perplexity)
+    if not result.interrupted and result.history:
+        result.test_loss, result.inference_tokens_per_second = evaluate_lm(result.model, test_data, config.bptt)
+    return result
 
 
 def split_optimum(source: InterleavedChains, tokens: torch.Tensor, batch_size: int) -> float:
@@ -170,16 +254,17 @@ def run_demo(out_dir, settings: DemoSettings = DemoSettings(), *, progress: bool
     device = check_device(settings.device)
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    corpus, source = demo_corpus(settings)
+    corpus, source, chunks = demo_corpus(settings)
     spec = settings.language
     log(f"synthetic language: {spec.streams} Markov chains of {spec.symbols} words each share one channel "
-        f"({len(corpus.vocab)} words); {corpus.train.numel():,} training tokens; optimal perplexity (entropy "
-        f"rate of the source) {corpus.optimal_perplexity:.2f}")
+        f"({len(corpus.vocab)} words); {settings.epochs} epochs of {settings.train_tokens:,} fresh training "
+        f"tokens; optimal perplexity (entropy rate of the source) {corpus.optimal_perplexity:.2f}, without "
+        f"memory (the best predictor from the previous word alone) {source.previous_word_perplexity():.2f}")
     dense_kind = "cuDNN" if device.type == "cuda" and torch.backends.cudnn.is_available() else "torch.nn"
     log(f"device {device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
         f"{torch.get_num_threads()} torch threads; dense baseline: nn.LSTM ({dense_kind})")
     base = LMConfig(hidden_size=settings.hidden_size, embedding_size=settings.hidden_size, num_layers=1,
-                    epochs=settings.epochs, optimizer=settings.optimizer, lr=settings.lr, clip=1.0,
+                    epochs=settings.epochs, optimizer=settings.optimizer, lr=settings.lr, lr_decay=1.0, clip=1.0,
                     dropout=settings.dropout, tie_weights=True, seed=settings.seed, sparsity=settings.sparsity,
                     batch_size=settings.batch_size, bptt=settings.bptt, device=str(device))
     method = sparse_method()
@@ -187,6 +272,14 @@ def run_demo(out_dir, settings: DemoSettings = DemoSettings(), *, progress: bool
     runs = [("dense LSTM", replace(base, method="dense")),
             (f"{sparse_name} {settings.sparsity:.0%} sparse", replace(base, method=method)),
             ("small dense LSTM", None)]
+    total_steps = settings.steps()
+    log(f"each model: {total_steps} Adam steps of {settings.batch_size} x {settings.bptt} words, learning rate "
+        f"warmed up over {settings.warmup_steps} steps to {settings.lr:g}, then a cosine decay to "
+        f"{settings.lr * settings.final_lr_fraction:g}")
+
+    def schedule(step: int) -> float:
+        return learning_rate(step, settings.lr, settings.warmup_steps, total_steps, settings.final_lr_fraction)
+
     results: list[tuple[str, LMResult]] = []
     for k, (name, config) in enumerate(runs, 1):
         if config is None:  # as many recurrent parameters as the sparse model stores
@@ -195,8 +288,9 @@ def run_demo(out_dir, settings: DemoSettings = DemoSettings(), *, progress: bool
         log(f"[{k}/{len(runs)}] {name}, hidden {config.hidden_size}")
         # Synchronising after every step makes each epoch's clock include its
         # GPU work (the loop's loss.item() waits for the forward only).
-        result = train_lm(corpus, config, out_dir / f"run{k}", progress=progress, tensorboard=False,
-                          on_step=(lambda step: synchronize(device)) if device.type == "cuda" else None)
+        with scheduled_learning_rate(schedule):
+            result = train_on_fresh_text(corpus, chunks, config, out_dir / f"run{k}", progress=progress,
+                                         on_step=(lambda step: synchronize(device)) if device.type == "cuda" else None)
         if result.interrupted:  # checkpoint written; stop the whole demo
             raise KeyboardInterrupt
         results.append((name, result))
@@ -214,7 +308,8 @@ def run_demo(out_dir, settings: DemoSettings = DemoSettings(), *, progress: bool
     summary = result_sentence(settings.sparsity, *figures)
     best_here = split_optimum(source, corpus.test, base.eval_batch_size)
     note = (f"optimum: the entropy rate of the source; a perfect model scores {best_here:.2f} on this test text "
-            f"(read as {base.eval_batch_size} streams, each starting with the chains' states unknown).")
+            f"(read as {base.eval_batch_size} streams, each starting with the chains' states unknown). Without "
+            f"memory of the other chains (the previous word alone) the best is {source.previous_word_perplexity():.2f}.")
     log("\n" + table + "\n\n" + summary + "\n" + note)
     (out_dir / "results.md").write_text(table + "\n\n" + summary + "\n\n" + note + "\n")
     if plot:

@@ -420,15 +420,38 @@ class InterleavedChains:
         k, stay = self.spec.streams, self.spec.stay
         return np.array([stay + (1 - stay) / k, (1 - stay) / k])
 
+    def _speaker_entropy(self) -> float:
+        """Nats of the next speaker given the previous one."""
+        same, other = self.speaker_probs()
+        return _entropy([same] + [other] * (self.spec.streams - 1))
+
+    def _transition_entropy(self) -> float:
+        """Nats of a chain's next symbol given its last one, at stationarity,
+        averaged over the chains (each speaks equally often)."""
+        row_entropy = np.array([[_entropy(row) for row in p] for p in self.transitions])
+        return float((self.stationary * row_entropy).sum(axis=1).mean())
+
     def entropy_rate(self) -> float:
         """Nats per word of the stationary process."""
-        same, other = self.speaker_probs()
-        speaker = _entropy([same] + [other] * (self.spec.streams - 1))
-        row_entropy = np.array([[_entropy(row) for row in p] for p in self.transitions])
-        return speaker + float((self.stationary * row_entropy).sum(axis=1).mean())
+        return self._speaker_entropy() + self._transition_entropy()
 
     def optimal_perplexity(self) -> float:
         return math.exp(self.entropy_rate())
+
+    def previous_word_entropy(self) -> float:
+        """Nats per word of the best predictor that sees only the previous
+        word (no memory): it knows the chain that spoke and that chain's
+        symbol; any other chain's symbol is at its stationary law (the
+        chains are independent and stationary), and so is that chain's next
+        word (pi P = pi). The gap to :meth:`entropy_rate` is what memory of
+        the other chains is worth."""
+        same, other = self.speaker_probs()
+        stationary = float(np.mean([_entropy(pi) for pi in self.stationary]))
+        return (self._speaker_entropy() + same * self._transition_entropy()
+                + (self.spec.streams - 1) * other * stationary)
+
+    def previous_word_perplexity(self) -> float:
+        return math.exp(self.previous_word_entropy())
 
     def sample(self, rng: np.random.Generator, tokens: int) -> np.ndarray:
         """``tokens`` word ids of the stationary process (int64)."""
