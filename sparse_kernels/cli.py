@@ -272,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="folder for the runs, results.md and the plot")
     demo.add_argument("--hidden", type=_positive_int, default=defaults.hidden_size,
                       help=f"hidden size of the dense and sparse models (default {defaults.hidden_size})")
-    demo.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
-    demo.add_argument("--train-tokens", type=_positive_int, default=defaults.train_tokens)
+    demo.add_argument("--epochs", type=_positive_int, default=defaults.epochs,
+                      help="epochs, each on freshly sampled text")
+    demo.add_argument("--train-tokens", type=_positive_int, default=defaults.train_tokens,
+                      help=f"training tokens per epoch (default {defaults.train_tokens:,})")
     demo.add_argument("--eval-tokens", type=_positive_int, default=defaults.eval_tokens,
                       help="validation tokens (the test split has twice as many)")
     demo.add_argument("--seed", type=int, default=defaults.seed)

@@ -3,6 +3,7 @@ under it and the two-panel plot; its figures come from the run; --device
 cuda without a GPU stops with a clear message. No speed-up is asserted."""
 
 import math
+from dataclasses import replace
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from sparse_kernels.cli import main
 from sparse_kernels.train import demo
+from sparse_kernels.train.data import batchify, bptt_batches
 from sparse_kernels.train.synthetic import InterleavedChains, InterleavedSpec
 
 SENTENCE = re.compile(r"90% sparse: (\d+\.\d)x (faster|slower) training, (\d+\.\d)x (faster|slower) inference, "
@@ -123,3 +125,18 @@ def test_scheduled_learning_rate_sets_each_step_and_is_removed_after():
     weight.grad = torch.tensor([1.0])
     optimizer.step()                                               # outside the block: untouched
     assert optimizer.param_groups[0]["lr"] == 2.0 and weight.item() == pytest.approx(-0.75 - 2.0)
+
+
+def test_every_epoch_has_fresh_text_from_the_source():
+    settings = demo.DemoSettings(epochs=3, train_tokens=2000, eval_tokens=300,
+                                 language=InterleavedSpec(streams=2, symbols=6, successors=2, stay=0.5))
+    corpus, source, chunks = demo.demo_corpus(settings)
+    assert [c.numel() for c in chunks] == [2000] * 3
+    assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[1], chunks[2])
+    assert all(math.isfinite(source.log_prob(c.numpy())) for c in chunks)   # each a text of the source
+    assert torch.equal(corpus.train, torch.cat(chunks))
+    # more epochs add text without changing the earlier epochs' or the evaluation splits
+    longer, _, more = demo.demo_corpus(replace(settings, epochs=4))
+    assert all(torch.equal(a, b) for a, b in zip(chunks, more)) and torch.equal(longer.test, corpus.test)
+    windows = list(bptt_batches(batchify(chunks[0], settings.batch_size), settings.bptt))
+    assert settings.steps() == 3 * len(windows) == 3 * demo.steps_per_epoch(2000, settings.batch_size, settings.bptt)
