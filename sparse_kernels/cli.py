@@ -260,7 +260,7 @@ def _train_cls(args) -> int:
 def cmd_demo(args) -> int:
     from .train.demo import DemoSettings, run_demo
     settings = DemoSettings(hidden_size=args.hidden, epochs=args.epochs, train_tokens=args.train_tokens,
-                            seed=args.seed)
+                            eval_tokens=args.eval_tokens, seed=args.seed, device=args.device)
     run_demo(args.out, settings, progress=not args.no_progress, plot=not args.no_plot)
     return 0
 
@@ -317,12 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.demo import DemoSettings
     defaults = DemoSettings()
-    demo = sub.add_parser("demo", help="dense vs 90%%-sparse LSTM on the embedded synthetic language")
+    demo = sub.add_parser("demo", help="dense vs 90%%-sparse LSTM on an embedded language where capacity matters")
     demo.add_argument("--out", default="runs/demo", help="folder for the runs, results.md and the plot")
-    demo.add_argument("--hidden", type=int, default=defaults.hidden_size)
-    demo.add_argument("--epochs", type=int, default=defaults.epochs)
-    demo.add_argument("--train-tokens", type=int, default=defaults.train_tokens)
+    demo.add_argument("--hidden", type=_positive_int, default=defaults.hidden_size,
+                      help=f"hidden size of the dense and sparse models (default {defaults.hidden_size})")
+    demo.add_argument("--epochs", type=_positive_int, default=defaults.epochs,
+                      help="epochs, each on freshly sampled text")
+    demo.add_argument("--train-tokens", type=_positive_int, default=defaults.train_tokens,
+                      help=f"training tokens per epoch (default {defaults.train_tokens:,})")
+    demo.add_argument("--eval-tokens", type=_positive_int, default=defaults.eval_tokens,
+                      help="validation tokens (the test split has twice as many)")
     demo.add_argument("--seed", type=int, default=defaults.seed)
+    demo.add_argument("--device", default=defaults.device,
+                      help="cpu, or cuda: the same demo on a GPU with cuDNN's nn.LSTM as the dense baseline")
     # One thread by default: on a small machine shared with other work, two
     # threads oversubscribe the cores (measured 2-4x slower on 2 busy cores).
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's choice)")

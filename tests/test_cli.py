@@ -41,16 +41,6 @@ def test_train_cls_on_tsv(tmp_path, capsys):
     assert rc == 0 and "test accuracy" in capsys.readouterr().out
 
 
-def test_demo_tiny(tmp_path, capsys):
-    rc = main(["demo", "--out", str(tmp_path), "--hidden", "16", "--epochs", "1", "--train-tokens", "1500",
-               "--no-progress"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    for name in ("dense LSTM", "90% sparse", "small dense LSTM", "optimum", "test ppl"):
-        assert name in out
-    assert (tmp_path / "results.md").is_file() and (tmp_path / "learning_curves.png").stat().st_size > 0
-
-
 def test_train_lm_block_sparse_dst_and_resume(ptb, tmp_path, capsys):
     """--block-shape: the recurrent weights are BSR (4x4 blocks), dynamic sparse
     training (SET) updates them by block, and a resumed run keeps the shape

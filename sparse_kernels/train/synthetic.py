@@ -331,3 +331,174 @@ def synthetic_classification(train_docs: int = 2000, test_docs: int = 500, *, se
         return out
 
     return docs(np.random.default_rng([seed, 10]), train_docs), docs(np.random.default_rng([seed, 11]), test_docs)
+
+
+# ---------------------------------------------------------------------- interleaved chains
+@dataclass(frozen=True)
+class InterleavedSpec:
+    """Sizes of :class:`InterleavedChains`: ``streams`` independent Markov
+    chains of ``symbols`` words each; every symbol can be followed (in its own
+    chain) by ``successors`` symbols with Zipfian probabilities. ``seed``
+    draws the transition tables (the language), not the text."""
+    streams: int = 4
+    symbols: int = 128
+    successors: int = 8
+    stay: float = 0.25
+    zipf_exponent: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {self.streams}")
+        if self.symbols < 2:
+            raise ValueError(f"symbols must be >= 2, got {self.symbols}")
+        if not 1 <= self.successors <= self.symbols:
+            raise ValueError(f"successors must be in [1, symbols={self.symbols}], got {self.successors}")
+        if not 0.0 <= self.stay < 1.0:
+            raise ValueError(f"stay must be in [0, 1), got {self.stay}")
+
+
+class InterleavedChains:
+    """A channel shared by independent processes: ``streams`` first-order
+    Markov chains, each over its own ``symbols`` words (``c{k}_{j}``: chain k,
+    symbol j). At every position one chain advances one step and emits its
+    new symbol while the others wait: the chain that spoke last speaks again
+    with probability ``stay``, else a chain drawn uniformly (possibly the
+    same) speaks.
+
+    Predicting the next word needs the last symbol of *every* chain at once
+    (a chain may speak again after an unbounded pause), so the state a model
+    must carry grows with streams x symbols: a wide hidden layer holds it, a
+    narrow one cannot, whatever it learns. That is what makes capacity
+    matter here, unlike in :func:`agreement_grammar`'s language. ``stay``
+    makes runs of one chain common, so its transitions are learnt early from
+    adjacent words, before the long-range part.
+
+    Each chain starts from its stationary distribution and the first
+    speaker is uniform, so the process is stationary (the speaker's
+    stationary law is uniform), and its entropy rate is exact: the
+    speaker's entropy given the previous one plus
+    ``mean_k sum_i pi_k(i) H(P_k[i, :])`` nats per word (given the speaker,
+    the word depends on that chain's last symbol only). Every chain's
+    transitions include ``j -> j + 1 (mod symbols)``, so each chain is
+    irreducible and its stationary distribution unique.
+    """
+
+    def __init__(self, spec: InterleavedSpec = InterleavedSpec()):
+        spec.validate()
+        self.spec = spec
+        k, n, s = spec.streams, spec.symbols, spec.successors
+        rng = np.random.default_rng([spec.seed, 1000])
+        self.transitions = np.zeros((k, n, n))
+        for chain in range(k):
+            for i in range(n):
+                # (i + 1) mod n first (irreducibility), then s - 1 other symbols;
+                # the Zipf weights go to the successors in a random order.
+                others = rng.permutation(np.delete(np.arange(n), (i + 1) % n))[: s - 1]
+                successors = np.concatenate([[(i + 1) % n], others])
+                self.transitions[chain, i, successors] = zipf_probs(s, spec.zipf_exponent)[rng.permutation(s)]
+        self.stationary = np.stack([self._stationary(p) for p in self.transitions])
+        self._cdf = np.cumsum(self.transitions, axis=2)
+        self._stationary_cdf = np.cumsum(self.stationary, axis=1)
+
+    @staticmethod
+    def _stationary(p: np.ndarray) -> np.ndarray:
+        """pi with pi P = pi, sum 1 (unique: the chain is irreducible)."""
+        n = p.shape[0]
+        a = np.vstack([p.T - np.eye(n), np.ones((1, n))])
+        b = np.concatenate([np.zeros(n), [1.0]])
+        pi = np.linalg.lstsq(a, b, rcond=None)[0]
+        return np.clip(pi, 0.0, None) / np.clip(pi, 0.0, None).sum()
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Word of token id ``chain * symbols + symbol``."""
+        return [f"c{c}_{j}" for c in range(self.spec.streams) for j in range(self.spec.symbols)]
+
+    def speaker_probs(self) -> np.ndarray:
+        """P(next speaker | previous speaker) as (same, each other chain)."""
+        k, stay = self.spec.streams, self.spec.stay
+        return np.array([stay + (1 - stay) / k, (1 - stay) / k])
+
+    def _speaker_entropy(self) -> float:
+        """Nats of the next speaker given the previous one."""
+        same, other = self.speaker_probs()
+        return _entropy([same] + [other] * (self.spec.streams - 1))
+
+    def _transition_entropy(self) -> float:
+        """Nats of a chain's next symbol given its last one, at stationarity,
+        averaged over the chains (each speaks equally often)."""
+        row_entropy = np.array([[_entropy(row) for row in p] for p in self.transitions])
+        return float((self.stationary * row_entropy).sum(axis=1).mean())
+
+    def entropy_rate(self) -> float:
+        """Nats per word of the stationary process."""
+        return self._speaker_entropy() + self._transition_entropy()
+
+    def optimal_perplexity(self) -> float:
+        return math.exp(self.entropy_rate())
+
+    def previous_word_entropy(self) -> float:
+        """Nats per word of the best predictor that sees only the previous
+        word (no memory): it knows the chain that spoke and that chain's
+        symbol; any other chain's symbol is at its stationary law (the
+        chains are independent and stationary), and so is that chain's next
+        word (pi P = pi). The gap to :meth:`entropy_rate` is what memory of
+        the other chains is worth."""
+        same, other = self.speaker_probs()
+        stationary = float(np.mean([_entropy(pi) for pi in self.stationary]))
+        return (self._speaker_entropy() + same * self._transition_entropy()
+                + (self.spec.streams - 1) * other * stationary)
+
+    def previous_word_perplexity(self) -> float:
+        return math.exp(self.previous_word_entropy())
+
+    def sample(self, rng: np.random.Generator, tokens: int) -> np.ndarray:
+        """``tokens`` word ids of the stationary process (int64)."""
+        k, n = self.spec.streams, self.spec.symbols
+        state = np.array([min(int(np.searchsorted(self._stationary_cdf[c], u, side="right")), n - 1)
+                          for c, u in enumerate(rng.random(k))])
+        stays = rng.random(tokens) < self.spec.stay
+        chains = rng.integers(k, size=tokens)
+        uniforms = rng.random(tokens)
+        out = np.empty(tokens, dtype=np.int64)
+        cdf = self._cdf
+        c = chains[0]
+        for t in range(tokens):  # sequential by nature: each chain's step depends on its last symbol
+            if t == 0 or not stays[t]:
+                c = chains[t]
+            j = min(int(np.searchsorted(cdf[c, state[c]], uniforms[t], side="right")), n - 1)
+            state[c] = j
+            out[t] = c * n + j
+        return out
+
+    def log_prob(self, ids) -> float:
+        """Natural-log probability of a text (word ids) that starts the
+        process: a chain not seen yet is at its stationary distribution."""
+        n = self.spec.symbols
+        same, other = np.log(self.speaker_probs())
+        last: dict[int, int] = {}
+        total, previous = 0.0, None
+        for word in np.asarray(ids, dtype=np.int64).tolist():
+            c, j = divmod(word, n)
+            total += -math.log(self.spec.streams) if previous is None else (same if c == previous else other)
+            p = self.transitions[c, last[c], j] if c in last else self.stationary[c, j]
+            total += math.log(p) if p > 0 else -math.inf
+            last[c], previous = j, c
+        return total
+
+
+def interleaved_corpus(train_tokens: int, valid_tokens: int, test_tokens: int, *, seed: int = 0,
+                       spec: InterleavedSpec = InterleavedSpec()) -> tuple[InterleavedChains, dict]:
+    """The source and its three splits (word-id arrays), each from its own
+    stream of a seeded generator (a split does not change with the others'
+    sizes). Every split starts the process afresh."""
+    for name, value in (("train_tokens", train_tokens), ("valid_tokens", valid_tokens),
+                        ("test_tokens", test_tokens)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    source = InterleavedChains(spec)
+    splits = {name: source.sample(np.random.default_rng([seed, 20 + k]), n)
+              for k, (name, n) in enumerate((("train", train_tokens), ("valid", valid_tokens),
+                                             ("test", test_tokens)))}
+    return source, splits
