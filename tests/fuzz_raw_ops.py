@@ -157,6 +157,10 @@ def named_bad_calls():
         ("lstm_cell_backward", "grad_h one row short",
          lambda: RAW.lstm_cell_backward(rnd(1, 2), rnd(3, 2), rnd(3, 8), rnd(3, 2), rnd(3, 2)),
          r"grad_h must match c_prev \(\[3, 2\], Double\), got \[1, 2\], Double"),
+        # The persistent CUDA LSTM forward's plan (host work, registered for CPU tensors too).
+        ("lstm_persistent_plan", "max_blocks 0",
+         lambda: RAW.lstm_persistent_plan(_tensor([0, 1, 2, 3, 4]), 0, 4),
+         r"max_blocks must be in \[1, 2\^20\], got 0"),
         # The topology updates.
         ("magnitude_prune", "drop 5 of a group of 4",
          lambda: RAW.magnitude_prune(v, _tensor([0, 4], torch.int64), _tensor([5], torch.int64)),
