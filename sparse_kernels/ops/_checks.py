@@ -57,6 +57,17 @@ def _check_values(values, *, no_half: str | None = None) -> None:
         raise ValueError(f"values must be a contiguous 1-D tensor, got shape {tuple(values.shape)}")
 
 
+def _check_product_operands(name: str, dense, values, check_values=_check_values, **indices) -> None:
+    """A product's dense operand ``name`` and its stored values: floating,
+    of one dtype and device; then each index (keyword: its argument name)
+    an int32 vector on their device, in the order given."""
+    _check_float(name, dense)
+    check_values(values)
+    _check_same("values", values, name, dense)
+    for index_name, index in indices.items():
+        _check_index_like(index_name, index, values)
+
+
 def _check_index16(name: str, ix, ptr: torch.Tensor, idx: torch.Tensor, cols: int,
                    validate: bool) -> Index16 | None:
     """A compact index (csr.index16) of (ptr, idx) over ``cols`` columns, or

@@ -8,7 +8,7 @@ import torch
 
 from .. import bsr as bsr_format
 from ..csr import CSCIndex, csr_transpose
-from ._checks import _check_float, _check_index_like, _check_same, _ops
+from ._checks import _check_float, _check_index_like, _check_product_operands, _check_same, _ops
 
 
 def _check_block_values(values) -> None:
@@ -44,11 +44,8 @@ def bsr_linear(input: torch.Tensor, values: torch.Tensor, block_row_ptr: torch.T
     block structure (O(nblocks)); BSRWeight validates once and passes False.
     Differentiable in input, values and bias.
     """
-    _check_float("input", input)
-    _check_block_values(values)
-    _check_same("values", values, "input", input)
-    _check_index_like("block_row_ptr", block_row_ptr, values)
-    _check_index_like("block_col_idx", block_col_idx, values)
+    _check_product_operands("input", input, values, _check_block_values, block_row_ptr=block_row_ptr,
+                            block_col_idx=block_col_idx)
     if input.dim() < 1:
         raise ValueError("input must have at least one dimension (*, in_features)")
     bh, bw = values.shape[1:]
@@ -85,9 +82,7 @@ def bsr_linear(input: torch.Tensor, values: torch.Tensor, block_row_ptr: torch.T
 
 def bsr_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, block_csc: CSCIndex) -> torch.Tensor:
     """grad_output (N, out) @ W -> (N, in), through W's transposed block index."""
-    _check_float("grad_output", grad_output)
-    _check_block_values(values)
-    _check_same("values", values, "grad_output", grad_output)
+    _check_product_operands("grad_output", grad_output, values, _check_block_values)
     if grad_output.dim() != 2:
         raise ValueError(f"grad_output must be 2-D (N, out_features), got shape {tuple(grad_output.shape)}")
     bh = values.shape[1]

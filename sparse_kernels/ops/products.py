@@ -9,8 +9,8 @@ import math
 import torch
 
 from ..csr import CSCIndex, Index16, csr_transpose, validate_csr
-from ._checks import (_check_csc, _check_float, _check_index16, _check_index_like, _check_same,
-                      _check_values, _csc_args, _index16_args, _ops, _validate_csc)
+from ._checks import (_check_csc, _check_float, _check_index16, _check_index_like, _check_product_operands,
+                      _check_same, _csc_args, _index16_args, _ops, _validate_csc)
 
 
 def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
@@ -30,11 +30,7 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     CSRWeight validates once and passes False. Differentiable in input,
     values and bias.
     """
-    _check_float("input", input)
-    _check_values(values)
-    _check_same("values", values, "input", input)
-    _check_index_like("row_ptr", row_ptr, values)
-    _check_index_like("col_idx", col_idx, values)
+    _check_product_operands("input", input, values, row_ptr=row_ptr, col_idx=col_idx)
     if input.dim() < 1:
         raise ValueError("input must have at least one dimension (*, in_features)")
     if row_ptr.numel() < 1:
@@ -77,9 +73,7 @@ def sparse_linear_input_grad(grad_output: torch.Tensor, values: torch.Tensor, cs
     ``index16``: the compact index of ``csc`` (csr.index16 over out rows),
     read by the CUDA kernel in place of row_idx; ignored by the CPU.
     ``validate`` checks the indices in full (O(nnz log nnz))."""
-    _check_float("grad_output", grad_output)
-    _check_values(values)
-    _check_same("values", values, "grad_output", grad_output)
+    _check_product_operands("grad_output", grad_output, values)
     if grad_output.dim() != 2:
         raise ValueError(f"grad_output must be 2-D (N, out_features), got shape {tuple(grad_output.shape)}")
     col_ptr = csc[0] if isinstance(csc, (tuple, list)) and len(csc) == 3 else None
@@ -100,11 +94,7 @@ def sparse_linear_input_grad_csr(grad_output: torch.Tensor, values: torch.Tensor
     shape (out, in_features), by scatter: no transposed index. CPU only (the
     CUDA product gathers through the transposed index, see
     sparse_linear_input_grad). ``validate`` checks the CSR in full (O(nnz))."""
-    _check_float("grad_output", grad_output)
-    _check_values(values)
-    _check_same("values", values, "grad_output", grad_output)
-    _check_index_like("row_ptr", row_ptr, values)
-    _check_index_like("col_idx", col_idx, values)
+    _check_product_operands("grad_output", grad_output, values, row_ptr=row_ptr, col_idx=col_idx)
     if values.device.type != "cpu":
         raise ValueError(f"sparse_linear_input_grad_csr runs on the CPU; on {values.device} use "
                          "sparse_linear_input_grad with the transposed index")
