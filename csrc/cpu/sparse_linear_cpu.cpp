@@ -4,6 +4,7 @@
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
 #include "sparse_kernels/cpu_spmm.h"
+#include "sparse_kernels/cpu_tiled.h"
 
 namespace sparse_kernels::cpu {
 
@@ -29,6 +30,7 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
   const at::Tensor input = input_.contiguous();
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   if (n_rows == 0 || out_features == 0) return at::empty({n_rows, out_features}, input.options());
+  if (tiled_product_enabled(input)) return tiled_sparse_linear(input, values, row_ptr, col_idx, bias_c);
 
   // Batch on the SIMD lanes: work on x^T (in, N') and y^T (out, N'), N'
   // the batch padded to whole tiles.

@@ -113,20 +113,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {output, h, c, gates, cells, hidden_full};
 }
 
-// -> (grad_input_gates, grad_h0, grad_c0, grad_hh_values, grad_hr_values
-//     (empty without a projection)).
-template <typename Kernels>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward(
+// The backward's arguments: the forward's, the optional transposed
+// indices, and the shapes of what the forward saved.
+inline LstmShapes check_lstm_backward_args(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
     const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
     const at::Tensor& hidden_full, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const OptTensor& col_ptr, const OptTensor& row_idx, const OptTensor& csr2csc,
-    const at::Tensor& batch_sizes, bool reverse, const OptTensor& hr_values,
-    const OptTensor& hr_row_ptr, const OptTensor& hr_col_idx, const OptTensor& hr_col_ptr,
-    const OptTensor& hr_row_idx, const OptTensor& hr_csr2csc) {
-  const auto [steps, batch, hidden, state] = check_lstm_args(
+    const at::Tensor& batch_sizes, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
+    const OptTensor& hr_col_idx, const OptTensor& hr_col_ptr, const OptTensor& hr_row_idx,
+    const OptTensor& hr_csr2csc) {
+  const LstmShapes shapes = check_lstm_args(
       gates, h0, c0, values, row_ptr, col_idx, batch_sizes, hr_values, hr_row_ptr, hr_col_idx);
+  const auto [steps, batch, hidden, state] = shapes;
   const bool projected = hr_values.has_value();
   check_optional_csc_view(row_ptr, col_idx, col_ptr, row_idx, csr2csc, state, "W_hh");
   if (projected) {
@@ -144,6 +144,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
               "hidden_full must have the shape of cells");
   TORCH_CHECK(grad_h_n.sizes() == h0.sizes() && grad_c_n.sizes() == c0.sizes(),
               "grad_h_n and grad_c_n must have the shapes of h0 and c0");
+  return shapes;
+}
+
+// -> (grad_input_gates, grad_h0, grad_c0, grad_hh_values, grad_hr_values
+//     (empty without a projection)).
+template <typename Kernels>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+    const at::Tensor& gates, const at::Tensor& output, const at::Tensor& cells,
+    const at::Tensor& hidden_full, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const OptTensor& col_ptr, const OptTensor& row_idx, const OptTensor& csr2csc,
+    const at::Tensor& batch_sizes, bool reverse, const OptTensor& hr_values,
+    const OptTensor& hr_row_ptr, const OptTensor& hr_col_idx, const OptTensor& hr_col_ptr,
+    const OptTensor& hr_row_idx, const OptTensor& hr_csr2csc) {
+  const auto [steps, batch, hidden, state] = check_lstm_backward_args(
+      grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0, values, row_ptr, col_idx,
+      col_ptr, row_idx, csr2csc, batch_sizes, hr_values, hr_row_ptr, hr_col_idx, hr_col_ptr, hr_row_idx,
+      hr_csr2csc);
+  const bool projected = hr_values.has_value();
   const int64_t* bs = batch_sizes.data_ptr<int64_t>();
   at::Tensor grad_gates = at::zeros_like(gates);
   at::Tensor dh = grad_h_n.contiguous().clone(), dc = grad_c_n.contiguous().clone();

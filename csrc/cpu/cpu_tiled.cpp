@@ -1,0 +1,320 @@
+// The tile-packed float32 forward product (sparse_kernels/cpu_tiled.h): the
+// packing, the AVX2 kernel, its portable twin, and the run-time choice.
+#include "sparse_kernels/cpu_tiled.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "sparse_kernels/cpu_spmm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SK_TILED_HAS_AVX2_KERNEL 1
+#else
+#define SK_TILED_HAS_AVX2_KERNEL 0
+#endif
+
+namespace sparse_kernels::cpu {
+namespace {
+
+// One row of W against one tile: out[0:W] = b + sum_k v[k] x_tile[idx[k], 0:W].
+// Portable: four independent accumulator sets, so that the compiler's SIMD
+// code does not wait on one chain of additions.
+template <int W>
+inline void tile_row_portable(const int32_t* idx, const float* v, int32_t k0, int32_t k1,
+                              const float* x_tile, float b, float* out) {
+  float acc[4][W];
+  for (int j = 0; j < W; ++j) {
+    acc[0][j] = b;
+    acc[1][j] = acc[2][j] = acc[3][j] = 0.0f;
+  }
+  int32_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    for (int c = 0; c < 4; ++c) {
+      const float w = v[k + c];
+      const float* x = x_tile + static_cast<int64_t>(idx[k + c]) * W;
+#pragma omp simd
+      for (int j = 0; j < W; ++j) acc[c][j] += w * x[j];
+    }
+  }
+  for (; k < k1; ++k) {
+    const float w = v[k];
+    const float* x = x_tile + static_cast<int64_t>(idx[k]) * W;
+#pragma omp simd
+    for (int j = 0; j < W; ++j) acc[0][j] += w * x[j];
+  }
+  for (int j = 0; j < W; ++j) out[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+}
+
+SK_CPU_CLONES void tiled_rows_portable(const int32_t* ptr, const int32_t* idx, const float* v,
+                                       const float* bias, const float* x_tiles, int64_t in_features,
+                                       float* y_tiles, int64_t out_features, int64_t width,
+                                       int64_t r0, int64_t r1) {
+  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
+    const float* x_tile = x_tiles + j0 * in_features;
+    float* y_tile = y_tiles + j0 * out_features;
+    if (tile_width(j0, width) == 16) {
+      for (int64_t r = r0; r < r1; ++r)
+        tile_row_portable<16>(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+    } else {
+      for (int64_t r = r0; r < r1; ++r)
+        tile_row_portable<8>(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+    }
+  }
+}
+
+#if SK_TILED_HAS_AVX2_KERNEL
+// 16 lanes = two registers per nonzero; four nonzeros per iteration into four
+// register pairs (eight chains: two FMA units x four cycles of latency).
+__attribute__((target("avx2,fma"))) inline void tile_row16_avx2(const int32_t* idx, const float* v,
+                                                                 int32_t k0, int32_t k1,
+                                                                 const float* x_tile, float b,
+                                                                 float* out) {
+  __m256 a0 = _mm256_set1_ps(b), a1 = a0;
+  __m256 b0 = _mm256_setzero_ps(), b1 = b0, c0 = b0, c1 = b0, d0 = b0, d1 = b0;
+  int32_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    const float* p0 = x_tile + (static_cast<int64_t>(idx[k]) << 4);
+    const float* p1 = x_tile + (static_cast<int64_t>(idx[k + 1]) << 4);
+    const float* p2 = x_tile + (static_cast<int64_t>(idx[k + 2]) << 4);
+    const float* p3 = x_tile + (static_cast<int64_t>(idx[k + 3]) << 4);
+    const __m256 w0 = _mm256_broadcast_ss(v + k), w1 = _mm256_broadcast_ss(v + k + 1);
+    const __m256 w2 = _mm256_broadcast_ss(v + k + 2), w3 = _mm256_broadcast_ss(v + k + 3);
+    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8), a1);
+    b0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1), b0);
+    b1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1 + 8), b1);
+    c0 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(p2), c0);
+    c1 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(p2 + 8), c1);
+    d0 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(p3), d0);
+    d1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(p3 + 8), d1);
+  }
+  for (; k < k1; ++k) {
+    const float* p0 = x_tile + (static_cast<int64_t>(idx[k]) << 4);
+    const __m256 w0 = _mm256_broadcast_ss(v + k);
+    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0), a0);
+    a1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8), a1);
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(c0, d0)));
+  _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(a1, b1), _mm256_add_ps(c1, d1)));
+}
+
+// 8 lanes = one register per nonzero; eight nonzeros per iteration.
+__attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* idx, const float* v,
+                                                                int32_t k0, int32_t k1,
+                                                                const float* x_tile, float b,
+                                                                float* out) {
+  __m256 acc[8];
+  acc[0] = _mm256_set1_ps(b);
+  for (int c = 1; c < 8; ++c) acc[c] = _mm256_setzero_ps();
+  int32_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) {
+      const float* p = x_tile + (static_cast<int64_t>(idx[k + c]) << 3);
+      acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k + c), _mm256_loadu_ps(p), acc[c]);
+    }
+  }
+  for (; k < k1; ++k) {
+    const float* p = x_tile + (static_cast<int64_t>(idx[k]) << 3);
+    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(p), acc[0]);
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
+                                 _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
+  _mm256_storeu_ps(out, s);
+}
+
+__attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, const int32_t* idx,
+                                                         const float* v, const float* bias,
+                                                         const float* x_tiles, int64_t in_features,
+                                                         float* y_tiles, int64_t out_features,
+                                                         int64_t width, int64_t r0, int64_t r1) {
+  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
+    const float* x_tile = x_tiles + j0 * in_features;
+    float* y_tile = y_tiles + j0 * out_features;
+    if (tile_width(j0, width) == 16) {
+      for (int64_t r = r0; r < r1; ++r)
+        tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+    } else {
+      for (int64_t r = r0; r < r1; ++r)
+        tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr, const int32_t* idx,
+                                                             const float* v, const int64_t* rows,
+                                                             int count, const float* x_tile, int64_t w,
+                                                             float* out, int64_t out_stride) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t r = rows[i];
+    if (w == 16) {
+      tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
+    } else {
+      tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
+    }
+  }
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename T>
+inline __attribute__((always_inline)) void tiled_row_list_portable(
+    const int32_t* ptr, const int32_t* idx, const T* v, const int64_t* rows, int count, const T* x_tile,
+    int64_t w, T* out, int64_t out_stride) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t r = rows[i];
+    T acc[16] = {};
+    for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) {
+      const T wv = v[k];
+      const T* x = x_tile + static_cast<int64_t>(idx[k]) * w;
+#pragma omp simd
+      for (int64_t j = 0; j < w; ++j) acc[j] += wv * x[j];
+    }
+    for (int64_t j = 0; j < w; ++j) out[i * out_stride + j] = acc[j];
+  }
+}
+
+SK_CPU_CLONES void tiled_row_list_portable_f32(const int32_t* ptr, const int32_t* idx, const float* v,
+                                               const int64_t* rows, int count, const float* x_tile,
+                                               int64_t w, float* out, int64_t out_stride) {
+  tiled_row_list_portable(ptr, idx, v, rows, count, x_tile, w, out, out_stride);
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void gathered_row_list_impl(const int32_t* ptr, const int32_t* idx,
+                                                             const T* v, const int64_t* rows, int count,
+                                                             const T* x, T* out, int64_t out_stride) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t r = rows[i];
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) sum += v[k] * x[idx[k]];
+    out[i * out_stride] = sum;
+  }
+}
+
+// Lanes x features blocks of the packing and unpacking loops: 64 features
+// of 16 lanes keep both sides' lines in L1.
+constexpr int64_t kFeatureBlock = 64;
+
+}  // namespace
+
+bool tiled_product_enabled(const at::Tensor& input) {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SPARSE_KERNELS_CPU_TILED");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return enabled && input.scalar_type() == at::kFloat && input.size(0) >= 8;
+}
+
+// Runs fn(j0, w, c0, c1) over (tile, block of features) pairs in parallel:
+// the work items of packing and unpacking, each a (w x 64) transpose.
+template <typename Fn>
+void for_each_tile_block(int64_t width, int64_t features, const Fn& fn) {
+  const int64_t blocks = (features + kFeatureBlock - 1) / kFeatureBlock;
+  const int64_t tiles = (width + 15) / 16;  // the tiles start every 16 lanes
+  at::parallel_for(0, tiles * blocks, std::max<int64_t>(1, 4096 / (16 * kFeatureBlock)), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t j0 = (i / blocks) * 16;
+      const int64_t c0 = (i % blocks) * kFeatureBlock;
+      fn(j0, tile_width(j0, width), c0, std::min(features, c0 + kFeatureBlock));
+    }
+  });
+}
+
+at::Tensor pack_tiles(const at::Tensor& x) {
+  const int64_t n = x.size(0), features = x.size(1), width = tiled_width(n);
+  at::Tensor packed = at::empty({width * features}, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = packed.data_ptr<float>();
+  for_each_tile_block(width, features, [&](int64_t j0, int64_t w, int64_t c0, int64_t c1) {
+    float* tile = dst + j0 * features;
+    for (int64_t j = 0; j < w; ++j) {
+      const float* row = j0 + j < n ? src + (j0 + j) * features : nullptr;
+      for (int64_t c = c0; c < c1; ++c) tile[c * w + j] = row ? row[c] : 0.0f;
+    }
+  });
+  return packed;
+}
+
+at::Tensor unpack_tiles(const at::Tensor& y_tiles, int64_t n, int64_t features) {
+  at::Tensor y = at::empty({n, features}, y_tiles.options());
+  const float* src = y_tiles.data_ptr<float>();
+  float* dst = y.data_ptr<float>();
+  for_each_tile_block(tiled_width(n), features, [&](int64_t j0, int64_t w, int64_t c0, int64_t c1) {
+    const float* tile = src + j0 * features;
+    for (int64_t j = 0; j < w && j0 + j < n; ++j) {
+      float* row = dst + (j0 + j) * features;
+      for (int64_t c = c0; c < c1; ++c) row[c] = tile[c * w + j];
+    }
+  });
+  return y;
+}
+
+void tiled_spmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v, const float* bias,
+                         const float* x_tiles, int64_t in_features, float* y_tiles,
+                         int64_t out_features, int64_t width, int64_t r0, int64_t r1) {
+#if SK_TILED_HAS_AVX2_KERNEL
+  if (cpu_has_avx2_fma()) {
+    tiled_rows_avx2(ptr, idx, v, bias, x_tiles, in_features, y_tiles, out_features, width, r0, r1);
+    return;
+  }
+#endif
+  tiled_rows_portable(ptr, idx, v, bias, x_tiles, in_features, y_tiles, out_features, width, r0, r1);
+}
+
+void tiled_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows,
+                        int count, const float* x_tile, int64_t w, float* out, int64_t out_stride) {
+#if SK_TILED_HAS_AVX2_KERNEL
+  if (cpu_has_avx2_fma()) {
+    tiled_row_list_avx2(ptr, idx, v, rows, count, x_tile, w, out, out_stride);
+    return;
+  }
+#endif
+  tiled_row_list_portable_f32(ptr, idx, v, rows, count, x_tile, w, out, out_stride);
+}
+
+void tiled_row_list_f64(const int32_t* ptr, const int32_t* idx, const double* v, const int64_t* rows,
+                        int count, const double* x_tile, int64_t w, double* out, int64_t out_stride) {
+  tiled_row_list_portable(ptr, idx, v, rows, count, x_tile, w, out, out_stride);
+}
+
+SK_CPU_CLONES void gathered_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v,
+                                         const int64_t* rows, int count, const float* x, float* out,
+                                         int64_t out_stride) {
+  gathered_row_list_impl(ptr, idx, v, rows, count, x, out, out_stride);
+}
+
+SK_CPU_CLONES void gathered_row_list_f64(const int32_t* ptr, const int32_t* idx, const double* v,
+                                         const int64_t* rows, int count, const double* x, double* out,
+                                         int64_t out_stride) {
+  gathered_row_list_impl(ptr, idx, v, rows, count, x, out, out_stride);
+}
+
+at::Tensor tiled_sparse_linear(const at::Tensor& input, const at::Tensor& values,
+                               const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                               const at::Tensor& bias) {
+  const int64_t n = input.size(0), in_features = input.size(1);
+  const int64_t out_features = row_ptr.numel() - 1, width = tiled_width(n);
+  const at::Tensor x_tiles = pack_tiles(input);
+  at::Tensor y_tiles = at::empty({width * out_features}, input.options());
+  const int32_t* rp = row_ptr.data_ptr<int32_t>();
+  const int32_t* ci = col_idx.data_ptr<int32_t>();
+  const float* v = values.data_ptr<float>();
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  parallel_over_rows(rp, out_features, [&](int64_t r0, int64_t r1) {
+    tiled_spmm_rows_f32(rp, ci, v, b, x_tiles.data_ptr<float>(), in_features,
+                        y_tiles.data_ptr<float>(), out_features, width, r0, r1);
+  }, width);
+  return unpack_tiles(y_tiles, n, out_features);
+}
+
+}  // namespace sparse_kernels::cpu

@@ -1,0 +1,146 @@
+"""The CPU's tile-packed product (batches of 8 and more, float32) and the fused
+LSTM layer loop (csrc/cpu/cpu_tiled.cpp, csrc/cpu/lstm_layer_fused_cpu.cpp)
+against the plain-PyTorch references, on the shapes that reach their paths:
+16- and 8-lane tiles and their mix (batch 20 = 16 + 8, 35 = 16 + 16 + 8),
+variable lengths that leave whole tiles inactive, many chunks per step, one
+and two threads."""
+
+import pytest
+import torch
+
+from sparse_kernels import csr, ops, reference
+
+TOL32 = dict(atol=2e-5, rtol=2e-4)
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def _weight(out_f, in_f, density, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    row_ptr, col_idx = csr.random_csr((out_f, in_f), density, generator=g)
+    values = torch.randn(col_idx.numel(), generator=g, dtype=dtype)
+    return values, row_ptr, col_idx
+
+
+# (N, out, in, density): tiles of 16 and 8 lanes, a batch padded from 9 and
+# 33, empty rows (low density), one input column, nnz = 0, a wide batch.
+PRODUCT_SHAPES = [
+    (8, 24, 17, 0.3),
+    (9, 40, 33, 0.2),
+    (16, 64, 50, 0.1),
+    (20, 100, 64, 0.05),   # many empty rows
+    (33, 12, 1, 0.5),      # one input column
+    (35, 30, 20, 0.0),     # nnz = 0
+    (130, 257, 129, 0.1),
+]
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("shape", PRODUCT_SHAPES, ids=str)
+def test_tiled_forward_matches_reference(shape, bias, threads):
+    n, out_f, in_f, density = shape
+    values, row_ptr, col_idx = _weight(out_f, in_f, density, seed=n)
+    g = torch.Generator().manual_seed(100 + n)
+    x = torch.randn(n, in_f, generator=g)
+    b = torch.randn(out_f, generator=g) if bias else None
+    csc = csr.csr_transpose(row_ptr, col_idx, in_f)
+    got = ops.sparse_linear(x, values, row_ptr, col_idx, b, csc=csc)
+    want = reference.sparse_linear(x.double(), values.double(), row_ptr, col_idx, (out_f, in_f),
+                                   None if b is None else b.double())
+    torch.testing.assert_close(got.double(), want, **TOL32)
+
+
+def test_tiled_forward_gradients_match_reference():
+    values, row_ptr, col_idx = _weight(48, 40, 0.25, seed=3)
+    values.requires_grad_()
+    x = torch.randn(21, 40, requires_grad=True)
+    csc = csr.csr_transpose(row_ptr, col_idx, 40)
+    y = ops.sparse_linear(x, values, row_ptr, col_idx, csc=csc)
+    gy = torch.randn_like(y)
+    gx, gv = torch.autograd.grad(y, (x, values), gy)
+    xd, vd = x.detach().double().requires_grad_(), values.detach().double().requires_grad_()
+    yd = reference.sparse_linear(xd, vd, row_ptr, col_idx, (48, 40))
+    gxd, gvd = torch.autograd.grad(yd, (xd, vd), gy.double())
+    torch.testing.assert_close(y.double(), yd, **TOL32)
+    torch.testing.assert_close(gx.double(), gxd, **TOL32)
+    torch.testing.assert_close(gv.double(), gvd, **TOL32)
+
+
+# (T, B, H, density, batch_sizes): batch 1 over several chunks, tiles of 8,
+# 16, 16 + 8 and 16 + 16 + 8 lanes, variable lengths that switch off the
+# second tile, then most of the first.
+FUSED_CASES = [
+    (6, 1, 200, 0.2, None),
+    (5, 2, 9, 0.5, None),
+    (4, 8, 16, 0.3, None),
+    (3, 16, 64, 0.3, None),
+    (5, 20, 64, 0.3, [20, 17, 16, 9, 3]),
+    (3, 35, 40, 0.1, [35, 35, 1]),
+    (4, 20, 7, 0.0, None),  # nnz = 0
+]
+
+
+def _fused_problem(steps, batch, hidden, density, sizes, dtype, seed=0):
+    values, row_ptr, col_idx = _weight(4 * hidden, hidden, density, seed, dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    gates = torch.randn(steps, batch, 4 * hidden, generator=g, dtype=dtype)
+    h0 = torch.randn(batch, hidden, generator=g, dtype=dtype)
+    c0 = torch.randn(batch, hidden, generator=g, dtype=dtype)
+    sizes = None if sizes is None else torch.tensor(sizes, dtype=torch.int64)
+    leaves = [t.requires_grad_() for t in (gates, h0, c0, values)]
+    return leaves, row_ptr, col_idx, csr.csr_transpose(row_ptr, col_idx, hidden), sizes
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=str)
+def test_fused_lstm_layer_matches_reference(case, dtype, reverse, threads):
+    leaves, row_ptr, col_idx, csc, sizes = _fused_problem(*case, dtype=dtype)
+    got = ops.lstm_layer(*leaves[:4], row_ptr, col_idx, csc, sizes, reverse)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    want = reference.lstm_layer(*ref_leaves, row_ptr, col_idx, sizes, reverse)
+    tol = TOL32 if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-9)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, **tol)
+    # The backward reads what the fused forward saved (gates, cells, output).
+    grads_out = [torch.randn_like(t) for t in got]
+    g_got = torch.autograd.grad(got, leaves, grads_out)
+    g_want = torch.autograd.grad(want, ref_leaves, [g.double() for g in grads_out])
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a.double(), b, **(dict(atol=1e-4, rtol=1e-3) if dtype == torch.float32 else tol))
+
+
+def test_fused_lstm_layer_same_bits_on_one_and_two_threads():
+    # A unit's products and cell run in the same order whichever thread
+    # claims its chunk: the result must not depend on the thread count (a
+    # race between steps would show here).
+    leaves, row_ptr, col_idx, csc, sizes = _fused_problem(7, 20, 96, 0.2, None, torch.float32, seed=5)
+    leaves = [t.detach() for t in leaves]
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(ops.lstm_layer(*leaves, row_ptr, col_idx, csc))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_fused_lstm_layer_gradcheck():
+    leaves, row_ptr, col_idx, csc, sizes = _fused_problem(3, 9, 4, 0.5, [9, 5, 2], torch.float64, seed=7)
+    fn = lambda *ls: ops.lstm_layer(*ls, row_ptr, col_idx, csc, sizes)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, tuple(leaves))
+
+
+def test_fused_lstm_layer_opcheck():
+    leaves, row_ptr, col_idx, csc, sizes = _fused_problem(3, 20, 8, 0.4, [20, 12, 4], torch.float32, seed=9)
+    args = (*leaves, row_ptr, col_idx, *csc, sizes, False)
+    torch.library.opcheck(torch.ops.sparse_kernels.lstm_layer.default, args)
