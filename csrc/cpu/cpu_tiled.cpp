@@ -212,7 +212,7 @@ bool tiled_product_enabled(const at::Tensor& input) {
     const char* env = std::getenv("SPARSE_KERNELS_CPU_TILED");
     return env == nullptr || std::strcmp(env, "0") != 0;
   }();
-  return enabled && input.scalar_type() == at::kFloat && input.size(0) >= 8;
+  return enabled && input.scalar_type() == at::kFloat && input.size(0) >= 2;
 }
 
 // Runs fn(j0, w, c0, c1) over (tile, block of features) pairs in parallel:
