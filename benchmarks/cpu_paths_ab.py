@@ -1,0 +1,101 @@
+"""The CPU's tiled product and fused LSTM loops against the paths they
+replaced, in one run: each measurement runs twice, in two fresh processes,
+with SPARSE_KERNELS_CPU_TILED / SPARSE_KERNELS_CPU_FUSED_LSTM unset and set
+to 0 (the switches are read once per process). Prints medians and the ratio
+old / new; no thresholds.
+
+    python benchmarks/cpu_paths_ab.py [--repeats 31] [--what products lstm]
+
+- products: sparse_linear forward, W (4H x H) at H 256/1024/2048, batch
+  2/4/16/64, sparsity 50-99.9% (the study's forward rows);
+- lstm: one SparseLSTM layer H 1500 at 90%, T 35: inference at batch 1 and a
+  training step (forward + backward) at batch 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM")
+
+
+def _median_ms(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def measure(what: list[str], repeats: int) -> dict[str, float]:
+    import torch
+
+    from sparse_kernels import SparseLSTM, csr
+
+    torch.manual_seed(0)
+    out: dict[str, float] = {}
+    if "products" in what:
+        for hidden in (256, 1024, 2048):
+            for batch in (2, 4, 16, 64):
+                for sparsity in (0.5, 0.9, 0.99, 0.999):
+                    row_ptr, col_idx = csr.random_csr((4 * hidden, hidden), 1 - sparsity)
+                    values, x = torch.randn(col_idx.numel()), torch.randn(batch, hidden)
+                    op = torch.ops.sparse_kernels.sparse_linear
+                    args = (x, values, row_ptr, col_idx) + (None,) * 8
+                    out[f"forward H {hidden} B {batch} sparsity {sparsity}"] = _median_ms(lambda: op(*args), repeats)
+    if "lstm" in what:
+        layer = SparseLSTM(1500, 1500, density=0.1)
+        x1 = torch.randn(35, 1, 1500)
+
+        def infer():
+            with torch.no_grad():
+                layer(x1)
+
+        x20 = torch.randn(35, 20, 1500)
+
+        def train():
+            out_, _ = layer(x20)
+            out_.pow(2).mean().backward()
+
+        out["SparseLSTM H 1500 90% inference batch 1"] = _median_ms(infer, max(5, repeats // 3))
+        out["SparseLSTM H 1500 90% forward+backward batch 20"] = _median_ms(train, max(5, repeats // 6))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--what", nargs="+", default=["products", "lstm"], choices=["products", "lstm"])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.what, args.repeats)))
+        return
+    runs = {}
+    for label, value in (("new", None), ("old", "0")):
+        env = dict(os.environ)
+        for name in SWITCHES:
+            env.pop(name, None)
+            if value is not None:
+                env[name] = value
+        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--what", *args.what]
+        runs[label] = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+    import torch
+
+    print(f"threads {torch.get_num_threads()}; medians in ms; old = {'=0, '.join(SWITCHES)}=0")
+    print(f"{'measurement':52s} {'new ms':>9s} {'old ms':>9s} {'old/new':>8s}")
+    for name, new in runs["new"].items():
+        old = runs["old"][name]
+        print(f"{name:52s} {new:9.4f} {old:9.4f} {old / new:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
