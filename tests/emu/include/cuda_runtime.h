@@ -71,8 +71,14 @@ struct dim3 {
 #define __align__(n) __attribute__((aligned(n)))  // GNU form: allowed among the decl-specifiers, as in CUDA
 // One storage per kernel instantiation, reused by the blocks as they run one
 // after another: per-block shared memory. The section lets the emulator
-// poison it before each block (see above).
-#define __shared__ __attribute__((section("sk_emu_shared"))) static
+// poison it before each block (see above). `used`: the poisoning writes the
+// storage behind the compiler's back (through the section's bounds), so the
+// compiler must not assume it holds its zero initialiser. Without it clang
+// (19, -O1) turns an internal array that its kernel never writes into a
+// constant and folds the reads to 0: a read of never-written shared memory
+// would then go unseen. An object marked used may be accessed in ways the
+// compiler cannot see, so its loads stay.
+#define __shared__ __attribute__((section("sk_emu_shared"), used)) static
 #define __constant__ static
 
 namespace sk_emu {
