@@ -72,7 +72,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
     """The options train-lm and train-cls share; optimizer, lr, momentum,
     clip, dropout, epochs and init_scale default to ``defaults`` (an
     LMConfig or ClsConfig: one place holds each loop's defaults)."""
-    from .train.loop import METHODS, NONFINITE, OPTIMIZERS
+    from .train.loop import METHODS, NONFINITE, OPTIMIZERS, SPARSE_LR_SCALES
     from .train.models import RECURRENT
     p.add_argument("--data", help="data path (default: the embedded synthetic data)")
     p.add_argument("--model", choices=sorted(RECURRENT), default="lstm", help="recurrent layer (default lstm)")
@@ -83,6 +83,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
     p.add_argument("--init-scale", choices=("dense", "fan_in"), default=defaults.init_scale,
                    help="initial sparse values: the dense layer's bound, or that bound times sqrt(in_features / "
                         "stored entries of the row) (fan_in: pre-activations with the dense layer's variance)")
+    p.add_argument("--sparse-lr-scale", choices=SPARSE_LR_SCALES, default=defaults.sparse_lr_scale,
+                   help="fan_in: each sparse weight's learning rate divided by its density, so that its "
+                        "outputs change as fast as the dense layer's under the same lr; none: one lr for all")
     p.add_argument("--block-shape", type=_block_shape, default=None, metavar="ROWSxCOLS",
                    help="store the sparse recurrent weights as dense blocks of this shape (BSR), e.g. 4x4; "
                         "default: unstructured (CSR)")
@@ -118,7 +121,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
 
 def _common_config(args) -> dict:
     return dict(model=args.model, method=args.method, sparsity=args.sparsity, init=args.init,
-                init_scale=args.init_scale,
+                init_scale=args.init_scale, sparse_lr_scale=args.sparse_lr_scale,
                 prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
                 hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
@@ -152,6 +155,8 @@ def _keep_saved_settings(config, args):
     from dataclasses import fields, replace
     from .train.checkpoint import load_checkpoint
     saved = load_checkpoint(args.resume, "lm" if args.command == "train-lm" else "cls")["config"]
+    # Runs saved before --sparse-lr-scale existed trained with one learning rate for all weights.
+    saved.setdefault("sparse_lr_scale", "none")
     given = {_OPTION_FIELDS.get(dest, dest) for dest in _given_options(args.argv)}
     if "hidden_size" in given:
         given.add("embedding_size")  # --embedding defaults to --hidden

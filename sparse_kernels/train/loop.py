@@ -29,6 +29,7 @@ DST_METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
 METHODS = ("dense", "static") + DST_METHODS
 DENSE_TO_SPARSE = ("gradual", "iht")
 OPTIMIZERS = ("sgd", "adam")
+SPARSE_LR_SCALES = ("none", "fan_in")  # see sparse_lr_groups
 NONFINITE = ("skip", "stop")   # what a step with a NaN/inf loss or gradient does
 
 
@@ -50,6 +51,7 @@ class RunConfig:
     sparsity: float = 0.9
     init: str = "uniform"
     init_scale: str = "dense"    # sparse weights' initial values: the dense layer's bound, or "fan_in" (see storage)
+    sparse_lr_scale: str = "none"  # "fan_in": each sparse weight's lr times 1 / its density (see make_optimizer)
     embedding_size: int = 200
     hidden_size: int = 200
     num_layers: int = 2
@@ -71,8 +73,9 @@ class RunConfig:
     nonfinite_limit: int = 10    # "skip" stops the run after this many non-finite steps in a row
     block_shape: tuple[int, int] | None = None  # recurrent weights as dense blocks (BSR) of this shape; None: CSR
 
+    # sparse_lr_scale decides the optimizer's parameter groups, which a resumed run must keep.
     model_keys = ("model", "method", "sparsity", "init", "embedding_size", "hidden_size", "num_layers", "depth",
-                  "optimizer", "seed", "block_shape")
+                  "optimizer", "seed", "block_shape", "sparse_lr_scale")
 
     def __post_init__(self) -> None:
         # A checkpoint's config comes back with a list (JSON-like round trip): one form.
@@ -90,6 +93,9 @@ class RunConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.init_scale not in ("dense", "fan_in"):
             raise ValueError(f"init_scale must be 'dense' or 'fan_in', got {self.init_scale!r}")
+        if self.sparse_lr_scale not in SPARSE_LR_SCALES:
+            raise ValueError(f"sparse_lr_scale must be one of {', '.join(SPARSE_LR_SCALES)}, "
+                             f"got {self.sparse_lr_scale!r}")
         if not (0.0 <= self.sparsity < 1.0):
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.optimizer not in OPTIMIZERS:
@@ -137,8 +143,34 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def sparse_lr_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """Parameter groups that give each sparse weight (CSR/BSR, as
+    DynamicSparsity finds them) the learning rate ``lr / density``.
+
+    Why: a gradient step moves a row's output by about lr * gradient *
+    (sum of the squares of its stored inputs), and the loss by lr * (sum of
+    the stored entries' squared gradients): a layer at density d learns
+    about d times as fast as the dense layer the learning rate was chosen
+    for. Dividing its lr by d restores the dense layer's rate (the
+    learning-rate counterpart of init_scale="fan_in"; docs/quality.md has
+    what it did). The factor is fixed at construction (the density a
+    method starts from: 1 for dense-to-sparse methods)."""
+    from ..dst.sparsity import find_sparse_weights
     params = list({id(p): p for p in model.parameters()}.values())
+    sparse = [w for w in find_sparse_weights(model).values() if w.density > 0]
+    scaled = {id(w.values) for w in sparse}
+    groups = [{"params": [p for p in params if id(p) not in scaled]}]
+    groups += [{"params": [w.values], "lr": lr / w.density} for w in sparse]
+    return groups
+
+
+def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The run's optimizer; with ``sparse_lr_scale="fan_in"`` each sparse
+    weight in its own parameter group (sparse_lr_groups; group 0 holds the
+    rest and its lr is the one logged and decayed alike)."""
+    params = list({id(p): p for p in model.parameters()}.values())
+    if config.sparse_lr_scale == "fan_in":
+        params = sparse_lr_groups(model, config.lr)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
