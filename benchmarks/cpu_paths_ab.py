@@ -8,6 +8,9 @@ old / new; no thresholds.
 
 - products: sparse_linear forward, W (4H x H) at H 256/1024/2048, batch
   2/4/16/64, sparsity 50-99.9% (the study's forward rows);
+- input_grad: sparse_linear_input_grad_csr, W 8192 x 2048 at 90%, batch
+  16/32/64/256/700 (from batch 128 the new path transposes W per call and
+  runs the tiled product);
 - lstm: one SparseLSTM layer H 1500 at 90%, T 35: inference at batch 1 and a
   training step (forward + backward) at batch 20.
 """
@@ -51,6 +54,14 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
                     op = torch.ops.sparse_kernels.sparse_linear
                     args = (x, values, row_ptr, col_idx) + (None,) * 8
                     out[f"forward H {hidden} B {batch} sparsity {sparsity}"] = _median_ms(lambda: op(*args), repeats)
+    if "input_grad" in what:
+        row_ptr, col_idx = csr.random_csr((8192, 2048), 0.1)
+        values = torch.randn(col_idx.numel())
+        for batch in (16, 32, 64, 256, 700):
+            gy = torch.randn(batch, 8192)
+            op = torch.ops.sparse_kernels.sparse_linear_input_grad_csr
+            out[f"input grad 8192x2048 90% B {batch}"] = _median_ms(
+                lambda: op(gy, values, row_ptr, col_idx, 2048), max(5, repeats // (1 + batch // 64)))
     if "lstm" in what:
         layer = SparseLSTM(1500, 1500, density=0.1)
         x1 = torch.randn(35, 1, 1500)
@@ -73,7 +84,8 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=31)
-    parser.add_argument("--what", nargs="+", default=["products", "lstm"], choices=["products", "lstm"])
+    parser.add_argument("--what", nargs="+", default=["products", "input_grad", "lstm"],
+                        choices=["products", "input_grad", "lstm"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,4 +1,5 @@
-"""The CPU's tile-packed product (batches of 8 and more, float32) and the fused
+"""The CPU's tile-packed product (batches of 2 and more, float32; the input
+gradient of batches of 128 and more runs it over a per-call W^T) and the fused
 LSTM layer loop (csrc/cpu/cpu_tiled.cpp, csrc/cpu/lstm_layer_fused_cpu.cpp)
 against the plain-PyTorch references, on the shapes that reach their paths:
 16- and 8-lane tiles and their mix (batch 20 = 16 + 8, 35 = 16 + 16 + 8),
@@ -70,6 +71,39 @@ def test_tiled_forward_gradients_match_reference():
     torch.testing.assert_close(y.double(), yd, **TOL32)
     torch.testing.assert_close(gx.double(), gxd, **TOL32)
     torch.testing.assert_close(gv.double(), gvd, **TOL32)
+
+
+# (N, out, in, density) for the input gradient: below, at and past the batch
+# from which it transposes W and runs the tiled product (128), columns of W
+# with no entry (rows of W^T empty), one input feature, nnz = 0.
+INPUT_GRAD_SHAPES = [
+    (127, 40, 33, 0.2),
+    (128, 64, 50, 0.1),
+    (145, 100, 300, 0.01),  # most columns empty
+    (130, 12, 1, 0.5),      # one input feature
+    (140, 30, 20, 0.0),     # nnz = 0
+    (700, 96, 80, 0.1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", INPUT_GRAD_SHAPES, ids=str)
+def test_input_grad_matches_reference(shape, dtype, threads):
+    n, out_f, in_f, density = shape
+    values, row_ptr, col_idx = _weight(out_f, in_f, density, seed=n, dtype=dtype)
+    gy = torch.randn(n, out_f, generator=torch.Generator().manual_seed(200 + n), dtype=dtype)
+    got = torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, in_f)
+    want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (out_f, in_f))
+    assert got.dtype == dtype and got.shape == (n, in_f)
+    torch.testing.assert_close(got.double(), want, **(TOL32 if dtype == torch.float32 else {}))
+
+
+def test_input_grad_of_a_non_contiguous_gradient():
+    values, row_ptr, col_idx = _weight(48, 40, 0.25, seed=5)
+    gy = torch.randn(48, 64).t()  # (64, 48), a transposed view
+    got = torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, 40)
+    want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (48, 40))
+    torch.testing.assert_close(got.double(), want, **TOL32)
 
 
 # (T, B, H, density, batch_sizes): batch 1 over several chunks, tiles of 8,

@@ -3,6 +3,7 @@ writes its files atomically, and a run interrupted mid-epoch then resumed
 gives exactly the metrics of an uninterrupted run."""
 
 import csv
+import threading
 
 import pytest
 import torch
@@ -52,6 +53,23 @@ def test_lm_learns_and_reports(corpus, tmp_path, method):
         assert rnn.nnz == round(0.25 * sum(w.shape.numel() for _, w in rnn.sparse_weights()))
     else:
         assert result.params["stored"] == result.params["dense"] and result.flops_ratio == 1.0
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_run_leaves_no_thread_behind(corpus, tmp_path, progress):
+    """tqdm's monitor thread, started with the progress bar (a disabled one
+    too), is stopped when the run ends: a thread still alive at interpreter
+    exit is woken there by tqdm's atexit hook and races finalisation (issue
+    #16: a torchrun rank aborted at exit once, this thread the only one
+    left)."""
+    before = set(threading.enumerate())
+    during = []
+    train_lm(corpus, tiny(epochs=1), tmp_path, progress=progress,
+             on_step=lambda step: during.extend(t.name for t in threading.enumerate()))
+    assert "tqdm_monitor" in during   # else this test would prove nothing
+    after = threading.enumerate()
+    assert [t.name for t in after if t not in before] == []
+    assert "tqdm_monitor" not in [t.name for t in after]   # nor one an earlier run left
 
 
 @pytest.mark.parametrize("method", ["st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined"])

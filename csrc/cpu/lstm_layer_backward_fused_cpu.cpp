@@ -21,6 +21,7 @@
 #include <cstring>
 #include <vector>
 
+#include "sparse_kernels/cpu_csr_transpose.h"
 #include "sparse_kernels/cpu_fast_math.h"
 #include "sparse_kernels/cpu_kernels.h"
 #include "sparse_kernels/cpu_lstm_fused.h"
@@ -54,33 +55,6 @@ void cell_backward_lanes(const double* g, int64_t stride, const double* cp, cons
     lstm_unit_backward<double>(g[j], g[stride + j], g[2 * stride + j], g[3 * stride + j], cp[j], cc[j],
                                dh[j], dc[j], dg + j, dg + stride + j, dg + 2 * stride + j,
                                dg + 3 * stride + j, dcp + j);
-}
-
-// W^T as CSR (W's columns as rows), values copied into that order.
-template <typename T>
-struct Transposed {
-  std::vector<int32_t> ptr, idx;
-  std::vector<T> values;
-};
-
-template <typename T>
-Transposed<T> transpose_csr(const int32_t* ptr, const int32_t* idx, const T* v, int64_t rows, int64_t cols) {
-  Transposed<T> t;
-  const int64_t nnz = ptr[rows];
-  t.ptr.assign(cols + 1, 0);
-  t.idx.resize(nnz);
-  t.values.resize(nnz);
-  for (int64_t k = 0; k < nnz; ++k) ++t.ptr[idx[k] + 1];
-  for (int64_t c = 0; c < cols; ++c) t.ptr[c + 1] += t.ptr[c];
-  std::vector<int32_t> next(t.ptr.begin(), t.ptr.end() - 1);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) {
-      const int32_t p = next[idx[k]]++;
-      t.idx[p] = static_cast<int32_t>(r);  // rows ascending within each column
-      t.values[p] = v[k];
-    }
-  }
-  return t;
 }
 
 template <typename T>

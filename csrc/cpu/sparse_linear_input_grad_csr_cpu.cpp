@@ -3,15 +3,44 @@
 // the input features it touches. Values and indices stream in storage order,
 // so the CPU needs no transposed (CSC) index: 8 fewer bytes per nonzero kept
 // for training, and no csr2csc indirection (a random read per nonzero).
+// Wide float32 batches instead build W^T once per call (cpu_csr_transpose.h,
+// O(nnz)) and run the tiled forward product over it (cpu_tiled.h): the
+// scatter wrote each nonzero's 32-lane run of grad_x^T at a random row, N
+// floats apart, and ran at ~2.5 G multiply-adds/s per core at N = 700.
 #include <torch/library.h>
 
 #include <vector>
 
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_csr_transpose.h"
 #include "sparse_kernels/cpu_spmm.h"
+#include "sparse_kernels/cpu_tiled.h"
 
 namespace sparse_kernels::cpu {
+
+// From this batch on, transposing W (a serial O(nnz) counting sort, ~10-20 ms
+// for 1.7 M nonzeros) and running the tiled product beats the scatter:
+// measured one thread, W 8192 x 2048 at 10%, 0.85x at batch 64, 2.1-3x at
+// 256-700 (BENCHMARKS.md, issue #18).
+constexpr int64_t kTransposedInputGradMinBatch = 128;
+
+namespace {
+
+at::Tensor input_grad_through_transpose(const at::Tensor& grad_output, const at::Tensor& values,
+                                        const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                        int64_t in_features) {
+  const int64_t out_features = row_ptr.numel() - 1, nnz = col_idx.numel();
+  const at::Tensor t_ptr = at::empty({in_features + 1}, row_ptr.options());
+  const at::Tensor t_idx = at::empty({nnz}, col_idx.options());
+  const at::Tensor t_values = at::empty({nnz}, values.options());
+  transpose_csr_into(row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(), values.data_ptr<float>(),
+                     out_features, in_features, t_ptr.data_ptr<int32_t>(), t_idx.data_ptr<int32_t>(),
+                     t_values.data_ptr<float>());
+  return tiled_sparse_linear(grad_output, t_values, t_ptr, t_idx, at::Tensor());
+}
+
+}  // namespace
 
 at::Tensor sparse_linear_input_grad_csr(const at::Tensor& grad_output_, const at::Tensor& values,
                                         const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -32,6 +61,9 @@ at::Tensor sparse_linear_input_grad_csr(const at::Tensor& grad_output_, const at
   const at::Tensor grad_output = grad_output_.contiguous();
   if (rows == 0 || in_features == 0 || col_idx.numel() == 0) {
     return at::zeros({rows, in_features}, grad_output.options());
+  }
+  if (rows >= kTransposedInputGradMinBatch && tiled_product_enabled(grad_output)) {
+    return input_grad_through_transpose(grad_output, values.contiguous(), row_ptr, col_idx, in_features);
   }
   // Batch on the SIMD lanes: grad_y^T (out, N') rows are scattered into
   // grad_x^T (in, N') rows, N' the batch padded to whole tiles.

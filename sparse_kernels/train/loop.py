@@ -309,6 +309,27 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))
 
 
+def _stop_progress_monitor() -> None:
+    """Stop and join tqdm's monitor thread once no progress bar is open, so
+    that a training run leaves no thread behind. tqdm (4.70) starts the
+    monitor with its first bar (a disabled one too) and keeps it until the
+    interpreter exits, where an atexit hook wakes it: it then races the
+    interpreter's finalisation, and CPython before 3.14 ends a daemon thread
+    that wants the GIL after finalisation began with pthread_exit, whose
+    forced unwinding aborts the process ("terminate called without an
+    active exception") if it meets a C++ frame that may not throw. It was
+    the only thread left in a finished torchrun rank (gloo's end with
+    destroy_process_group) when one aborted at exit that way under torch
+    2.15 (issue #16; not reproduced since, so not proven the cause). tqdm
+    starts a new monitor with the next bar."""
+    monitor = tqdm.monitor
+    with tqdm.get_lock():
+        if monitor is None or tqdm._instances:
+            return
+        tqdm.monitor = None
+    monitor.exit()  # sets its stop event and joins it
+
+
 class StepBoundaryInterrupt:
     """Ctrl-C handling for a training loop: the first SIGINT only sets a
     flag, and the loop calls :meth:`check` after each completed step, so the
@@ -572,6 +593,7 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     finally:
         interrupt.restore()
         bar.close()
+        _stop_progress_monitor()
         metrics.close()
 
     result.params = report.parameter_counts(model)
