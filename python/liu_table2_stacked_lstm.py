@@ -14,7 +14,7 @@ def run(args):
                         init_scale="dense")  # masks over a dense init, as the paper's code
         small = {0.67: 700, 0.80: 490}  # the paper's small dense sizes
     else:
-        # The library's defaults (LMConfig: momentum SGD lr 2, clip 10, fan-in-scaled
+        # The library's defaults (LMConfig: momentum SGD lr 1, clip 10, fan-in-scaled
         # sparse init; docs/quality.md): with the dense example's lr 20 / clip 0.25
         # every sparse method fell far behind dense (issue #17).
         base = LMConfig(hidden_size=200, embedding_size=200, num_layers=2, dropout=0.2, epochs=4,

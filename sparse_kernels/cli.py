@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lm = sub.add_parser("train-lm", help="word-level language model (PTB-format folder via --data)")
     from .train import ClsConfig, LMConfig
-    # Momentum SGD lr 2, clip 10, fan-in-scaled sparse init (LMConfig): the
+    # Momentum SGD lr 1, clip 10, fan-in-scaled sparse init (LMConfig): the
     # settings under which sparse models train as well as dense (docs/quality.md).
     _add_run_arguments(lm, hidden=650, layers=2, defaults=LMConfig(epochs=40))
     lm.add_argument("--batch-size", type=int, default=20)

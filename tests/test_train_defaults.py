@@ -10,7 +10,7 @@ from sparse_kernels.train import LMConfig
 from sparse_kernels.train.data import write_ptb
 
 # train-lm's defaults: docs/quality.md shows what they were chosen from.
-LM_DEFAULTS = dict(optimizer="sgd", lr=2.0, momentum=0.9, clip=10.0, dropout=0.5, init_scale="fan_in",
+LM_DEFAULTS = dict(optimizer="sgd", lr=1.0, momentum=0.9, clip=10.0, dropout=0.5, init_scale="fan_in",
                    hidden=650, layers=2, lr_decay=1.33)
 
 
