@@ -39,8 +39,25 @@ def missing(needs):
 
 
 def test_every_recipe_is_listed():
-    # recipe.py: the shared runner; quality_curves.py: the plots of docs/quality.md.
-    assert {p.stem for p in RECIPES.glob("*.py")} - {"recipe", "quality_curves"} == set(CASES)
+    # recipe.py: the shared runner; quality_curves.py and lm_first_steps.py: docs/quality.md's tools.
+    assert {p.stem for p in RECIPES.glob("*.py")} - {"recipe", "quality_curves", "lm_first_steps"} == set(CASES)
+
+
+def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
+    from sparse_kernels.train.data import write_ptb
+    words = [f"w{i}" for i in range(8)]
+    sentences = [[words[(i * k) % 8] for k in range(1, 6)] for i in range(200)]
+    ptb = write_ptb(tmp_path / "ptb", {"train": sentences[:160], "valid": sentences[160:180],
+                                       "test": sentences[180:]})
+    monkeypatch.syspath_prepend(str(RECIPES))
+    module = importlib.import_module("lm_first_steps")
+    assert module.main(["--data", str(ptb), "--hidden", "8", "--steps", "2", "--every", "1",
+                        "--method", "static", "--sparsity", "0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["step", "loss", "grad-norm"]
+    steps = [line.split() for line in lines[1:]]
+    assert [int(s[0]) for s in steps] == [0, 1]
+    assert all(0 < float(s[1]) < 10 and float(s[2]) > 0 for s in steps)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
