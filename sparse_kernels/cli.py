@@ -85,7 +85,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
                         "stored entries of the row) (fan_in: pre-activations with the dense layer's variance)")
     p.add_argument("--sparse-lr-scale", choices=SPARSE_LR_SCALES, default=defaults.sparse_lr_scale,
                    help="fan_in: each sparse weight's learning rate divided by its density, so that its "
-                        "outputs change as fast as the dense layer's under the same lr; none: one lr for all")
+                        "outputs change as fast as the dense layer's under the same lr; sqrt_fan_in: divided "
+                        "by the square root of its density; none: one lr for all")
     p.add_argument("--block-shape", type=_block_shape, default=None, metavar="ROWSxCOLS",
                    help="store the sparse recurrent weights as dense blocks of this shape (BSR), e.g. 4x4; "
                         "default: unstructured (CSR)")

@@ -71,6 +71,19 @@ def test_groups_hold_every_parameter_once_with_lr_over_density():
         assert group["lr"] > 3.0 / 0.31  # density 0.3 up to rounding of per-row counts
 
 
+def test_sqrt_scale_divides_by_the_square_root_of_the_density():
+    config = LMConfig(method="static", sparsity=0.9, hidden_size=30, embedding_size=16, num_layers=1,
+                      sparse_lr_scale="sqrt_fan_in", lr=2.0)
+    model = build_lm(config, vocab_size=40)
+    rest, *sparse = make_optimizer(config, model).param_groups
+    weights = {id(w.values): w for w in find_sparse_weights(model).values()}
+    assert rest["lr"] == 2.0 and len(sparse) == 2
+    for group in sparse:
+        density = weights[id(group["params"][0])].density
+        assert 0.09 < density < 0.12
+        assert group["lr"] == pytest.approx(2.0 / density ** 0.5)
+
+
 def test_dense_model_and_default_keep_one_group():
     dense = build_lm(LMConfig(method="dense", hidden_size=8, embedding_size=8, sparse_lr_scale="fan_in"), 20)
     assert len(make_optimizer(LMConfig(sparse_lr_scale="fan_in"), dense).param_groups) == 1
@@ -80,7 +93,7 @@ def test_dense_model_and_default_keep_one_group():
 
 
 def test_bad_value_is_a_config_error():
-    with pytest.raises(ConfigError, match="sparse_lr_scale must be one of none, fan_in"):
+    with pytest.raises(ConfigError, match="sparse_lr_scale must be one of none, fan_in, sqrt_fan_in"):
         LMConfig(sparse_lr_scale="inverse").validate()
 
 
