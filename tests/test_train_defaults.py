@@ -11,14 +11,14 @@ from sparse_kernels.train.data import write_ptb
 
 # train-lm's defaults: docs/quality.md shows what they were chosen from.
 LM_DEFAULTS = dict(optimizer="sgd", lr=1.0, momentum=0.9, clip=10.0, dropout=0.5, init_scale="fan_in",
-                   hidden=650, layers=2, lr_decay=1.33)
+                   sparse_lr_scale="sqrt_fan_in", hidden=650, layers=2, lr_decay=1.33)
 
 
 def test_train_lm_defaults_are_the_studied_ones():
     args = build_parser().parse_args(["train-lm"])
     assert {k: getattr(args, k) for k in LM_DEFAULTS} == LM_DEFAULTS
     config = LMConfig()
-    for key in ("optimizer", "lr", "momentum", "clip", "dropout", "init_scale", "lr_decay"):
+    for key in ("optimizer", "lr", "momentum", "clip", "dropout", "init_scale", "sparse_lr_scale", "lr_decay"):
         assert getattr(config, key) == LM_DEFAULTS[key], key
 
 

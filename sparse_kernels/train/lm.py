@@ -26,6 +26,11 @@ class LMConfig(RunConfig):
     # lr 2 with momentum 0.9 blew the dense model up within its first 20 steps
     # (test perplexity 429 against 227 at lr 1; the sparse ones: 282 and 280).
     lr: float = 1.0
+    # Sparse weights learn more slowly than dense ones at one lr (a row with
+    # d * n inputs moves d times as far per step): each sparse weight's lr is
+    # divided by sqrt(density). At 2 x 650 this took ST-RNN 90% from 327 to 262
+    # test perplexity and 67% from 280 to 257; the full 1 / density diverged at 90%.
+    sparse_lr_scale: str = "sqrt_fan_in"
     momentum: float = 0.9
     clip: float = 10.0
     init_scale: str = "fan_in"
