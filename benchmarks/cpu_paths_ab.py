@@ -22,20 +22,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM")
 
 
 def _median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
+    from kernel_ratios import median_seconds  # this folder (run as a script)
+
+    for _ in range(2):  # warm-ups, besides median_seconds' own
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+    return median_seconds(fn, repeats) * 1e3
 
 
 def measure(what: list[str], repeats: int) -> dict[str, float]:

@@ -29,7 +29,9 @@ DST_METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
 METHODS = ("dense", "static") + DST_METHODS
 DENSE_TO_SPARSE = ("gradual", "iht")
 OPTIMIZERS = ("sgd", "adam")
-SPARSE_LR_SCALES = ("none", "fan_in", "sqrt_fan_in")  # see sparse_lr_groups
+# sparse_lr_scale -> the power of the density each sparse weight's lr is divided by (see sparse_lr_groups).
+SPARSE_LR_POWERS = {"fan_in": 1.0, "sqrt_fan_in": 0.5}
+SPARSE_LR_SCALES = ("none", *SPARSE_LR_POWERS)
 NONFINITE = ("skip", "stop")   # what a step with a NaN/inf loss or gradient does
 
 
@@ -168,12 +170,13 @@ def sparse_lr_groups(model: torch.nn.Module, lr: float, power: float = 1.0) -> l
 
 
 def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The run's optimizer; with ``sparse_lr_scale="fan_in"`` each sparse
-    weight in its own parameter group (sparse_lr_groups; group 0 holds the
-    rest and its lr is the one logged and decayed alike)."""
-    params = list({id(p): p for p in model.parameters()}.values())
-    if config.sparse_lr_scale != "none":
-        params = sparse_lr_groups(model, config.lr, 0.5 if config.sparse_lr_scale == "sqrt_fan_in" else 1.0)
+    """The run's optimizer; with a ``sparse_lr_scale`` other than "none" each
+    sparse weight in its own parameter group (sparse_lr_groups; group 0 holds
+    the rest and its lr is the one logged and decayed alike)."""
+    if config.sparse_lr_scale == "none":
+        params = list({id(p): p for p in model.parameters()}.values())
+    else:
+        params = sparse_lr_groups(model, config.lr, SPARSE_LR_POWERS[config.sparse_lr_scale])
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
