@@ -11,6 +11,9 @@ old / new; no thresholds.
 - input_grad: sparse_linear_input_grad_csr, W 8192 x 2048 at 90%, batch
   16/32/64/256/700 (from batch 128 the new path transposes W per call and
   runs the tiled product);
+- value_grad: sparse_linear_value_grad (the SDDMM at the stored nonzeros), W
+  6000 x 1500 at 67% and 90%, batch 4/20/64/700 (from batch 2 the new path
+  runs on tiles of both operands);
 - lstm: one SparseLSTM layer H 1500 at 90%, T 35: inference at batch 1 and a
   training step (forward + backward) at batch 20.
 """
@@ -58,6 +61,14 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
             op = torch.ops.sparse_kernels.sparse_linear_input_grad_csr
             out[f"input grad 8192x2048 90% B {batch}"] = _median_ms(
                 lambda: op(gy, values, row_ptr, col_idx, 2048), max(5, repeats // (1 + batch // 64)))
+    if "value_grad" in what:
+        for sparsity in (0.67, 0.9):
+            row_ptr, col_idx = csr.random_csr((6000, 1500), 1 - sparsity)
+            for batch in (4, 20, 64, 700):
+                gy, x = torch.randn(batch, 6000), torch.randn(batch, 1500)
+                op = torch.ops.sparse_kernels.sparse_linear_value_grad
+                out[f"value grad 6000x1500 {sparsity:.0%} B {batch}"] = _median_ms(
+                    lambda: op(gy, x, row_ptr, col_idx), max(5, repeats // (1 + batch // 64)))
     if "lstm" in what:
         layer = SparseLSTM(1500, 1500, density=0.1)
         x1 = torch.randn(35, 1, 1500)
@@ -80,8 +91,8 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=31)
-    parser.add_argument("--what", nargs="+", default=["products", "input_grad", "lstm"],
-                        choices=["products", "input_grad", "lstm"])
+    parser.add_argument("--what", nargs="+", default=["products", "input_grad", "value_grad", "lstm"],
+                        choices=["products", "input_grad", "value_grad", "lstm"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,5 +1,6 @@
 """The CPU's tile-packed product (batches of 2 and more, float32; the input
-gradient of batches of 128 and more runs it over a per-call W^T) and the fused
+gradient of batches of 128 and more runs it over a per-call W^T; the value
+gradient of batches of 2 and more runs on tiles of both operands) and the fused
 LSTM layer loop (csrc/cpu/cpu_tiled.cpp, csrc/cpu/lstm_layer_fused_cpu.cpp)
 against the plain-PyTorch references, on the shapes that reach their paths:
 16- and 8-lane tiles and their mix (batch 20 = 16 + 8, 35 = 16 + 16 + 8),
@@ -103,6 +104,49 @@ def test_input_grad_of_a_non_contiguous_gradient():
     gy = torch.randn(48, 64).t()  # (64, 48), a transposed view
     got = torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, 40)
     want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (48, 40))
+    torch.testing.assert_close(got.double(), want, **TOL32)
+
+
+# (N, out, in, density) for the value gradient (an SDDMM): batch 1 (the
+# row-outer kernel), then the lane blocks of the tiled one: one 8-lane tile
+# (2, 8), a padded 16 (9), 16 + 8 (20), 16 + 16 (32), 16 + 16 + 8 (33: a block
+# of four registers, then one of one), 16 x 3 (48: four, then two), a wide
+# batch; rows of 0-7 nonzeros (the one-at-a-time tail) and of 8 and more,
+# empty rows, one input feature, nnz = 0.
+VALUE_GRAD_SHAPES = [
+    (1, 40, 33, 0.3),
+    (2, 24, 17, 0.3),
+    (8, 40, 60, 0.2),
+    (9, 40, 33, 0.2),
+    (20, 100, 64, 0.05),   # many empty rows, short rows
+    (32, 64, 50, 0.3),
+    (33, 12, 1, 0.5),      # one input feature
+    (40, 30, 20, 0.0),     # nnz = 0
+    (48, 50, 40, 0.4),
+    (700, 96, 80, 0.1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", VALUE_GRAD_SHAPES, ids=str)
+def test_value_grad_matches_reference(shape, dtype, threads):
+    n, out_f, in_f, density = shape
+    _, row_ptr, col_idx = _weight(out_f, in_f, density, seed=n, dtype=dtype)
+    g = torch.Generator().manual_seed(300 + n)
+    gy = torch.randn(n, out_f, generator=g, dtype=dtype)
+    x = torch.randn(n, in_f, generator=g, dtype=dtype)
+    got = torch.ops.sparse_kernels.sparse_linear_value_grad(gy, x, row_ptr, col_idx)
+    want = reference.sparse_linear_value_grad(gy.double(), x.double(), row_ptr, col_idx)
+    assert got.dtype == dtype and got.shape == col_idx.shape
+    torch.testing.assert_close(got.double(), want, **(TOL32 if dtype == torch.float32 else {}))
+
+
+def test_value_grad_of_non_contiguous_operands():
+    _, row_ptr, col_idx = _weight(48, 40, 0.25, seed=6)
+    gy = torch.randn(48, 37).t()  # (37, 48), a transposed view
+    x = torch.randn(40, 37).t()
+    got = torch.ops.sparse_kernels.sparse_linear_value_grad(gy, x, row_ptr, col_idx)
+    want = reference.sparse_linear_value_grad(gy.double(), x.double(), row_ptr, col_idx)
     torch.testing.assert_close(got.double(), want, **TOL32)
 
 

@@ -6,6 +6,7 @@
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
 #include "sparse_kernels/cpu_spmm.h"
+#include "sparse_kernels/cpu_tiled.h"
 
 namespace sparse_kernels::cpu {
 
@@ -19,8 +20,9 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
   const int64_t out_features = grad_output_.size(1);
   const at::Tensor grad_output = grad_output_.contiguous();
   const at::Tensor input = input_.contiguous();
+  if (n_rows == 0 || col_idx.numel() == 0) return at::zeros({col_idx.numel()}, input.options());
+  if (tiled_value_grad_enabled(input)) return tiled_sparse_linear_value_grad(grad_output, input, row_ptr, col_idx);
   at::Tensor grad_values = at::zeros({col_idx.numel()}, input.options());
-  if (n_rows == 0 || col_idx.numel() == 0) return grad_values;
 
   // Each stored nonzero's gradient is a dot product over the N rows:
   // contiguous in the transposed activations.
