@@ -22,6 +22,15 @@ def test_train_lm_defaults_are_the_studied_ones():
         assert getattr(config, key) == LM_DEFAULTS[key], key
 
 
+def test_train_cls_divides_the_sparse_lr_by_the_density():
+    """train-cls uses Adam; with one lr its 90%-sparse models stayed at chance
+    (docs/quality.md), so its sparse weights' lr is scaled by fan_in."""
+    from sparse_kernels.train import ClsConfig
+    args = build_parser().parse_args(["train-cls"])
+    assert args.sparse_lr_scale == "fan_in" and args.optimizer == "adam"
+    assert ClsConfig().sparse_lr_scale == "fan_in"
+
+
 @pytest.fixture
 def ptb(tmp_path):
     words = [f"w{i}" for i in range(8)]
