@@ -67,6 +67,19 @@ device_params = pytest.mark.parametrize("device", DEVICES)
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-9)}
 
 
+def load_benchmark_script(name: str):
+    """benchmarks/<name>.py as a module (the folder is scripts, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def random_problem(n, out_f, in_f, density, *, dtype=torch.float64, device="cpu", seed=0,
                    init="uniform", requires_grad=False, bias=True):
     """Fresh random inputs (never zeros) for sparse_linear."""

@@ -3,22 +3,19 @@ table-building code (ratios, targets, floors) is right on made-up timings."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import load_benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_report.py"
 
 
 def _report_module():
-    spec = importlib.util.spec_from_file_location("gpu_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("gpu_report")
 
 
 def test_without_a_gpu_it_stops_with_a_clear_message(tmp_path):

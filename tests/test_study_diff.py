@@ -3,19 +3,11 @@ and the moves it reports between two runs."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "study_diff.py"
+from conftest import load_benchmark_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("study_diff", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("study_diff")
 
 
 def _study(forward_ours: str, value_ours: str) -> str:
