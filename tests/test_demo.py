@@ -140,3 +140,35 @@ def test_every_epoch_has_fresh_text_from_the_source():
     assert all(torch.equal(a, b) for a, b in zip(chunks, more)) and torch.equal(longer.test, corpus.test)
     windows = list(bptt_batches(batchify(chunks[0], settings.batch_size), settings.bptt))
     assert settings.steps() == 3 * len(windows) == 3 * demo.steps_per_epoch(2000, settings.batch_size, settings.bptt)
+
+
+def test_inference_timing_takes_turns_of_consecutive_windows():
+    """Each model runs its windows in turns of four consecutive ones (the
+    first untimed, to re-warm the caches), the turns alternating between
+    models; every model reads the stream in order with its state carried,
+    and a short text is read again from its start."""
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, window, state):
+            calls.append((self.name, window[0, 0].item(), state))
+            return window, (state or 0) + 1
+
+    tokens = torch.arange(50)
+    speed = demo.inference_tokens_per_second({"a": Recorder("a"), "b": Recorder("b")}, tokens, bptt=5,
+                                             device=torch.device("cpu"), rounds=4)
+    assert set(speed) == {"a", "b"} and all(v > 0 for v in speed.values())
+    # rounds 4, three timed windows a turn -> two turns of four windows per model
+    assert [name for name, _, _ in calls] == ["a"] * 4 + ["b"] * 4 + ["a"] * 4 + ["b"] * 4
+    for name in "ab":
+        mine = [(first, state) for n, first, state in calls if n == name]
+        assert [first for first, _ in mine] == [0, 5, 10, 15, 20, 25, 30, 35]
+        assert [state for _, state in mine] == [None, 1, 2, 3, 4, 5, 6, 7]
+    calls.clear()
+    demo.inference_tokens_per_second({"a": Recorder("a")}, torch.arange(12), bptt=5, device=torch.device("cpu"),
+                                     rounds=3)
+    assert [first for _, first, _ in calls] == [0, 5, 10, 3]  # 12 tokens, then again from the start
