@@ -143,8 +143,9 @@ at::Tensor tiled_sparse_linear(const at::Tensor& input, const at::Tensor& values
 // operands: grad_output (N, out) and input (N, in), float32 contiguous ->
 // (nnz). Taken where tiled_value_grad_enabled(input): the tiled product's
 // conditions and a CPU with AVX2 and FMA (no portable twin: elsewhere the
-// row-outer SDDMM of cpu_spmm.h runs). Standalone, one thread, 6000 x 1500 at
-// 10%, packing included: 2-3x the row-outer kernel at N = 704, 5x at N = 64.
+// row-outer SDDMM of cpu_spmm.h runs). Measured through the op, W 6000 x 1500
+// (BENCHMARKS.md, session C): 2-3.8x the row-outer kernel at N = 4-20,
+// 1.8-2.2x at 64, 1.05-1.3x at 700 (on par at 67% on one thread).
 bool tiled_value_grad_enabled(const at::Tensor& input);
 at::Tensor tiled_sparse_linear_value_grad(const at::Tensor& grad_output, const at::Tensor& input,
                                           const at::Tensor& row_ptr, const at::Tensor& col_idx);
