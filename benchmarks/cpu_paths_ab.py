@@ -1,10 +1,10 @@
 """The CPU's tiled product and fused LSTM loops against the paths they
 replaced, in one run: each measurement runs twice, in two fresh processes,
-with SPARSE_KERNELS_CPU_TILED / SPARSE_KERNELS_CPU_FUSED_LSTM unset and set
-to 0 (the switches are read once per process). Prints medians and the ratio
-old / new; no thresholds.
+with the switches below unset and set to 0 (read once per process; --switches
+picks which ones "old" sets). Prints medians and the ratio old / new; no
+thresholds.
 
-    python benchmarks/cpu_paths_ab.py [--repeats 31] [--what products lstm]
+    python benchmarks/cpu_paths_ab.py [--repeats 31] [--rounds 5] [--what products lstm] [--switches ...]
 
 - products: sparse_linear forward, W (4H x H) at H 256/1024/2048, batch
   2/4/16/64, sparsity 50-99.9% (the study's forward rows);
@@ -15,7 +15,11 @@ old / new; no thresholds.
   6000 x 1500 at 67% and 90%, batch 4/20/64/700 (from batch 2 the new path
   runs on tiles of both operands);
 - lstm: one SparseLSTM layer H 1500 at 90%, T 35: inference at batch 1 and a
-  training step (forward + backward) at batch 20.
+  training step (forward + backward) at batch 20;
+- batch1: the batch-1 products (SPARSE_KERNELS_CPU_SCALAR_GATHER's kernels):
+  W 8192 x 2048 at 90%, forward and transposed product through the CSC index,
+  and SparseLSTM inference at batch 1, T 35, H 1024 (the demo's layer) and
+  H 1500, at 90%.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
-SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM")
+SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM", "SPARSE_KERNELS_CPU_SCALAR_GATHER")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -40,7 +45,7 @@ def _median_ms(fn, repeats: int) -> float:
 def measure(what: list[str], repeats: int) -> dict[str, float]:
     import torch
 
-    from sparse_kernels import SparseLSTM, csr
+    from sparse_kernels import SparseLSTM, csr, ops
 
     torch.manual_seed(0)
     out: dict[str, float] = {}
@@ -85,6 +90,25 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
 
         out["SparseLSTM H 1500 90% inference batch 1"] = _median_ms(infer, max(5, repeats // 3))
         out["SparseLSTM H 1500 90% forward+backward batch 20"] = _median_ms(train, max(5, repeats // 6))
+    if "batch1" in what:
+        row_ptr, col_idx = csr.random_csr((8192, 2048), 0.1)
+        values = torch.randn(col_idx.numel())
+        csc = csr.csr_transpose(row_ptr, col_idx, 2048)
+        x, gy = torch.randn(1, 2048), torch.randn(1, 8192)
+        forward = torch.ops.sparse_kernels.sparse_linear
+        out["forward 8192x2048 90% B 1"] = _median_ms(lambda: forward(x, values, row_ptr, col_idx, *(None,) * 8),
+                                                      repeats)
+        out["input grad (CSC) 8192x2048 90% B 1"] = _median_ms(
+            lambda: ops.sparse_linear_input_grad(gy, values, csc, validate=False), repeats)
+        for hidden in (1024, 1500):
+            layer = SparseLSTM(hidden, hidden, density=0.1)
+            x1 = torch.randn(35, 1, hidden)
+
+            def infer():
+                with torch.no_grad():
+                    layer(x1)
+
+            out[f"SparseLSTM H {hidden} 90% inference batch 1"] = _median_ms(infer, max(5, repeats // 3))
     return out
 
 
@@ -92,24 +116,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--what", nargs="+", default=["products", "input_grad", "value_grad", "lstm"],
-                        choices=["products", "input_grad", "value_grad", "lstm"])
+                        choices=["products", "input_grad", "value_grad", "lstm", "batch1"])
+    parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=list(SWITCHES),
+                        help="the switches the old run sets to 0 (default: all)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="new/old process pairs, alternating; figures are medians over rounds")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.what, args.repeats)))
         return
-    runs = {}
-    for label, value in (("new", None), ("old", "0")):
-        env = dict(os.environ)
-        for name in SWITCHES:
-            env.pop(name, None)
-            if value is not None:
-                env[name] = value
-        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--what", *args.what]
-        runs[label] = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+    # Rounds alternate new and old processes, and each figure is the median
+    # over rounds of the per-process medians: on this shared machine the
+    # speed of a whole process can move 2x between runs minutes apart.
+    rounds: dict[str, list[dict[str, float]]] = {"new": [], "old": []}
+    for _ in range(args.rounds):
+        for label, value in (("new", None), ("old", "0")):
+            env = dict(os.environ)
+            for name in SWITCHES:
+                env.pop(name, None)
+                if value is not None and name in args.switches:
+                    env[name] = value
+            cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--what", *args.what]
+            rounds[label].append(json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
+                                                           text=True).stdout))
+    runs = {label: {name: statistics.median(r[name] for r in per_round) for name in per_round[0]}
+            for label, per_round in rounds.items()}
     import torch
 
-    print(f"threads {torch.get_num_threads()}; medians in ms; old = {'=0, '.join(SWITCHES)}=0")
+    print(f"threads {torch.get_num_threads()}; medians in ms over {args.rounds} alternating round(s); "
+          f"old = {'=0, '.join(args.switches)}=0")
     print(f"{'measurement':52s} {'new ms':>9s} {'old ms':>9s} {'old/new':>8s}")
     for name, new in runs["new"].items():
         old = runs["old"][name]

@@ -23,11 +23,28 @@
 
 namespace sparse_kernels {
 
-// The CPU SIMD path the runtime dispatch (cpu_spmm.h) takes on this machine.
+#if SK_CPU_HAS_CLONES && __GNUC__ >= 12
+// a * b + c compiled like every dispatched kernel: the AVX2+FMA clone
+// contracts it into one fused multiply-add (one rounding), the portable clone
+// rounds the product first. Which result comes back says which clone the
+// loader's resolver picked on this CPU; asking the CPU's features instead
+// would report what it could run, not what runs.
+SK_CPU_CLONES __attribute__((noinline)) static float dispatched_multiply_add(float a, float b, float c) {
+  return a * b + c;
+}
+#endif
+
+// The CPU SIMD path the run-time dispatch (cpu_simd.h) takes on this machine.
 static const char* active_cpu_path() {
-#if SK_CPU_HAS_CLONES
+#if SK_CPU_HAS_CLONES && __GNUC__ >= 12
+  // (1 + 2^-13)^2 - (1 + 2^-12) = 2^-26 exactly with one rounding; rounding
+  // the product to float first loses the 2^-26 and leaves 0.
+  volatile float a = 1.0f + 0x1p-13f;
+  if (dispatched_multiply_add(a, a, -(1.0f + 0x1p-12f)) != 0.0f) return SK_CPU_CLONE_PATH;
+#elif SK_CPU_HAS_CLONES
+  // The "avx2" clones' resolver tests exactly this feature bit.
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2+fma";
+  if (__builtin_cpu_supports("avx2")) return SK_CPU_CLONE_PATH;
 #endif
   return "generic";
 }

@@ -127,3 +127,13 @@ def pytest_terminal_summary(terminalreporter):
     for name in sorted(CASES):
         terminalreporter.write_line(f"{name:<{width}}  {EXAMPLES[name]:>8,}  {CASES[name]:>8,}")
     terminalreporter.write_line(f"{'total':<{width}}  {sum(EXAMPLES.values()):>8,}  {sum(CASES.values()):>8,}")
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Runs a test under one and under two torch threads (the CPU kernels'
+    serial and parallel paths), restoring the count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)

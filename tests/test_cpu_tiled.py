@@ -15,14 +15,6 @@ from sparse_kernels import csr, ops, reference
 TOL32 = dict(atol=2e-5, rtol=2e-4)
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _weight(out_f, in_f, density, seed, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     row_ptr, col_idx = csr.random_csr((out_f, in_f), density, generator=g)

@@ -240,6 +240,19 @@ def test_build_info_reports_compiled_paths():
     assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
 
 
+def test_simd_clones_run_on_a_cpu_with_avx2():
+    """The dispatcher must pick the AVX2+FMA clones wherever the CPU has them.
+    build_info's cpu_path_active comes from a dispatched probe (a fused
+    multiply-add rounds once), so this fails if the clones' resolver passes
+    over this CPU, as the "arch=haswell" clones did on every CPU but Haswell."""
+    info = sparse_kernels.build_info()
+    if info["cpu_paths"] == ["generic"]:
+        pytest.skip("built without SIMD clones (GCC on x86-64 only)")
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip(f"this CPU has no AVX2 ({torch.backends.cpu.get_cpu_capability()})")
+    assert info["cpu_path_active"] == info["cpu_paths"][0]  # "avx2+fma" (GCC >= 12) or "avx2"
+
+
 # ----------------------------------------------------------------------------- properties
 @settings(max_examples=60, deadline=None)
 @given(rows=st.integers(0, 40), cols=st.integers(1, 40), density=st.floats(0, 1),

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "sparse_kernels/cpu_gathered.h"
 #include "sparse_kernels/cpu_spmm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -385,10 +386,16 @@ void tiled_row_list_f64(const int32_t* ptr, const int32_t* idx, const double* v,
   tiled_row_list_portable(ptr, idx, v, rows, count, x_tile, w, out, out_stride);
 }
 
-SK_CPU_CLONES void gathered_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v,
-                                         const int64_t* rows, int count, const float* x, float* out,
-                                         int64_t out_stride) {
+SK_CPU_CLONES static void gathered_row_list_portable_f32(const int32_t* ptr, const int32_t* idx, const float* v,
+                                                         const int64_t* rows, int count, const float* x, float* out,
+                                                         int64_t out_stride) {
   gathered_row_list_impl(ptr, idx, v, rows, count, x, out, out_stride);
+}
+
+void gathered_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows, int count,
+                           const float* x, float* out, int64_t out_stride) {
+  if (gathered_row_list_avx2(ptr, idx, v, rows, count, x, out, out_stride)) return;
+  gathered_row_list_portable_f32(ptr, idx, v, rows, count, x, out, out_stride);
 }
 
 SK_CPU_CLONES void gathered_row_list_f64(const int32_t* ptr, const int32_t* idx, const double* v,

@@ -1,0 +1,135 @@
+// Batch-1 float32 products on AVX2+FMA CPUs (sparse_kernels/cpu_gathered.h):
+// each CSR row of W dotted with one vector x, the x values fetched by scalar
+// loads into a vector register rather than by vgatherdps (the forward and
+// the fused LSTM's step).
+//
+// Why: at batch 1 a nonzero is one multiply-add, so the pace is set by
+// fetching x[idx[k]]. On the AMD EPYC (Zen 3) build machine the gather
+// instruction delivered 8 values in ~11-13 cycles, while 8 scalar loads
+// inserted into a register (with the indices read two per 64-bit load) ran
+// 1.2x faster row by row (standalone loops, 4096 x 1024 and 8192 x 2048 at
+// 90%; BENCHMARKS.md "Session D"). SPARSE_KERNELS_CPU_SCALAR_GATHER=0
+// keeps the compiler's gather loop (the portable path) for A/B runs.
+#include "sparse_kernels/cpu_gathered.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "sparse_kernels/cpu_simd.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SK_GATHERED_HAS_AVX2_KERNEL 1
+#else
+#define SK_GATHERED_HAS_AVX2_KERNEL 0
+#endif
+
+namespace sparse_kernels::cpu {
+namespace {
+
+#if SK_GATHERED_HAS_AVX2_KERNEL
+// x[idx[0..7]] in one register: four 64-bit loads of index pairs, eight
+// scalar loads folded into vinsertps.
+__attribute__((target("avx2,fma"), always_inline)) inline __m128 load_four(const float* x, uint64_t p0, uint64_t p1) {
+  __m128 q = _mm_load_ss(x + (p0 & 0xffffffffu));
+  q = _mm_insert_ps(q, _mm_load_ss(x + (p0 >> 32)), 0x10);
+  q = _mm_insert_ps(q, _mm_load_ss(x + (p1 & 0xffffffffu)), 0x20);
+  return _mm_insert_ps(q, _mm_load_ss(x + (p1 >> 32)), 0x30);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 load_gathered8(const float* x,
+                                                                               const int32_t* idx) {
+  // Four scalar 64-bit loads (not one array: GCC then loads a vector and
+  // extracts, spilling registers; measured 1.3x slower in the LSTM step).
+  // Indices are >= 0, so each half zero-extends to the index.
+  uint64_t p0, p1, p2, p3;
+  std::memcpy(&p0, idx, 8);
+  std::memcpy(&p1, idx + 2, 8);
+  std::memcpy(&p2, idx + 4, 8);
+  std::memcpy(&p3, idx + 6, 8);
+  return _mm256_set_m128(load_four(x, p2, p3), load_four(x, p0, p1));
+}
+
+// sum over k in [k0, k1) of v[k] * x[idx[k]]: two accumulators (two chains
+// of multiply-adds), then the sub-8 tail in scalars.
+__attribute__((target("avx2,fma"), always_inline)) inline float gathered_dot(const int32_t* idx, const float* v,
+                                                                            int32_t k0, int32_t k1, const float* x) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int32_t k = k0;
+  for (; k + 16 <= k1; k += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + k), load_gathered8(x, idx + k), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + k + 8), load_gathered8(x, idx + k + 8), a1);
+  }
+  if (k + 8 <= k1) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + k), load_gathered8(x, idx + k), a0);
+    k += 8;
+  }
+  const __m256 a = _mm256_add_ps(a0, a1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  h = _mm_hadd_ps(h, h);
+  h = _mm_hadd_ps(h, h);
+  float sum = _mm_cvtss_f32(h);
+  for (; k < k1; ++k) sum += v[k] * x[idx[k]];
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) void gathered_rows_kernel(const int32_t* ptr, const int32_t* idx, const float* v,
+                                                              const float* x, const float* bias, float* out,
+                                                              int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r)
+    out[r] = gathered_dot(idx, v, ptr[r], ptr[r + 1], x) + (bias ? bias[r] : 0.0f);
+}
+
+__attribute__((target("avx2,fma"))) void gathered_row_list_kernel(const int32_t* ptr, const int32_t* idx,
+                                                                  const float* v, const int64_t* rows, int count,
+                                                                  const float* x, float* out, int64_t out_stride) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t r = rows[i];
+    out[i * out_stride] = gathered_dot(idx, v, ptr[r], ptr[r + 1], x);
+  }
+}
+#endif
+
+}  // namespace
+
+bool scalar_gather_enabled() {
+#if SK_GATHERED_HAS_AVX2_KERNEL
+  static const bool enabled = [] {
+    const char* env = std::getenv("SPARSE_KERNELS_CPU_SCALAR_GATHER");
+    __builtin_cpu_init();
+    return (env == nullptr || std::strcmp(env, "0") != 0) && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("fma");
+  }();
+  return enabled;
+#else
+  return false;
+#endif
+}
+
+bool gathered_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int32_t* perm, const float* x,
+                        const float* bias, float* out, int64_t r0, int64_t r1) {
+#if SK_GATHERED_HAS_AVX2_KERNEL
+  // Through a permutation (the CSC columns) the values need a gather of
+  // their own, and 16 scalar loads per 8 nonzeros lost to the compiler's
+  // two vgatherdps: 0.88x at 8192 x 2048, 90%, one thread (7 alternating
+  // rounds); that case keeps the portable loop.
+  if (perm != nullptr || !scalar_gather_enabled()) return false;
+  gathered_rows_kernel(ptr, idx, v, x, bias, out, r0, r1);
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool gathered_row_list_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows, int count,
+                            const float* x, float* out, int64_t out_stride) {
+#if SK_GATHERED_HAS_AVX2_KERNEL
+  if (!scalar_gather_enabled()) return false;
+  gathered_row_list_kernel(ptr, idx, v, rows, count, x, out, out_stride);
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace sparse_kernels::cpu

@@ -1,0 +1,23 @@
+// Batch-1 float32 products with scalar-load gathers on AVX2+FMA CPUs
+// (csrc/cpu/cpu_gathered.cpp). Each returns false, having done nothing,
+// where the kernel does not apply (no AVX2+FMA, not x86-64 GCC, or
+// SPARSE_KERNELS_CPU_SCALAR_GATHER=0); the caller then runs its portable loop.
+#pragma once
+
+#include <cstdint>
+
+namespace sparse_kernels::cpu {
+
+// Whether the kernels below run (read once per process).
+bool scalar_gather_enabled();
+
+// out[r] = sum_k v[k] * x[idx[k]] (+ bias[r]) for r in [r0, r1): the batch-1
+// forward. Not through a permutation (perm non-null: returns false).
+bool gathered_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int32_t* perm, const float* x,
+                        const float* bias, float* out, int64_t r0, int64_t r1);
+
+// out[i * out_stride] = W[rows[i]] . x for i < count (the fused LSTM's batch-1 step).
+bool gathered_row_list_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows, int count,
+                            const float* x, float* out, int64_t out_stride);
+
+}  // namespace sparse_kernels::cpu
