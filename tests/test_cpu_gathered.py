@@ -2,8 +2,9 @@
 AVX2+FMA CPUs; elsewhere the portable loop runs the same cases): the forward
 product and the fused LSTM layer's step, against the plain-PyTorch
 references; and, beside them, the batch-1 input gradients (the CSR scatter,
-and the CSC product, which keeps the portable loop). Row lengths are chosen to reach every branch of the dot product:
-empty rows, tails of 1-7, exactly 8 and 16, 16 + 8 + tail, long rows."""
+and the CSC product, which keeps the portable loop). Row lengths are chosen to
+reach every branch of the dot product: empty rows, tails of 1-7, exactly 8
+and 16, 16 + 8 + tail, long rows."""
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def _weight_with_row_lengths(lengths, in_f, seed):
     g = torch.Generator().manual_seed(seed)
     row_ptr = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0).to(torch.int32)
     cols = [torch.randperm(in_f, generator=g)[:n].sort().values for n in lengths]
-    col_idx = torch.cat(cols).to(torch.int32) if cols else torch.zeros(0, dtype=torch.int32)
+    col_idx = torch.cat(cols).to(torch.int32)
     values = torch.randn(col_idx.numel(), generator=g)
     return values, row_ptr, col_idx
 
@@ -52,17 +53,12 @@ def test_batch1_forward_and_input_grad_match_reference(in_f, bias, threads):
 def test_batch1_long_rows_and_large_indices():
     # W 512 x 65536 at ~3%: indices above 2^16 (both halves of each index
     # pair), rows of ~2,000 nonzeros.
-    values, row_ptr, col_idx = (t for t in _random(512, 65536, 0.03, seed=3))
-    x = torch.randn(1, 65536, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(3)
+    row_ptr, col_idx = csr.random_csr((512, 65536), 0.03, generator=g)
+    values, x = torch.randn(col_idx.numel(), generator=g), torch.randn(1, 65536, generator=g)
     got = ops.sparse_linear(x, values, row_ptr, col_idx)
     want = reference.sparse_linear(x.double(), values.double(), row_ptr, col_idx, (512, 65536))
     torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
-
-
-def _random(out_f, in_f, density, seed):
-    g = torch.Generator().manual_seed(seed)
-    row_ptr, col_idx = csr.random_csr((out_f, in_f), density, generator=g)
-    return torch.randn(col_idx.numel(), generator=g), row_ptr, col_idx
 
 
 @pytest.mark.parametrize("steps", [1, 6], ids=lambda t: f"T{t}")

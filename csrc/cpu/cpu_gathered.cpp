@@ -10,6 +10,7 @@
 // 1.2x faster row by row (standalone loops, 4096 x 1024 and 8192 x 2048 at
 // 90%; BENCHMARKS.md "Session D"). SPARSE_KERNELS_CPU_SCALAR_GATHER=0
 // keeps the compiler's gather loop (the portable path) for A/B runs.
+// Also the one run-time AVX2+FMA check of the explicit kernels (cpu_simd.h).
 #include "sparse_kernels/cpu_gathered.h"
 
 #include <cstdlib>
@@ -92,28 +93,30 @@ __attribute__((target("avx2,fma"))) void gathered_row_list_kernel(const int32_t*
 
 }  // namespace
 
-bool scalar_gather_enabled() {
+bool cpu_has_avx2_fma() {
 #if SK_GATHERED_HAS_AVX2_KERNEL
-  static const bool enabled = [] {
-    const char* env = std::getenv("SPARSE_KERNELS_CPU_SCALAR_GATHER");
+  static const bool has = [] {
     __builtin_cpu_init();
-    return (env == nullptr || std::strcmp(env, "0") != 0) && __builtin_cpu_supports("avx2") &&
-           __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
-  return enabled;
+  return has;
 #else
   return false;
 #endif
 }
 
-bool gathered_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int32_t* perm, const float* x,
-                        const float* bias, float* out, int64_t r0, int64_t r1) {
+bool scalar_gather_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SPARSE_KERNELS_CPU_SCALAR_GATHER");
+    return (env == nullptr || std::strcmp(env, "0") != 0) && cpu_has_avx2_fma();
+  }();
+  return enabled;
+}
+
+bool gathered_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const float* x, const float* bias,
+                        float* out, int64_t r0, int64_t r1) {
 #if SK_GATHERED_HAS_AVX2_KERNEL
-  // Through a permutation (the CSC columns) the values need a gather of
-  // their own, and 16 scalar loads per 8 nonzeros lost to the compiler's
-  // two vgatherdps: 0.88x at 8192 x 2048, 90%, one thread (7 alternating
-  // rounds); that case keeps the portable loop.
-  if (perm != nullptr || !scalar_gather_enabled()) return false;
+  if (!scalar_gather_enabled()) return false;
   gathered_rows_kernel(ptr, idx, v, x, bias, out, r0, r1);
   return true;
 #else

@@ -258,10 +258,6 @@ void tiled_sddmm_rows_avx2(const int32_t* ptr, const int32_t* idx, const std::ve
   }
 }
 
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
 #endif
 
 template <typename T>

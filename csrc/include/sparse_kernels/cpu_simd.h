@@ -27,3 +27,10 @@
 #define SK_CPU_PATHS_JSON "\"generic\""
 #define SK_CPU_HAS_CLONES 0
 #endif
+
+namespace sparse_kernels::cpu {
+// Whether this CPU runs AVX2 and FMA (read once): the run-time choice of the
+// explicit AVX2 kernels (cpu_tiled.cpp, cpu_gathered.cpp), which are not
+// clones. False on builds without those kernels.
+bool cpu_has_avx2_fma();
+}  // namespace sparse_kernels::cpu

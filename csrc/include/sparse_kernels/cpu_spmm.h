@@ -281,7 +281,7 @@ void sddmm_rows_f64(const int32_t* ptr, const int32_t* idx, const double* grad_t
 inline void spmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const float* v,
                                const int32_t* perm, const float* d, const float* b, float* o,
                                int64_t n, int64_t r0, int64_t r1) {
-  if (n == 1 && gathered_rows_avx2(ptr, idx, v, perm, d, b, o, r0, r1)) return;  // cpu_gathered.h
+  if (n == 1 && perm == nullptr && gathered_rows_avx2(ptr, idx, v, d, b, o, r0, r1)) return;  // cpu_gathered.h
   spmm_rows_f32(ptr, idx, v, perm, d, b, o, n, r0, r1);
 }
 inline void spmm_rows_dispatch(const int32_t* ptr, const int32_t* idx, const double* v,
