@@ -19,7 +19,8 @@ thresholds.
 - batch1: the batch-1 products (SPARSE_KERNELS_CPU_SCALAR_GATHER's kernels):
   W 8192 x 2048 at 90%, forward and transposed product through the CSC index,
   and SparseLSTM inference at batch 1, T 35, H 1024 (the demo's layer) and
-  H 1500, at 90%.
+  H 1500, at 90% (SPARSE_KERNELS_CPU_SLICED=0 alone: the CSR rows instead of
+  W_hh's sliced view in that step).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import statistics
 import subprocess
 import sys
 
-SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM", "SPARSE_KERNELS_CPU_SCALAR_GATHER")
+SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM", "SPARSE_KERNELS_CPU_SCALAR_GATHER",
+            "SPARSE_KERNELS_CPU_SLICED")
 
 
 def _median_ms(fn, repeats: int) -> float:

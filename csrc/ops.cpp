@@ -77,13 +77,18 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // unit_start part on the device, int32, and the shared memory bytes), so
   // that the call copies nothing to the host; without it the CUDA forward
   // plans itself from a host copy of hh_row_ptr. The CPU ignores both.
+  // hh_sliced_values, hh_sliced_cols, hh_slice_ptr: W_hh's sliced-ELLPACK
+  // view (sparse_kernels/csr.py, sliced_layout, one gate a segment, padding
+  // column H) holding this very hh_values, read by the CPU's float32 batch-1
+  // step instead of the CSR (all three or none; CUDA takes none).
   m.def(
       "lstm_layer(Tensor input_gates, Tensor h0, Tensor c0, Tensor hh_values, "
       "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, "
       "Tensor? hh_csr2csc, Tensor batch_sizes, bool reverse, Tensor? hr_values=None, "
       "Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, Tensor? hr_col_ptr=None, "
       "Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None, Tensor? hh_plan=None, "
-      "int hh_plan_smem=0) "
+      "int hh_plan_smem=0, Tensor? hh_sliced_values=None, Tensor? hh_sliced_cols=None, "
+      "Tensor? hh_slice_ptr=None) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The persistent LSTM forward's plan (csrc/cuda/lstm_persistent.h) for
   // W_hh's CSR offsets hh_row_ptr (int32, 4H + 1 entries; a CUDA one is

@@ -148,6 +148,61 @@ def index16(ptr: torch.Tensor, idx: torch.Tensor, cols: int) -> Index16 | None:
     return Index16(idx.to(torch.uint16), order.to(INDEX_DTYPE))
 
 
+SLICE_ROWS = 8  # rows per slice of the sliced-ELLPACK view: one AVX2 register of float32 sums
+
+
+class SlicedLayout(NamedTuple):
+    """Where a CSR's entries go in its sliced-ELLPACK (SELL-8) view.
+
+    The rows are cut into segments of ``segment_rows`` rows (an LSTM's W_hh:
+    one gate each) and each segment into slices of 8 consecutive rows (the
+    last slice of a segment may hold fewer: its missing lanes are padding).
+    A slice of longest row L takes 8 * L entries, lane-interleaved: entry k
+    of the slice's lane j (its j-th row) sits at slice_ptr[s] + 8 k + j, so
+    that one vector load reads the k-th entry of eight rows. Padding has
+    column ``pad_col`` and value 0.
+    slice_ptr  int64 (slices + 1,) offsets;
+    cols       int32 (slice_ptr[-1],) column of each entry, pad_col at padding;
+    dest       int64 (nnz,) where CSR entry i goes (values follow by a scatter).
+    """
+    slice_ptr: torch.Tensor
+    cols: torch.Tensor
+    dest: torch.Tensor
+
+
+def sliced_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: int, pad_col: int) -> SlicedLayout:
+    """The SELL-8 layout (SlicedLayout) of a CSR pattern whose row count is a
+    multiple of ``segment_rows``; vectorised torch work, on the pattern's device."""
+    rows = row_ptr.numel() - 1
+    if segment_rows < 1 or rows % segment_rows:
+        raise ValueError(f"segment_rows must divide the row count {rows}, got {segment_rows}")
+    device = row_ptr.device
+    per_segment = -(-segment_rows // SLICE_ROWS)
+    lengths = row_ptr.diff().long()
+    row = torch.arange(rows, device=device)
+    segment, within = row // segment_rows, row % segment_rows
+    slice_of_row = segment * per_segment + within // SLICE_ROWS
+    lane_of_row = within % SLICE_ROWS
+    slices = per_segment * (rows // segment_rows)
+    longest = torch.zeros(slices, dtype=torch.int64, device=device)
+    longest.scatter_reduce_(0, slice_of_row, lengths, reduce="amax")
+    slice_ptr = torch.zeros(slices + 1, dtype=torch.int64, device=device)
+    torch.cumsum(longest * SLICE_ROWS, 0, out=slice_ptr[1:])
+    entry_row = row_indices(row_ptr).long()
+    position = torch.arange(col_idx.numel(), device=device) - row_ptr.long()[entry_row]
+    dest = slice_ptr[slice_of_row[entry_row]] + position * SLICE_ROWS + lane_of_row[entry_row]
+    cols = torch.full((int(slice_ptr[-1]),), pad_col, dtype=INDEX_DTYPE, device=device)
+    cols[dest] = col_idx
+    return SlicedLayout(slice_ptr, cols, dest)
+
+
+def sliced_values(values: torch.Tensor, layout: SlicedLayout) -> torch.Tensor:
+    """``values`` (CSR order) in the layout's order, zeros at the padding."""
+    out = values.new_zeros(layout.cols.numel())
+    out[layout.dest] = values.detach()
+    return out
+
+
 def from_coordinates(rows_of: torch.Tensor, cols_of: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR from unique (row, col) coordinates in any order.
     Returns (row_ptr, col_idx, order) where order sorts the input entries."""

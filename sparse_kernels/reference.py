@@ -22,6 +22,17 @@ def sparse_linear(input, values, row_ptr, col_idx, shape, bias=None):
     return out if bias is None else out + bias
 
 
+def sliced_rows(values, cols, slice_ptr, x):
+    """The lanes of a sliced-ELLPACK view (csr.sliced_layout) dotted with the
+    vector x (which has an entry at the padding column): (slices * 8,), lane j
+    of slice s at 8 s + j."""
+    slices = slice_ptr.numel() - 1
+    slice_of_entry = torch.repeat_interleave(torch.arange(slices), slice_ptr.diff(), output_size=values.numel())
+    lane = (torch.arange(values.numel()) - slice_ptr[slice_of_entry]) % 8
+    out = values.new_zeros(slices * 8)
+    return out.index_add(0, slice_of_entry * 8 + lane, values * x[cols.long()])
+
+
 def sparse_linear_input_grad(grad_output, values, row_ptr, col_idx, shape):
     return grad_output @ csr_to_dense(values, row_ptr, col_idx, shape)
 

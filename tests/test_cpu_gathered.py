@@ -9,28 +9,17 @@ and 16, 16 + 8 + tail, long rows."""
 import pytest
 import torch
 
+from csr_helpers import ROW_LENGTHS, weight_with_row_lengths
 from sparse_kernels import csr, ops, reference
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
-# 0 (empty row), 1-7 (tail only), 8, 9, 15, 16, 17, 24 (16 + 8), 31, 33, 100.
-ROW_LENGTHS = [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 24, 31, 33, 100]
-
-
-def _weight_with_row_lengths(lengths, in_f, seed):
-    """CSR with the given nonzeros per row, random sorted columns, random values."""
-    g = torch.Generator().manual_seed(seed)
-    row_ptr = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0).to(torch.int32)
-    cols = [torch.randperm(in_f, generator=g)[:n].sort().values for n in lengths]
-    col_idx = torch.cat(cols).to(torch.int32)
-    values = torch.randn(col_idx.numel(), generator=g)
-    return values, row_ptr, col_idx
 
 
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
 @pytest.mark.parametrize("in_f", [1, 100, 2048], ids=lambda n: f"in{n}")
 def test_batch1_forward_and_input_grad_match_reference(in_f, bias, threads):
     lengths = [min(n, in_f) for n in ROW_LENGTHS * 3]  # 45 rows: several chunks per thread
-    values, row_ptr, col_idx = _weight_with_row_lengths(lengths, in_f, seed=in_f)
+    values, row_ptr, col_idx = weight_with_row_lengths(lengths, in_f, seed=in_f)
     out_f = len(lengths)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, in_f, generator=g).requires_grad_()
@@ -65,7 +54,7 @@ def test_batch1_long_rows_and_large_indices():
 def test_batch1_fused_lstm_step_matches_reference(steps, threads):
     hidden = 128  # more than one unit block of 64; each gate row's length from the table, rotated per gate
     lengths = [ROW_LENGTHS[(u + 4 * gate) % len(ROW_LENGTHS)] for gate in range(4) for u in range(hidden)]
-    values, row_ptr, col_idx = _weight_with_row_lengths(lengths, hidden, seed=11)
+    values, row_ptr, col_idx = weight_with_row_lengths(lengths, hidden, seed=11)
     values = values * 0.3  # keep the gates off saturation, so that the products decide the result
     g = torch.Generator().manual_seed(12)
     gates = torch.randn(steps, 1, 4 * hidden, generator=g)

@@ -8,7 +8,9 @@
 // instruction delivered 8 values in ~11-13 cycles, while 8 scalar loads
 // inserted into a register (with the indices read two per 64-bit load) ran
 // 1.2x faster row by row (standalone loops, 4096 x 1024 and 8192 x 2048 at
-// 90%; BENCHMARKS.md "Session D"). SPARSE_KERNELS_CPU_SCALAR_GATHER=0
+// 90%; BENCHMARKS.md "Session D"). The same loads feed the sliced-ELLPACK
+// lanes of the fused LSTM's batch-1 inference step (sliced_rows_avx2).
+// SPARSE_KERNELS_CPU_SCALAR_GATHER=0
 // keeps the compiler's gather loop (the portable path) for A/B runs.
 // Also the one run-time AVX2+FMA check of the explicit kernels (cpu_simd.h).
 #include "sparse_kernels/cpu_gathered.h"
@@ -89,6 +91,24 @@ __attribute__((target("avx2,fma"))) void gathered_row_list_kernel(const int32_t*
     out[i * out_stride] = gathered_dot(idx, v, ptr[r], ptr[r + 1], x);
   }
 }
+
+__attribute__((target("avx2,fma"))) void sliced_rows_kernel(const float* v, const int32_t* cols,
+                                                            const int64_t* slice_ptr, int64_t first, int64_t count,
+                                                            const float* x, float* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t o = slice_ptr[first + i], length = (slice_ptr[first + i + 1] - o) / 8;
+    const float* vs = v + o;
+    const int32_t* cs = cols + o;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 2 <= length; k += 2) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(vs + 8 * k), load_gathered8(x, cs + 8 * k), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(vs + 8 * k + 8), load_gathered8(x, cs + 8 * k + 8), a1);
+    }
+    if (k < length) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(vs + 8 * k), load_gathered8(x, cs + 8 * k), a0);
+    _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(a0, a1));
+  }
+}
 #endif
 
 }  // namespace
@@ -129,6 +149,17 @@ bool gathered_row_list_avx2(const int32_t* ptr, const int32_t* idx, const float*
 #if SK_GATHERED_HAS_AVX2_KERNEL
   if (!scalar_gather_enabled()) return false;
   gathered_row_list_kernel(ptr, idx, v, rows, count, x, out, out_stride);
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool sliced_rows_avx2(const float* v, const int32_t* cols, const int64_t* slice_ptr, int64_t first, int64_t count,
+                      const float* x, float* out) {
+#if SK_GATHERED_HAS_AVX2_KERNEL
+  if (!scalar_gather_enabled()) return false;
+  sliced_rows_kernel(v, cols, slice_ptr, first, count, x, out);
   return true;
 #else
   return false;

@@ -1,7 +1,10 @@
 // CPU whole-sequence LSTM layer: the fused loop (cpu_lstm_fused.h) where it
 // applies, otherwise the shared time loop (sparse_kernels/lstm_layer_loop.h)
-// over the CPU kernels (with a projection, or other dtypes).
+// over the CPU kernels (with a projection, or other dtypes). A sliced view of
+// W_hh, where given, is checked and read by the fused loop's batch-1 step.
 #include <torch/library.h>
+
+#include <optional>
 
 #include "sparse_kernels/cpu_kernels.h"
 #include "sparse_kernels/cpu_lstm_fused.h"
@@ -17,12 +20,22 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor& batch_sizes,
             bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
             const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&,
-            const OptTensor& /*hh_plan: CUDA's*/, int64_t /*hh_plan_smem*/) {
+            const OptTensor& /*hh_plan: CUDA's*/, int64_t /*hh_plan_smem*/,
+            const OptTensor& hh_sliced_values, const OptTensor& hh_sliced_cols,
+            const OptTensor& hh_slice_ptr) {
+           const int given = hh_sliced_values.has_value() + hh_sliced_cols.has_value() + hh_slice_ptr.has_value();
+           TORCH_CHECK(given == 0 || given == 3,
+                       "lstm_layer: hh_sliced_values, hh_sliced_cols and hh_slice_ptr go together (all or none)");
+           std::optional<sparse_kernels::cpu::SlicedHh> sliced;
+           if (given == 3) {
+             sliced = sparse_kernels::cpu::SlicedHh{*hh_sliced_values, *hh_sliced_cols, *hh_slice_ptr};
+             sparse_kernels::cpu::check_sliced_hh(*sliced, values, c0.size(-1));
+           }
            if (sparse_kernels::cpu::fused_lstm_layer_applies(input_gates, hr_values.has_value())) {
              sparse_kernels::layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx,
                                                     batch_sizes, hr_values, hr_row_ptr, hr_col_idx);
-             return sparse_kernels::cpu::fused_lstm_layer(input_gates, h0, c0, values, row_ptr,
-                                                          col_idx, batch_sizes, reverse);
+             return sparse_kernels::cpu::fused_lstm_layer(input_gates, h0, c0, values, row_ptr, col_idx,
+                                                          batch_sizes, reverse, sliced ? &*sliced : nullptr);
            }
            return sparse_kernels::layer::lstm_layer<sparse_kernels::cpu::CpuKernels>(
                input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, reverse, hr_values,

@@ -574,8 +574,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const OptTensor&, const OptTensor&, const OptTensor&, const at::Tensor& batch_sizes,
     bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
     const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor& hh_plan, int64_t hh_plan_smem) {
+    const OptTensor& hh_plan, int64_t hh_plan_smem, const OptTensor& hh_sliced_values, const OptTensor&,
+    const OptTensor&) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
+  TORCH_CHECK(!hh_sliced_values.has_value(),
+              "lstm_layer: the sliced view of W_hh (hh_sliced_values) is read by the CPU kernel only; pass None "
+              "for CUDA tensors");
   if (!hr_values.has_value()) {
     layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, hr_values,
                            hr_row_ptr, hr_col_idx);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .. import ops
@@ -37,7 +38,16 @@ class SparseLSTM(RecurrentHookMixin, SparseRNNBase):
         # The persistent CUDA forward's split of W_hh, cached per topology (no
         # projection: that forward has none; BSR: its element-level CSR has no plan cache yet).
         plan = w_hh.persistent_lstm_plan() if projection is None and isinstance(w_hh, CSRWeight) else None
+        # Batch-1 inference on the CPU: W_hh's sliced view (eight rows' sums in
+        # one register), cached while the values stay put; not while they are
+        # being trained (each step would re-copy them).
+        sliced = None
+        if (projection is None and isinstance(w_hh, CSRWeight) and input_gates.device.type == "cpu"
+                and input_gates.dtype == torch.float32 and input_gates.shape[1] == 1
+                and not (torch.is_grad_enabled() and hh_values.requires_grad)):
+            sliced = w_hh.sliced_view(w_hh.out_features // 4)
         out, h_n, c_n = ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx, hh_csc,
-                                       batch_sizes, reverse, projection, validate=False, hh_plan=plan)
+                                       batch_sizes, reverse, projection, validate=False, hh_plan=plan,
+                                       hh_sliced=sliced)
         self._call_recurrent_hooks(w_hh, input_gates, out, h0, batch_sizes, reverse)
         return out, h_n, c_n

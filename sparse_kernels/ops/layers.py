@@ -16,7 +16,8 @@ from ._checks import (_check_batch_sizes, _check_float, _check_index_like, _chec
 def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh_values: torch.Tensor,
                hh_row_ptr: torch.Tensor, hh_col_idx: torch.Tensor, hh_csc: CSCIndex,
                batch_sizes: torch.Tensor | None = None, reverse: bool = False, projection=None, *,
-               validate: bool = True, hh_plan: tuple[torch.Tensor, int] | None = None):
+               validate: bool = True, hh_plan: tuple[torch.Tensor, int] | None = None,
+               hh_sliced: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
     """One LSTM layer over a whole sequence, the time loop in C++.
 
     input_gates (T, B, 4H): the input projection x W_ih^T + b_ih + b_hh of
@@ -32,6 +33,12 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     ``CSRWeight.persistent_lstm_plan()`` of W_hh (the persistent CUDA
     forward's split, made once per topology), so that the CUDA forward copies
     nothing to the host; None plans on each call (one copy of row_ptr).
+    ``hh_sliced``: ``CSRWeight.sliced_view(hidden, pad_col=hidden)`` of W_hh,
+    (values, cols, slice_ptr) of its sliced-ELLPACK layout holding these very
+    hh_values, which the CPU's float32 batch-1 step reads instead of the CSR
+    (eight rows' sums in one register); for CPU float32 inputs without a
+    projection only. The forward's result is the same up to the order of
+    the additions; the backward reads the CSR.
     """
     _check_float("input_gates", input_gates)
     for name, t in (("h0", h0), ("c0", c0)):
@@ -66,10 +73,35 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
                                      input_gates, (4 * hidden, state), validate)
     batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
     plan_args = _check_lstm_plan(hh_plan, input_gates)
+    sliced_args = _check_sliced_view(hh_sliced, hh_values, input_gates, projection is not None, hidden)
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
                                            *_csc_args(hh_csc),
-                                           batch_sizes, bool(reverse), *(hr_args or (None,) * 6), *plan_args)
+                                           batch_sizes, bool(reverse), *(hr_args or (None,) * 6), *plan_args,
+                                           **sliced_args)
     return output, h_n, c_n
+
+
+def _check_sliced_view(hh_sliced, hh_values, input_gates, projected: bool, hidden: int) -> dict:
+    """The op's keyword arguments for ``hh_sliced`` = (values, cols, slice_ptr) or None."""
+    if hh_sliced is None:
+        return {}
+    if not (isinstance(hh_sliced, (tuple, list)) and len(hh_sliced) == 3
+            and all(isinstance(t, torch.Tensor) for t in hh_sliced)):
+        raise TypeError("hh_sliced must be (values, cols, slice_ptr) from CSRWeight.sliced_view(), or None; "
+                        f"got {type(hh_sliced).__name__}")
+    if input_gates.device.type != "cpu" or hh_values.dtype != torch.float32 or projected:
+        raise ValueError("hh_sliced is read by the CPU's float32 LSTM without a projection only; got "
+                         f"{hh_values.dtype} weights on {input_gates.device}"
+                         f"{' with a projection' if projected else ''}")
+    values, cols, slice_ptr = hh_sliced
+    slices = 4 * -(-hidden // 8)
+    if (values.dtype != torch.float32 or cols.dtype != torch.int32 or slice_ptr.dtype != torch.int64
+            or values.dim() != 1 or cols.shape != values.shape or slice_ptr.shape != (slices + 1,)):
+        raise ValueError(f"hh_sliced must be float32 values and int32 cols of one length and int64 slice_ptr of "
+                         f"4 * ceil(hidden / 8) + 1 = {slices + 1} entries, got {values.dtype} "
+                         f"{tuple(values.shape)}, {cols.dtype} {tuple(cols.shape)} and {slice_ptr.dtype} "
+                         f"{tuple(slice_ptr.shape)}")
+    return {"hh_sliced_values": values, "hh_sliced_cols": cols, "hh_slice_ptr": slice_ptr}
 
 
 def _check_lstm_plan(hh_plan, input_gates) -> tuple:
@@ -93,7 +125,7 @@ def _check_lstm_plan(hh_plan, input_gates) -> tuple:
 @torch.library.register_fake("sparse_kernels::lstm_layer")
 def _(input_gates, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse,
       hr_values=None, hr_row_ptr=None, hr_col_idx=None, hr_col_ptr=None, hr_row_idx=None, hr_csr2csc=None,
-      hh_plan=None, hh_plan_smem=0):
+      hh_plan=None, hh_plan_smem=0, hh_sliced_values=None, hh_sliced_cols=None, hh_slice_ptr=None):
     steps, batch, _ = input_gates.shape
     hidden, state = c0.shape[1], h0.shape[1]
     hidden_full = (input_gates.new_empty((steps, batch, hidden)) if hr_values is not None
@@ -113,7 +145,7 @@ def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0
 
 def _lstm_layer_setup_context(ctx, inputs, output):
     (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, *hr) = inputs
-    hr = hr[:6]  # then the forward's plan (hh_plan, hh_plan_smem), which the backward does not read
+    hr = hr[:6]  # then the forward's plan and sliced view, which the backward does not read
     out, _, _, gates, cells, hidden_full = output
     ctx.mark_non_differentiable(gates, cells, hidden_full)  # saved activations, not results
     ctx.projected = len(hr) > 0 and hr[0] is not None
@@ -134,7 +166,7 @@ def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, *_saved_grads):
         col_ptr, row_idx, csr2csc, batch_sizes, ctx.reverse, *hr)
     grad_hr = grad_hr if ctx.projected else None
     return (grad_gates, grad_h0, grad_c0, grad_values, None, None, None, None, None, None, None,
-            grad_hr, None, None, None, None, None, None, None)
+            grad_hr, None, None, None, None, None, None, None, None, None, None)
 
 
 torch.library.register_autograd(

@@ -23,4 +23,13 @@ bool gathered_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* v, 
 bool gathered_row_list_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows, int count,
                             const float* x, float* out, int64_t out_stride);
 
+// Lanes of a sliced-ELLPACK (SELL-8) view (sparse_kernels/csr.py,
+// sliced_layout): for each of the `count` slices from `first`, out[8 i + j] =
+// sum_k v[o + 8 k + j] * x[cols[o + 8 k + j]] with o = slice_ptr[first + i],
+// k below the slice's (slice_ptr[first + i + 1] - o) / 8. One register holds
+// eight rows' sums, so no horizontal add per row. x[pad column] must be a
+// finite value (the fused LSTM keeps a zero there): padding multiplies it by 0.
+bool sliced_rows_avx2(const float* v, const int32_t* cols, const int64_t* slice_ptr, int64_t first, int64_t count,
+                      const float* x, float* out);
+
 }  // namespace sparse_kernels::cpu

@@ -1,0 +1,186 @@
+"""W_hh's sliced-ELLPACK view (csr.sliced_layout, CSRWeight.sliced_view) and
+the fused LSTM's batch-1 step that reads it (csrc/cpu/lstm_layer_fused_cpu.cpp,
+sliced_rows_avx2 in cpu_gathered.cpp; the portable loop where AVX2+FMA is
+absent or SPARSE_KERNELS_CPU_SCALAR_GATHER=0): the layout against the CSR it
+comes from, the layer against the plain-PyTorch reference, the module's use
+of it (inference only) and its cache, and the errors for a bad view."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from csr_helpers import ROW_LENGTHS, weight_with_row_lengths
+from sparse_kernels import SparseLSTM, csr, ops, reference
+
+TOL32 = dict(atol=2e-5, rtol=2e-4)
+
+
+def _lstm_weight(hidden, seed):
+    lengths = [min(ROW_LENGTHS[(u + 4 * gate) % len(ROW_LENGTHS)], hidden) for gate in range(4)
+               for u in range(hidden)]
+    values, row_ptr, col_idx = weight_with_row_lengths(lengths, hidden, seed)
+    return values * 0.3, row_ptr, col_idx  # gates off saturation: the products decide the result
+
+
+@pytest.mark.parametrize("segment_rows,in_f", [(1, 7), (5, 40), (8, 1), (13, 100), (64, 100)])
+def test_sliced_layout_holds_the_csr(segment_rows, in_f):
+    rows = 4 * segment_rows
+    lengths = [min(ROW_LENGTHS[r % len(ROW_LENGTHS)], in_f) for r in range(rows)]
+    values, row_ptr, col_idx = weight_with_row_lengths(lengths, in_f, seed=segment_rows)
+    layout = csr.sliced_layout(row_ptr, col_idx, segment_rows, pad_col=in_f)
+    per_segment = -(-segment_rows // 8)
+    assert layout.slice_ptr.numel() == 4 * per_segment + 1 and layout.slice_ptr.dtype == torch.int64
+    assert bool((layout.slice_ptr.diff() % 8 == 0).all())
+    sliced = csr.sliced_values(values, layout)
+    x = torch.cat([torch.randn(in_f, dtype=torch.float64), torch.tensor([float("nan")], dtype=torch.float64)])
+    x[-1] = 0.0  # the padding column's entry
+    lanes = reference.sliced_rows(sliced.double(), layout.cols, layout.slice_ptr, x)
+    want = reference.sparse_linear(x[:in_f], values.double(), row_ptr, col_idx, (rows, in_f))
+    row = torch.arange(rows)
+    lane_of_row = (row // segment_rows * per_segment + row % segment_rows // 8) * 8 + row % segment_rows % 8
+    torch.testing.assert_close(lanes[lane_of_row], want)
+    # Every lane that is no row is padding: zero values at the padding column.
+    padding = torch.ones(lanes.numel(), dtype=torch.bool)
+    padding[lane_of_row] = False
+    assert bool((lanes[padding] == 0).all())
+    assert int((layout.cols == in_f).sum()) == sliced.numel() - values.numel()
+
+
+def test_sliced_layout_of_an_empty_pattern():
+    row_ptr, col_idx = torch.zeros(33, dtype=torch.int32), torch.zeros(0, dtype=torch.int32)
+    layout = csr.sliced_layout(row_ptr, col_idx, 8, pad_col=5)
+    assert layout.slice_ptr.tolist() == [0, 0, 0, 0, 0] and layout.cols.numel() == 0
+    with pytest.raises(ValueError, match="segment_rows must divide"):
+        csr.sliced_layout(row_ptr, col_idx, 5, pad_col=5)
+
+
+def _layer_pair(hidden, steps, seed):
+    values, row_ptr, col_idx = _lstm_weight(hidden, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    gates = torch.randn(steps, 1, 4 * hidden, generator=g)
+    h0, c0 = torch.randn(1, hidden, generator=g), torch.randn(1, hidden, generator=g)
+    layout = csr.sliced_layout(row_ptr, col_idx, hidden, pad_col=hidden)
+    view = (csr.sliced_values(values, layout), layout.cols, layout.slice_ptr)
+    csc = csr.csr_transpose(row_ptr, col_idx, hidden)
+    got = ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, hh_sliced=view)
+    want = reference.lstm_layer(gates.double(), h0.double(), c0.double(), values.double(), row_ptr, col_idx)
+    return got, want
+
+
+@pytest.mark.parametrize("steps", [1, 6], ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("hidden", [1, 13, 64, 200], ids=lambda h: f"H{h}")
+def test_batch1_lstm_layer_with_sliced_view_matches_reference(hidden, steps, threads):
+    got, want = _layer_pair(hidden, steps, seed=hidden)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, **TOL32)
+
+
+def test_portable_sliced_loop_matches_reference():
+    # The loop that runs without AVX2+FMA: forced by the switch, in a fresh process.
+    code = ("import torch, test_cpu_sliced as t\n"
+            "for hidden, steps in ((13, 3), (200, 4)):\n"
+            "    got, want = t._layer_pair(hidden, steps, seed=hidden)\n"
+            "    for a, b in zip(got, want):\n"
+            "        torch.testing.assert_close(a.double(), b, **t.TOL32)\n"
+            "print('ok')\n")
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, SPARSE_KERNELS_CPU_SCALAR_GATHER="0", PYTHONPATH=path)
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(here), capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_sparse_lstm_uses_the_view_for_inference_only():
+    torch.manual_seed(0)
+    model = SparseLSTM(24, 40, num_layers=2, density=0.3)
+    x = torch.randn(7, 1, 24)
+    w_hh = model.weight_hh_l0
+    with torch.no_grad():
+        out_view, (h_view, c_view) = model(x)
+    assert w_hh._sliced is not None  # built and kept by the batch-1 inference call
+    first = w_hh._sliced[0]
+    with torch.no_grad():
+        model(x)
+    assert w_hh._sliced[0] is first  # cached: same values, same view
+    out_csr, (h_csr, c_csr) = model(x)  # grad enabled, values trainable: the CSR path
+    torch.testing.assert_close(out_view, out_csr.detach(), **TOL32)
+    torch.testing.assert_close(h_view, h_csr.detach(), **TOL32)
+    torch.testing.assert_close(c_view, c_csr.detach(), **TOL32)
+    out_csr.sum().backward()
+    assert w_hh.values.grad is not None and bool(w_hh.values.grad.abs().sum() > 0)
+
+
+def test_sliced_view_follows_value_and_pattern_changes():
+    torch.manual_seed(1)
+    model = SparseLSTM(16, 24, density=0.4)
+    w_hh = model.weight_hh_l0
+    x = torch.randn(5, 1, 16)
+
+    def check():
+        with torch.no_grad():
+            got = model(x)[0]
+        torch.set_grad_enabled(True)
+        want = model(x)[0].detach()  # the CSR path
+        torch.testing.assert_close(got, want, **TOL32)
+
+    check()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(x)[0].square().sum().backward()
+    opt.step()  # in place: the values' version moves
+    check()
+    # A new pattern (same nnz, other columns): the layout is rebuilt.
+    values, row_ptr, col_idx = w_hh.values.detach().clone(), w_hh.row_ptr.clone(), w_hh.col_idx.clone()
+    g = torch.Generator().manual_seed(5)
+    perm_rows = [torch.randperm(24, generator=g)[: int(row_ptr[r + 1] - row_ptr[r])].sort().values
+                 for r in range(row_ptr.numel() - 1)]
+    w_hh.set_pattern(row_ptr, torch.cat(perm_rows).to(torch.int32), values)
+    check()
+
+
+def test_bad_sliced_view_is_rejected():
+    hidden = 13
+    values, row_ptr, col_idx = _lstm_weight(hidden, 3)
+    gates, h0, c0 = torch.randn(2, 1, 4 * hidden), torch.randn(1, hidden), torch.randn(1, hidden)
+    layout = csr.sliced_layout(row_ptr, col_idx, hidden, pad_col=hidden)
+    view = (csr.sliced_values(values, layout), layout.cols, layout.slice_ptr)
+    csc = csr.csr_transpose(row_ptr, col_idx, hidden)
+    call = lambda v, **kw: ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, hh_sliced=v, **kw)
+    with pytest.raises(TypeError, match="hh_sliced must be"):
+        call(view[:2])
+    with pytest.raises(ValueError, match="int64 slice_ptr"):
+        call((view[0], view[1], view[2].to(torch.int32)))
+    with pytest.raises(ValueError, match="float32 LSTM"):
+        ops.lstm_layer(gates.double(), h0.double(), c0.double(), values.double(), row_ptr, col_idx, csc,
+                       hh_sliced=view)
+    # The op itself (no Python checks): broken offsets, a column out of range, a partial view.
+    op = torch.ops.sparse_kernels.lstm_layer
+    sizes = torch.full((2,), 1, dtype=torch.int64)
+    args = (gates, h0, c0, values, row_ptr, col_idx, None, None, None, sizes, False)
+    bad_ptr = view[2].clone()
+    bad_ptr[1] += 1
+    with pytest.raises(RuntimeError, match="steps of 8"):
+        op(*args, hh_sliced_values=view[0], hh_sliced_cols=view[1], hh_slice_ptr=bad_ptr)
+    bad_cols = view[1].clone()
+    bad_cols[0] = hidden + 1
+    with pytest.raises(RuntimeError, match="must lie in"):
+        op(*args, hh_sliced_values=view[0], hh_sliced_cols=bad_cols, hh_slice_ptr=view[2])
+    with pytest.raises(RuntimeError, match="all or none"):
+        op(*args, hh_sliced_values=view[0], hh_slice_ptr=view[2])
+
+
+def test_opcheck_lstm_layer_with_sliced_view():
+    hidden = 13
+    values, row_ptr, col_idx = _lstm_weight(hidden, 4)
+    g = torch.Generator().manual_seed(9)
+    gates = torch.randn(3, 1, 4 * hidden, generator=g, requires_grad=True)
+    h0, c0 = torch.randn(1, hidden, generator=g), torch.randn(1, hidden, generator=g)
+    layout = csr.sliced_layout(row_ptr, col_idx, hidden, pad_col=hidden)
+    sizes = torch.full((3,), 1, dtype=torch.int64)
+    args = (gates, h0, c0, values.requires_grad_(), row_ptr, col_idx, None, None, None, sizes, False)
+    kwargs = dict(hh_sliced_values=csr.sliced_values(values, layout), hh_sliced_cols=layout.cols,
+                  hh_slice_ptr=layout.slice_ptr)
+    torch.library.opcheck(torch.ops.sparse_kernels.lstm_layer.default, args, kwargs)
