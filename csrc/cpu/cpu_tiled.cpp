@@ -130,6 +130,38 @@ __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* id
   _mm256_storeu_ps(out, s);
 }
 
+__attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, const int32_t* idx,
+                                                         const float* v, const float* bias,
+                                                         const float* x_tiles, int64_t in_features,
+                                                         float* y_tiles, int64_t out_features,
+                                                         int64_t width, int64_t r0, int64_t r1) {
+  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
+    const float* x_tile = x_tiles + j0 * in_features;
+    float* y_tile = y_tiles + j0 * out_features;
+    if (tile_width(j0, width) == 16) {
+      for (int64_t r = r0; r < r1; ++r)
+        tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+    } else {
+      for (int64_t r = r0; r < r1; ++r)
+        tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr, const int32_t* idx,
+                                                             const float* v, const int64_t* rows,
+                                                             int count, const float* x_tile, int64_t w,
+                                                             float* out, int64_t out_stride) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t r = rows[i];
+    if (w == 16) {
+      tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
+    } else {
+      tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
+    }
+  }
+}
+
 // One row against two tiles in one pass over its nonzeros: the 16-lane tile
 // xa and the WB-lane tile xb (8 or 16), so that the row's indices and values
 // are read, and each weight broadcast, once for 16 + WB lanes (batch 20 is
@@ -139,13 +171,13 @@ __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* id
 template <int WB, int U>
 __attribute__((target("avx2,fma"))) inline void tile_row_pair_avx2(const int32_t* idx, const float* v, int32_t k0,
                                                                    int32_t k1, const float* xa, const float* xb,
-                                                                   float b, float* out_a, float* out_b) {
+                                                                   float* out_a, float* out_b) {
   constexpr int R = 2 + WB / 8;
   __m256 acc[U][R];
 #pragma GCC unroll 4
   for (int c = 0; c < U; ++c)
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) acc[c][r] = c == 0 ? _mm256_set1_ps(b) : _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[c][r] = _mm256_setzero_ps();
   int32_t k = k0;
   for (; k + U <= k1; k += U) {
 #pragma GCC unroll 4
@@ -177,56 +209,6 @@ __attribute__((target("avx2,fma"))) inline void tile_row_pair_avx2(const int32_t
   }
 }
 
-__attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, const int32_t* idx,
-                                                         const float* v, const float* bias,
-                                                         const float* x_tiles, int64_t in_features,
-                                                         float* y_tiles, int64_t out_features,
-                                                         int64_t width, int64_t r0, int64_t r1) {
-  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
-    const float* x_tile = x_tiles + j0 * in_features;
-    float* y_tile = y_tiles + j0 * out_features;
-    const int64_t j1 = j0 + tile_width(j0, width);
-    if (tile_width(j0, width) == 16 && j1 < width && tile_pairs_enabled() &&
-        tile_pair_fits(in_features, tile_width(j1, width))) {
-      // This tile and the next in one pass over each row (see tile_row_pair_avx2).
-      const int64_t w1 = tile_width(j1, width);
-      const float* xb = x_tiles + j1 * in_features;
-      float* yb = y_tiles + j1 * out_features;
-      for (int64_t r = r0; r < r1; ++r) {
-        const float b = bias ? bias[r] : 0.0f;
-        if (w1 == 16) {
-          tile_row_pair_avx2<16, 2>(idx, v, ptr[r], ptr[r + 1], x_tile, xb, b, y_tile + r * 16, yb + r * 16);
-        } else {
-          tile_row_pair_avx2<8, 3>(idx, v, ptr[r], ptr[r + 1], x_tile, xb, b, y_tile + r * 16, yb + r * 8);
-        }
-      }
-      j0 = j1;  // the loop's increment then steps past the second tile
-      continue;
-    }
-    if (tile_width(j0, width) == 16) {
-      for (int64_t r = r0; r < r1; ++r)
-        tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
-    } else {
-      for (int64_t r = r0; r < r1; ++r)
-        tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
-    }
-  }
-}
-
-__attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr, const int32_t* idx,
-                                                             const float* v, const int64_t* rows,
-                                                             int count, const float* x_tile, int64_t w,
-                                                             float* out, int64_t out_stride) {
-  for (int i = 0; i < count; ++i) {
-    const int64_t r = rows[i];
-    if (w == 16) {
-      tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
-    } else {
-      tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
-    }
-  }
-}
-
 __attribute__((target("avx2,fma"))) void tiled_row_list_pair_avx2(const int32_t* ptr, const int32_t* idx,
                                                                   const float* v, const int64_t* rows, int count,
                                                                   const float* xa, const float* xb, int64_t wb,
@@ -234,11 +216,9 @@ __attribute__((target("avx2,fma"))) void tiled_row_list_pair_avx2(const int32_t*
   for (int i = 0; i < count; ++i) {
     const int64_t r = rows[i];
     if (wb == 16) {
-      tile_row_pair_avx2<16, 2>(idx, v, ptr[r], ptr[r + 1], xa, xb, 0.0f, out_a + i * out_stride,
-                                out_b + i * out_stride);
+      tile_row_pair_avx2<16, 2>(idx, v, ptr[r], ptr[r + 1], xa, xb, out_a + i * out_stride, out_b + i * out_stride);
     } else {
-      tile_row_pair_avx2<8, 3>(idx, v, ptr[r], ptr[r + 1], xa, xb, 0.0f, out_a + i * out_stride,
-                               out_b + i * out_stride);
+      tile_row_pair_avx2<8, 3>(idx, v, ptr[r], ptr[r + 1], xa, xb, out_a + i * out_stride, out_b + i * out_stride);
     }
   }
 }

@@ -143,8 +143,7 @@ struct FusedLstmBackward {
         // A 16-lane tile and the next one, both active: one pass over each
         // column of W for both (tiled_row_list_pair_f32).
         const int64_t j1 = j0 + w;
-        if (w == 16 && j1 < width && b > j1 && tile_pairs_enabled() &&
-            tile_pair_fits(4 * hidden, tile_width(j1, width))) {
+        if (w == 16 && j1 < width && b > j1 && tile_pairs_enabled()) {
           const int64_t w1 = tile_width(j1, width);
           T sums_b[16];
           for (int64_t u = u0; u < u1; ++u) {

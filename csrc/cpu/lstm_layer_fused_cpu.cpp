@@ -157,8 +157,7 @@ struct FusedLstm {
       const int64_t w = tile_width(j0, width);
       if constexpr (std::is_same_v<T, float>) {
         const int64_t j1 = j0 + w;
-        if (w == 16 && j1 < width && b > j1 && tile_pairs_enabled() &&
-            tile_pair_fits(hidden, tile_width(j1, width))) {
+        if (w == 16 && j1 < width && b > j1 && tile_pairs_enabled()) {
           const int64_t w1 = tile_width(j1, width);
           T pre_a[4 * 16], pre_b[4 * 16];
           for (int64_t u = u_begin; u < u_end; ++u) {

@@ -74,12 +74,6 @@ bool tiled_row_list_pair_f32(const int32_t* ptr, const int32_t* idx, const float
                              float* out_b, int64_t out_stride);
 // Whether tiled_row_list_pair_f32 runs (the loops group tiles in pairs only then).
 bool tile_pairs_enabled();
-// Whether a pair of tiles (16 + w_b lanes of in_features columns) is worth a
-// pass: its x, read at random columns, must stay in a core's L2 (kept under
-// 256 KiB, half of Zen 3's and the smallest of recent Intel cores').
-inline bool tile_pair_fits(int64_t in_features, int64_t w_b) {
-  return in_features * (16 + w_b) * static_cast<int64_t>(sizeof(float)) <= 256 * 1024;
-}
 // Batch 1: out[i * out_stride] = W[rows[i]] . x.
 void gathered_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows,
                            int count, const float* x, float* out, int64_t out_stride);
