@@ -15,8 +15,7 @@ thresholds.
   6000 x 1500 at 67% and 90%, batch 4/20/64/700 (from batch 2 the new path
   runs on tiles of both operands);
 - lstm: one SparseLSTM layer H 1500 at 90%, T 35: inference at batch 1 and a
-  training step (forward + backward) at batch 20 (SPARSE_KERNELS_CPU_TILE_PAIRS=0
-  alone: the fused loops' 16 + 8 lanes tile by tile instead of in one pass);
+  training step (forward + backward) at batch 20;
 - batch1: the batch-1 products (SPARSE_KERNELS_CPU_SCALAR_GATHER's kernels):
   W 8192 x 2048 at 90%, forward and transposed product through the CSC index,
   and SparseLSTM inference at batch 1, T 35, H 1024 (the demo's layer) and
@@ -34,7 +33,7 @@ import subprocess
 import sys
 
 SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM", "SPARSE_KERNELS_CPU_SCALAR_GATHER",
-            "SPARSE_KERNELS_CPU_SLICED", "SPARSE_KERNELS_CPU_TILE_PAIRS")
+            "SPARSE_KERNELS_CPU_SLICED")
 
 
 def _median_ms(fn, repeats: int) -> float:

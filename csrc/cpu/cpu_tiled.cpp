@@ -162,67 +162,6 @@ __attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr,
   }
 }
 
-// One row against two tiles in one pass over its nonzeros: the 16-lane tile
-// xa and the WB-lane tile xb (8 or 16), so that the row's indices and values
-// are read, and each weight broadcast, once for 16 + WB lanes (batch 20 is
-// tiles of 16 + 8, which the tile-by-tile loop reads W twice for). U
-// nonzeros per iteration, (2 + WB / 8) registers each: 9 chains at WB 8
-// (U 3), 8 at WB 16 (U 2).
-template <int WB, int U>
-__attribute__((target("avx2,fma"))) inline void tile_row_pair_avx2(const int32_t* idx, const float* v, int32_t k0,
-                                                                   int32_t k1, const float* xa, const float* xb,
-                                                                   float* out_a, float* out_b) {
-  constexpr int R = 2 + WB / 8;
-  __m256 acc[U][R];
-#pragma GCC unroll 4
-  for (int c = 0; c < U; ++c)
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) acc[c][r] = _mm256_setzero_ps();
-  int32_t k = k0;
-  for (; k + U <= k1; k += U) {
-#pragma GCC unroll 4
-    for (int c = 0; c < U; ++c) {
-      const int64_t col = idx[k + c];
-      const __m256 w = _mm256_broadcast_ss(v + k + c);
-      const float* pa = xa + (col << 4);
-      const float* pb = xb + col * WB;
-      acc[c][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(pa), acc[c][0]);
-      acc[c][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(pa + 8), acc[c][1]);
-#pragma GCC unroll 2
-      for (int r = 2; r < R; ++r) acc[c][r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(pb + 8 * (r - 2)), acc[c][r]);
-    }
-  }
-  for (; k < k1; ++k) {
-    const int64_t col = idx[k];
-    const __m256 w = _mm256_broadcast_ss(v + k);
-    acc[0][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xa + (col << 4)), acc[0][0]);
-    acc[0][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xa + (col << 4) + 8), acc[0][1]);
-#pragma GCC unroll 2
-    for (int r = 2; r < R; ++r) acc[0][r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xb + col * WB + 8 * (r - 2)), acc[0][r]);
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) {
-    __m256 sum = acc[0][r];
-#pragma GCC unroll 4
-    for (int c = 1; c < U; ++c) sum = _mm256_add_ps(sum, acc[c][r]);
-    _mm256_storeu_ps(r < 2 ? out_a + 8 * r : out_b + 8 * (r - 2), sum);
-  }
-}
-
-__attribute__((target("avx2,fma"))) void tiled_row_list_pair_avx2(const int32_t* ptr, const int32_t* idx,
-                                                                  const float* v, const int64_t* rows, int count,
-                                                                  const float* xa, const float* xb, int64_t wb,
-                                                                  float* out_a, float* out_b, int64_t out_stride) {
-  for (int i = 0; i < count; ++i) {
-    const int64_t r = rows[i];
-    if (wb == 16) {
-      tile_row_pair_avx2<16, 2>(idx, v, ptr[r], ptr[r + 1], xa, xb, out_a + i * out_stride, out_b + i * out_stride);
-    } else {
-      tile_row_pair_avx2<8, 3>(idx, v, ptr[r], ptr[r + 1], xa, xb, out_a + i * out_stride, out_b + i * out_stride);
-    }
-  }
-}
-
 // The value gradient on tiles (tiled_sparse_linear_value_grad): for the rows
 // [r0, r1), grad_v[k] = sum over lanes of g[row(k)] * x[idx[k]], both
 // operands packed as tiles. The lanes go in blocks of up to 32 (up to four
@@ -436,26 +375,6 @@ void tiled_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, 
   }
 #endif
   tiled_row_list_portable_f32(ptr, idx, v, rows, count, x_tile, w, out, out_stride);
-}
-
-bool tile_pairs_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("SPARSE_KERNELS_CPU_TILE_PAIRS");
-    return (env == nullptr || std::strcmp(env, "0") != 0) && cpu_has_avx2_fma();
-  }();
-  return enabled;
-}
-
-bool tiled_row_list_pair_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows,
-                             int count, const float* x_a, const float* x_b, int64_t w_b, float* out_a,
-                             float* out_b, int64_t out_stride) {
-#if SK_TILED_HAS_AVX2_KERNEL
-  if (tile_pairs_enabled()) {
-    tiled_row_list_pair_avx2(ptr, idx, v, rows, count, x_a, x_b, w_b, out_a, out_b, out_stride);
-    return true;
-  }
-#endif
-  return false;
 }
 
 void tiled_row_list_f64(const int32_t* ptr, const int32_t* idx, const double* v, const int64_t* rows,

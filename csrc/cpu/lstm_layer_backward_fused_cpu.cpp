@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "sparse_kernels/cpu_csr_transpose.h"
@@ -137,47 +136,22 @@ struct FusedLstmBackward {
       return;
     }
     T sums[16];
-    for (int64_t j0 = 0; j0 < width;) {
+    for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
       const int64_t w = tile_width(j0, width);
-      if constexpr (std::is_same_v<T, float>) {
-        // A 16-lane tile and the next one, both active: one pass over each
-        // column of W for both (tiled_row_list_pair_f32).
-        const int64_t j1 = j0 + w;
-        if (w == 16 && j1 < width && b > j1 && tile_pairs_enabled()) {
-          const int64_t w1 = tile_width(j1, width);
-          T sums_b[16];
-          for (int64_t u = u0; u < u1; ++u) {
-            tiled_row_list_pair_f32(ptr, idx, v, &u, 1, dg_k + j0 * 4 * hidden, dg_k + j1 * 4 * hidden, w1, sums,
-                                    sums_b, 16);
-            store_lanes(j0, w, b, u, sums, dh_k, dh_next);
-            store_lanes(j1, w1, b, u, sums_b, dh_k, dh_next);
-          }
-          j0 = j1 + w1;
-          continue;
-        }
-      }
       const int64_t active = std::max<int64_t>(0, std::min(w, b - j0));
+      const T* dh_tile = dh_k + j0 * hidden;
+      T* out_tile = dh_next + j0 * hidden;
       if (active == 0) {
-        std::memcpy(dh_next + j0 * hidden + u0 * w, dh_k + j0 * hidden + u0 * w, (u1 - u0) * w * sizeof(T));
-      } else {
-        const T* dg_tile = dg_k + j0 * 4 * hidden;
-        for (int64_t u = u0; u < u1; ++u) {
-          tiled_row_list(ptr, idx, v, &u, 1, dg_tile, w, sums, 16);
-          store_lanes(j0, w, b, u, sums, dh_k, dh_next);
-        }
+        std::memcpy(out_tile + u0 * w, dh_tile + u0 * w, (u1 - u0) * w * sizeof(T));
+        continue;
       }
-      j0 += w;
+      const T* dg_tile = dg_k + j0 * 4 * hidden;
+      for (int64_t u = u0; u < u1; ++u) {
+        tiled_row_list(ptr, idx, v, &u, 1, dg_tile, w, sums, 16);
+        for (int64_t j = 0; j < active; ++j) out_tile[u * w + j] = sums[j];
+        for (int64_t j = active; j < w; ++j) out_tile[u * w + j] = dh_tile[u * w + j];
+      }
     }
-  }
-
-  // dh_{k+1}[u] on the w lanes of the tile at j0: the product's sums on the
-  // lanes active at the step (b), dh_k's on the others.
-  void store_lanes(int64_t j0, int64_t w, int64_t b, int64_t u, const T* sums, const T* dh_k, T* dh_next) const {
-    const int64_t active = std::max<int64_t>(0, std::min(w, b - j0));
-    const T* dh_tile = dh_k + j0 * hidden;
-    T* out_tile = dh_next + j0 * hidden;
-    for (int64_t j = 0; j < active; ++j) out_tile[u * w + j] = sums[j];
-    for (int64_t j = active; j < w; ++j) out_tile[u * w + j] = dh_tile[u * w + j];
   }
 };
 

@@ -150,65 +150,38 @@ struct FusedLstm {
 
   // Batch >= 2: per tile of lanes, per unit, four tiled row products, then
   // the cell on the tile's lanes; lanes at or past the step's active batch
-  // b keep their state. In float32, a 16-lane tile and the next tile (both
-  // with active lanes) go as one pair: one pass over the four rows for both.
+  // b keep their state.
   void step_tiled(int64_t t, int64_t b, const T* h_cur, T* h_next, int64_t u_begin, int64_t u_end) const {
-    for (int64_t j0 = 0; j0 < width;) {
+    for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
       const int64_t w = tile_width(j0, width);
-      if constexpr (std::is_same_v<T, float>) {
-        const int64_t j1 = j0 + w;
-        if (w == 16 && j1 < width && b > j1 && tile_pairs_enabled()) {
-          const int64_t w1 = tile_width(j1, width);
-          T pre_a[4 * 16], pre_b[4 * 16];
-          for (int64_t u = u_begin; u < u_end; ++u) {
-            const int64_t rows[4] = {u, hidden + u, 2 * hidden + u, 3 * hidden + u};
-            tiled_row_list_pair_f32(ptr, idx, values, rows, 4, h_cur + j0 * hidden, h_cur + j1 * hidden, w1, pre_a,
-                                    pre_b, 16);
-            finish_unit(t, b, j0, w, u, pre_a, h_cur, h_next);
-            finish_unit(t, b, j1, w1, u, pre_b, h_cur, h_next);
-          }
-          j0 = j1 + w1;
-          continue;
-        }
-      }
+      const T* x_tile = h_cur + j0 * hidden;
+      T* h_tile = h_next + j0 * hidden;
+      T* c_tile = c + j0 * hidden;
       if (j0 >= b) {
-        std::memcpy(h_next + j0 * hidden + u_begin * w, h_cur + j0 * hidden + u_begin * w,
-                    (u_end - u_begin) * w * sizeof(T));
-      } else {
-        T pre[4 * 16];
-        for (int64_t u = u_begin; u < u_end; ++u) {
-          const int64_t rows[4] = {u, hidden + u, 2 * hidden + u, 3 * hidden + u};
-          tiled_row_list(ptr, idx, values, rows, 4, h_cur + j0 * hidden, w, pre, 16);
-          finish_unit(t, b, j0, w, u, pre, h_cur, h_next);
-        }
+        std::memcpy(h_tile + u_begin * w, x_tile + u_begin * w, (u_end - u_begin) * w * sizeof(T));
+        continue;
       }
-      j0 += w;
+      const int64_t active = std::min(w, b - j0);
+      T pre[4 * 16], h_new[16], c_new[16];
+      for (int64_t u = u_begin; u < u_end; ++u) {
+        const int64_t rows[4] = {u, hidden + u, 2 * hidden + u, 3 * hidden + u};
+        tiled_row_list(ptr, idx, values, rows, 4, x_tile, w, pre, 16);
+        for (int64_t j = 0; j < active; ++j) {
+          const T* ig = input_gates + (t * batch + j0 + j) * 4 * hidden + u;
+          for (int g = 0; g < 4; ++g) pre[g * 16 + j] += ig[g * hidden];
+        }
+        cell_lanes(pre, 16, c_tile + u * w, h_new, c_new, w);
+        for (int64_t j = 0; j < active; ++j) {
+          const int64_t row = t * batch + j0 + j;
+          c_tile[u * w + j] = c_new[j];
+          h_tile[u * w + j] = h_new[j];
+          for (int g = 0; g < 4; ++g) gates[row * 4 * hidden + g * hidden + u] = pre[g * 16 + j];
+          cells[row * hidden + u] = c_new[j];
+          output[row * hidden + u] = h_new[j];
+        }
+        for (int64_t j = active; j < w; ++j) h_tile[u * w + j] = x_tile[u * w + j];
+      }
     }
-  }
-
-  // Unit u's cell on the w lanes of the tile at j0, from its recurrent
-  // pre-activations pre[g * 16 + j]; lanes at or past b keep their state.
-  void finish_unit(int64_t t, int64_t b, int64_t j0, int64_t w, int64_t u, T* pre, const T* h_cur,
-                   T* h_next) const {
-    const T* x_tile = h_cur + j0 * hidden;
-    T* h_tile = h_next + j0 * hidden;
-    T* c_tile = c + j0 * hidden;
-    const int64_t active = std::min(w, b - j0);
-    T h_new[16], c_new[16];
-    for (int64_t j = 0; j < active; ++j) {
-      const T* ig = input_gates + (t * batch + j0 + j) * 4 * hidden + u;
-      for (int g = 0; g < 4; ++g) pre[g * 16 + j] += ig[g * hidden];
-    }
-    cell_lanes(pre, 16, c_tile + u * w, h_new, c_new, w);
-    for (int64_t j = 0; j < active; ++j) {
-      const int64_t row = t * batch + j0 + j;
-      c_tile[u * w + j] = c_new[j];
-      h_tile[u * w + j] = h_new[j];
-      for (int g = 0; g < 4; ++g) gates[row * 4 * hidden + g * hidden + u] = pre[g * 16 + j];
-      cells[row * hidden + u] = c_new[j];
-      output[row * hidden + u] = h_new[j];
-    }
-    for (int64_t j = active; j < w; ++j) h_tile[u * w + j] = x_tile[u * w + j];
   }
 };
 

@@ -63,17 +63,6 @@ void tiled_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, 
                         int count, const float* x_tile, int64_t w, float* out, int64_t out_stride);
 void tiled_row_list_f64(const int32_t* ptr, const int32_t* idx, const double* v, const int64_t* rows,
                         int count, const double* x_tile, int64_t w, double* out, int64_t out_stride);
-// Two consecutive tiles in one pass over each row's nonzeros (the fused
-// loops' batches of 16 + 8 and 16 + 16 lanes): out_a[i * out_stride + 0:16] =
-// W[rows[i]] x_a (a 16-lane tile), out_b[i * out_stride + 0:w_b] = W[rows[i]]
-// x_b (w_b 8 or 16). Returns false, having done nothing, where its AVX2
-// kernel does not run (no AVX2+FMA, or SPARSE_KERNELS_CPU_TILE_PAIRS=0, an
-// A/B switch read once); the caller then goes tile by tile.
-bool tiled_row_list_pair_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows,
-                             int count, const float* x_a, const float* x_b, int64_t w_b, float* out_a,
-                             float* out_b, int64_t out_stride);
-// Whether tiled_row_list_pair_f32 runs (the loops group tiles in pairs only then).
-bool tile_pairs_enabled();
 // Batch 1: out[i * out_stride] = W[rows[i]] . x.
 void gathered_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows,
                            int count, const float* x, float* out, int64_t out_stride);
