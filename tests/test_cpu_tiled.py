@@ -143,7 +143,7 @@ def test_value_grad_of_non_contiguous_operands():
 
 
 # (T, B, H, density, batch_sizes): batch 1 over several chunks, tiles of 8,
-# 16, 16 + 8 and 16 + 16 + 8 lanes, variable lengths that switch off the
+# 16, 16 + 8, 16 + 16 and 16 + 16 + 8 lanes, variable lengths that switch off the
 # second tile, then most of the first.
 FUSED_CASES = [
     (6, 1, 200, 0.2, None),
@@ -151,6 +151,7 @@ FUSED_CASES = [
     (4, 8, 16, 0.3, None),
     (3, 16, 64, 0.3, None),
     (5, 20, 64, 0.3, [20, 17, 16, 9, 3]),
+    (4, 32, 50, 0.25, [32, 30, 17, 16]),
     (3, 35, 40, 0.1, [35, 35, 1]),
     (4, 20, 7, 0.0, None),  # nnz = 0
 ]
