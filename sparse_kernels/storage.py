@@ -378,6 +378,7 @@ class CSRWeight(SparseWeight):
         sms = torch.cuda.get_device_properties(self.row_ptr.device).multi_processor_count
         return self._cached_lstm_plan(sms)
 
+    @torch.compiler.disable  # host work on a cache: run eagerly under torch.compile, its results enter as inputs
     def sliced_view(self, segment_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values, cols, slice_ptr): the weight in the sliced-ELLPACK layout
         of ``csr.sliced_layout`` (slices of 8 rows within segments of

@@ -184,3 +184,21 @@ def test_opcheck_lstm_layer_with_sliced_view():
     kwargs = dict(hh_sliced_values=csr.sliced_values(values, layout), hh_sliced_cols=layout.cols,
                   hh_slice_ptr=layout.slice_ptr)
     torch.library.opcheck(torch.ops.sparse_kernels.lstm_layer.default, args, kwargs)
+
+
+def test_torch_compile_batch1_inference_matches_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(2)
+    model = SparseLSTM(12, 20, num_layers=2, density=0.3).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(6, 1, 12)
+    with torch.no_grad():
+        want = model(x)
+        got = compiled(x)
+        assert model.weight_hh_l1._sliced is not None  # the view was built and passed
+        # After an in-place change of the values, the compiled model reads the new ones.
+        model.weight_hh_l1.values.mul_(0.5)
+        want2, got2 = model(x), compiled(x)
+    for a, b in ((got[0], want[0]), (got[1][0], want[1][0]), (got[1][1], want[1][1]), (got2[0], want2[0])):
+        torch.testing.assert_close(a, b, **TOL32)
+    assert not torch.allclose(want[0], want2[0])
