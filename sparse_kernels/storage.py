@@ -212,8 +212,7 @@ class CSRWeight(SparseWeight):
         self._index16_key = None
         self._lstm_plan = None
         self._lstm_plan_key = None
-        self._sliced_layout, self._sliced_layout_key = None, None
-        self._sliced, self._sliced_values_key = None, None
+        self._sliced, self._sliced_key = None, None
         # False for a predefined pattern that sparse training must leave alone
         # (SparseEmbedding's frequency prefixes); see dst.find_sparse_weights.
         self.dynamic = True
@@ -383,28 +382,23 @@ class CSRWeight(SparseWeight):
         """(values, cols, slice_ptr): the weight in the sliced-ELLPACK layout
         of ``csr.sliced_layout`` (slices of 8 rows within segments of
         ``segment_rows`` rows, padding column in_features), which the CPU's
-        float32 batch-1 LSTM step reads (ops.lstm_layer's ``hh_sliced``). The
-        layout is cached per pattern, the values per value version: meant
-        for inference, where the values stay put (a training step changes
-        them, and each call after one re-copies them, O(nnz)). Plain
-        attributes, not buffers: derived data no state_dict holds. Costs 8
-        bytes per stored or padding entry while kept."""
-        key = (self._pattern_key(), int(segment_rows))
-        if self._sliced_layout_key != key:
-            self._sliced_layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, int(segment_rows),
-                                                           self.in_features)
-            self._sliced_layout_key, self._sliced_values_key = key, None
-        # Keyed by the values' storage and version: an in-place step bumps
-        # the version, new data (``.data =``, a new Parameter) has another
-        # address. The key holds an alias of the storage, so that no new
-        # tensor can be given its address while the key lives.
+        float32 batch-1 LSTM step reads (ops.lstm_layer's ``hh_sliced``).
+        Cached until the pattern or the values change: meant for inference,
+        where they stay put (after a training step the next call rebuilds it,
+        O(nnz)). Plain attributes, not buffers: derived data no state_dict
+        holds. Keeps 8 bytes per stored or padding entry (the layout's entry
+        map is dropped once the values are placed)."""
+        # The values are keyed by their storage and version: an in-place step
+        # bumps the version, new data (``.data =``, a new Parameter) has
+        # another address. The key holds an alias of the storage, so that no
+        # new tensor can be given its address while the key lives.
         values = self.values
-        key = self._sliced_values_key
-        if (key is None or key[0].data_ptr() != values.data_ptr() or key[0].dtype != values.dtype
-                or key[0].numel() != values.numel() or key[1] != values._version):
-            layout = self._sliced_layout
+        key = self._sliced_key
+        if (key is None or key[0] != (self._pattern_key(), int(segment_rows)) or key[1].data_ptr() != values.data_ptr()
+                or key[1].dtype != values.dtype or key[1].numel() != values.numel() or key[2] != values._version):
+            layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, int(segment_rows), self.in_features)
             self._sliced = (csr_format.sliced_values(values, layout), layout.cols, layout.slice_ptr)
-            self._sliced_values_key = (values.detach(), values._version)
+            self._sliced_key = ((self._pattern_key(), int(segment_rows)), values.detach(), values._version)
         return self._sliced
 
     @torch.compiler.disable  # host work on a cache: run eagerly under torch.compile, its results enter as inputs
@@ -433,7 +427,7 @@ class CSRWeight(SparseWeight):
         self._csc_key = None
         self._index16_key = None
         self._lstm_plan_key = None
-        self._sliced_layout_key = self._sliced_values_key = None
+        self._sliced_key = None
 
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
