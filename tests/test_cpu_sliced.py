@@ -202,3 +202,24 @@ def test_torch_compile_batch1_inference_matches_eager():
     for a, b in ((got[0], want[0]), (got[1][0], want[1][0]), (got[1][1], want[1][1]), (got2[0], want2[0])):
         torch.testing.assert_close(a, b, **TOL32)
     assert not torch.allclose(want[0], want2[0])
+
+
+def test_inference_mode_then_training_then_inference_mode():
+    # The view built under torch.inference_mode() (inference tensors) serves
+    # no_grad calls later, and a training step in between is noticed.
+    torch.manual_seed(3)
+    model = SparseLSTM(16, 24, num_layers=2, density=0.3)
+    x = torch.randn(5, 1, 16)
+    with torch.inference_mode():
+        first = model(x)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], first, **TOL32)
+    out = model(x)[0]
+    torch.testing.assert_close(out.detach(), first, **TOL32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out.square().sum().backward()
+    opt.step()
+    with torch.inference_mode():
+        after = model(x)[0]
+    torch.testing.assert_close(after, model(x)[0].detach(), **TOL32)
+    assert not torch.allclose(after, first)
