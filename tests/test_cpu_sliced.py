@@ -96,12 +96,13 @@ def test_portable_sliced_loop_matches_reference():
 
 def test_sparse_lstm_uses_the_view_for_inference_only():
     torch.manual_seed(0)
-    model = SparseLSTM(24, 40, num_layers=2, density=0.3)
+    model = SparseLSTM(24, 40, num_layers=2, density=0.3, bidirectional=True)
     x = torch.randn(7, 1, 24)
     w_hh = model.weight_hh_l0
     with torch.no_grad():
         out_view, (h_view, c_view) = model(x)
     assert w_hh._sliced is not None  # built and kept by the batch-1 inference call
+    assert model.weight_hh_l1_reverse._sliced is not None  # the reverse direction's too
     first = w_hh._sliced[0]
     with torch.no_grad():
         model(x)
