@@ -392,13 +392,13 @@ class CSRWeight(SparseWeight):
         # bumps the version, new data (``.data =``, a new Parameter) has
         # another address. The key holds an alias of the storage, so that no
         # new tensor can be given its address while the key lives.
-        values = self.values
+        values, pattern = self.values, (self._pattern_key(), int(segment_rows))
         key = self._sliced_key
-        if (key is None or key[0] != (self._pattern_key(), int(segment_rows)) or key[1].data_ptr() != values.data_ptr()
+        if (key is None or key[0] != pattern or key[1].data_ptr() != values.data_ptr()
                 or key[1].dtype != values.dtype or key[1].numel() != values.numel() or key[2] != values._version):
-            layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, int(segment_rows), self.in_features)
+            layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
             self._sliced = (csr_format.sliced_values(values, layout), layout.cols, layout.slice_ptr)
-            self._sliced_key = ((self._pattern_key(), int(segment_rows)), values.detach(), values._version)
+            self._sliced_key = (pattern, values.detach(), values._version)
         return self._sliced
 
     @torch.compiler.disable  # host work on a cache: run eagerly under torch.compile, its results enter as inputs

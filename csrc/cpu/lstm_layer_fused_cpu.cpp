@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_fast_math.h"
 #include "sparse_kernels/cpu_gathered.h"
 #include "sparse_kernels/cpu_simd.h"
@@ -286,10 +287,9 @@ void check_sliced_hh(const SlicedHh& view, const at::Tensor& hh_values, int64_t 
     TORCH_CHECK(sp[s + 1] >= sp[s] && (sp[s + 1] - sp[s]) % 8 == 0,
                 "lstm_layer: hh_slice_ptr must be non-decreasing in steps of 8 (8 rows a slice), broken at slice ",
                 s);
-  const int32_t* cols = view.cols.data_ptr<int32_t>();
-  for (int64_t k = 0; k < view.cols.numel(); ++k)
-    TORCH_CHECK(cols[k] >= 0 && cols[k] <= hidden, "lstm_layer: hh_sliced_cols must lie in [0, ", hidden,
-                "] (", hidden, ": padding), got ", cols[k], " at ", k);
+  // Columns in [0, H] (H: padding); the shared check caches a tensor it has
+  // seen, so a cached view costs O(1) here after its first call.
+  check_index_bounds(view.cols, hidden + 1, "lstm_layer: hh_sliced_cols (column H is the padding)");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_lstm_layer(

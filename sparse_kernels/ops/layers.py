@@ -33,7 +33,7 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     ``CSRWeight.persistent_lstm_plan()`` of W_hh (the persistent CUDA
     forward's split, made once per topology), so that the CUDA forward copies
     nothing to the host; None plans on each call (one copy of row_ptr).
-    ``hh_sliced``: ``CSRWeight.sliced_view(hidden, pad_col=hidden)`` of W_hh,
+    ``hh_sliced``: ``CSRWeight.sliced_view(hidden)`` of W_hh (padding column hidden),
     (values, cols, slice_ptr) of its sliced-ELLPACK layout holding these very
     hh_values, which the CPU's float32 batch-1 step reads instead of the CSR
     (eight rows' sums in one register); for CPU float32 inputs without a

@@ -40,7 +40,8 @@ struct SlicedHh {
 };
 
 // Checks a view's structure against W_hh's shape (4H rows, H columns):
-// dtypes, sizes, offsets and every column within [0, H].
+// dtypes, sizes, offsets and every column within [0, H] (checks.h's
+// check_index_bounds, cached per tensor).
 void check_sliced_hh(const SlicedHh& view, const at::Tensor& hh_values, int64_t hidden);
 
 // The arguments are checked by the caller (check_lstm_args, check_sliced_hh).
