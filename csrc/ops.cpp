@@ -25,7 +25,12 @@ TORCH_LIBRARY(sparse_kernels, m) {
       "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, "
       "Tensor col_idx, Tensor? col_ptr, Tensor? row_idx, Tensor? csr2csc, "
       "Tensor? bias, Tensor? col_idx16=None, Tensor? row_order=None, "
-      "Tensor? row_idx16=None, Tensor? col_order=None) -> Tensor");
+      "Tensor? row_idx16=None, Tensor? col_order=None, Tensor? sliced_values=None, "
+      "Tensor? sliced_cols=None, Tensor? slice_ptr=None) -> Tensor");
+  // (The last three: W's sliced-ELLPACK view, sparse_kernels.csr.sliced_layout
+  // with one segment and pad column in_features, which the CPU's float32
+  // batch-1 forward reads in place of the CSR; CUDA refuses it. The backward
+  // reads the CSR.)
   // grad_input = grad_output @ W via the CSC view (a gather per input
   // feature); row_idx16 and col_order: the CSC view's compact index, as above.
   m.def(

@@ -382,7 +382,8 @@ class CSRWeight(SparseWeight):
         """(values, cols, slice_ptr): the weight in the sliced-ELLPACK layout
         of ``csr.sliced_layout`` (slices of 8 rows within segments of
         ``segment_rows`` rows, padding column in_features), which the CPU's
-        float32 batch-1 LSTM step reads (ops.lstm_layer's ``hh_sliced``).
+        float32 batch-1 products read (ops.lstm_layer's ``hh_sliced`` with one
+        segment per gate; ops.sparse_linear's ``sliced`` with one segment).
         Cached until the pattern or the values change: meant for inference,
         where they stay put (after a training step the next call rebuilds it,
         O(nnz)). Plain attributes, not buffers: derived data no state_dict
@@ -433,9 +434,18 @@ class CSRWeight(SparseWeight):
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(input)
         index16, csc_index16 = self.compact_index()
-        return ops.sparse_linear(input, self.values, self.row_ptr, self.col_idx, bias,
+        # One input row on the CPU in float32 (batch-1 inference): the sliced
+        # view (eight rows' sums in one register), cached while the values
+        # stay put; not while they are being trained (each step would re-copy them).
+        values = self.values
+        sliced = None
+        if (isinstance(input, torch.Tensor) and input.device.type == "cpu" and input.dtype == torch.float32
+                and values.dtype == torch.float32 and self.in_features > 0 and self.out_features > 0
+                and input.numel() == self.in_features and not (torch.is_grad_enabled() and values.requires_grad)):
+            sliced = self.sliced_view(self.out_features)
+        return ops.sparse_linear(input, values, self.row_ptr, self.col_idx, bias,
                                  csc=self.backward_index(), index16=index16, csc_index16=csc_index16,
-                                 validate=False)
+                                 sliced=sliced, validate=False)
 
     def to_dense(self) -> torch.Tensor:
         dense = self.values.new_zeros(self.shape)

@@ -1,5 +1,10 @@
 """CSR weights with chosen row lengths, for the batch-1 kernel tests
-(test_cpu_gathered.py, test_cpu_sliced.py)."""
+(test_cpu_gathered.py, test_cpu_sliced.py, test_cpu_sliced_linear.py), and
+running a check in a fresh process under a kernel switch."""
+
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -15,3 +20,14 @@ def weight_with_row_lengths(lengths, in_f, seed):
     col_idx = torch.cat(cols).to(torch.int32) if cols else torch.zeros(0, dtype=torch.int32)
     values = torch.randn(col_idx.numel(), generator=g)
     return values, row_ptr, col_idx
+
+
+def run_fresh(code: str, **env) -> None:
+    """Runs ``code`` (which prints ok) in a new interpreter with the tests
+    folder importable and the given environment variables set (the kernels'
+    switches are read once per process)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=path, **env),
+                         cwd=os.path.dirname(here), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (env, run.stderr[-2000:])

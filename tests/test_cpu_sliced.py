@@ -5,14 +5,10 @@ absent or SPARSE_KERNELS_CPU_SCALAR_GATHER=0): the layout against the CSR it
 comes from, the layer against the plain-PyTorch reference, the module's use
 of it (inference only) and its cache, and the errors for a bad view."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from csr_helpers import ROW_LENGTHS, weight_with_row_lengths
+from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
 from sparse_kernels import SparseLSTM, csr, ops, reference
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
@@ -85,12 +81,7 @@ def test_portable_sliced_loop_matches_reference():
             "    for a, b in zip(got, want):\n"
             "        torch.testing.assert_close(a.double(), b, **t.TOL32)\n"
             "print('ok')\n")
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, SPARSE_KERNELS_CPU_SCALAR_GATHER="0", PYTHONPATH=path)
-    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(here), capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    run_fresh(code, SPARSE_KERNELS_CPU_SCALAR_GATHER="0")
 
 
 def test_sparse_lstm_uses_the_view_for_inference_only():
@@ -153,7 +144,7 @@ def test_bad_sliced_view_is_rejected():
         call(view[:2])
     with pytest.raises(ValueError, match="int64 slice_ptr"):
         call((view[0], view[1], view[2].to(torch.int32)))
-    with pytest.raises(ValueError, match="float32 LSTM"):
+    with pytest.raises(ValueError, match="CPU's float32 kernels only"):
         ops.lstm_layer(gates.double(), h0.double(), c0.double(), values.double(), row_ptr, col_idx, csc,
                        hh_sliced=view)
     # The op itself (no Python checks): broken offsets, a column out of range, a partial view.

@@ -120,7 +120,8 @@ def test_cached_index16_absent_where_an_index_exceeds_16_bits(shape, present):
 # ----------------------------------------------------------------------------- the ops' new arguments
 def test_schema_defaults_keep_old_calls():
     p, csc = _problem(3)
-    for name, defaults in (("sparse_linear", ["col_idx16", "row_order", "row_idx16", "col_order"]),
+    for name, defaults in (("sparse_linear", ["col_idx16", "row_order", "row_idx16", "col_order", "sliced_values",
+                                              "sliced_cols", "slice_ptr"]),
                            ("sparse_linear_input_grad", ["row_idx16", "col_order"])):
         args = getattr(_ops, name).default._schema.arguments
         assert [a.name for a in args[-len(defaults):]] == defaults

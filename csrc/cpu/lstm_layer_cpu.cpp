@@ -23,14 +23,10 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const OptTensor& /*hh_plan: CUDA's*/, int64_t /*hh_plan_smem*/,
             const OptTensor& hh_sliced_values, const OptTensor& hh_sliced_cols,
             const OptTensor& hh_slice_ptr) {
-           const int given = hh_sliced_values.has_value() + hh_sliced_cols.has_value() + hh_slice_ptr.has_value();
-           TORCH_CHECK(given == 0 || given == 3,
-                       "lstm_layer: hh_sliced_values, hh_sliced_cols and hh_slice_ptr go together (all or none)");
-           std::optional<sparse_kernels::cpu::SlicedHh> sliced;
-           if (given == 3) {
-             sliced = sparse_kernels::cpu::SlicedHh{*hh_sliced_values, *hh_sliced_cols, *hh_slice_ptr};
-             sparse_kernels::cpu::check_sliced_hh(*sliced, values, c0.size(-1));
-           }
+           const int64_t hidden = c0.size(-1);
+           const std::optional<sparse_kernels::cpu::SlicedView> sliced = sparse_kernels::cpu::sliced_view_arg(
+               hh_sliced_values, hh_sliced_cols, hh_slice_ptr, values, 4 * ((hidden + 7) / 8), hidden,
+               {"lstm_layer", "hh_sliced_values", "hh_sliced_cols", "hh_slice_ptr"});
            if (sparse_kernels::cpu::fused_lstm_layer_applies(input_gates, hr_values.has_value())) {
              sparse_kernels::layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx,
                                                     batch_sizes, hr_values, hr_row_ptr, hr_col_idx);

@@ -10,6 +10,7 @@
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_fast_math.h"
 #include "sparse_kernels/cpu_gathered.h"
+#include "sparse_kernels/cpu_sliced.h"
 #include "sparse_kernels/cpu_simd.h"
 #include "sparse_kernels/cpu_step_schedule.h"
 #include "sparse_kernels/cpu_tiled.h"
@@ -59,30 +60,6 @@ std::vector<int64_t> unit_chunks(const int32_t* ptr, int64_t hidden, int64_t chu
   std::vector<int64_t> bounds = balanced_bounds(prefix, chunks);
   for (int64_t& b : bounds) b = std::min(hidden, b * align);
   return bounds;
-}
-
-// Lanes of `count` slices of the sliced view from slice `first` (8 sums
-// each) into out: the AVX2 kernel, else this loop.
-void sliced_lanes(const float* v, const int32_t* cols, const int64_t* slice_ptr, int64_t first, int64_t count,
-                  const float* x, float* out) {
-  if (sliced_rows_avx2(v, cols, slice_ptr, first, count, x, out)) return;
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t o = slice_ptr[first + i], length = (slice_ptr[first + i + 1] - o) / 8;
-    for (int j = 0; j < 8; ++j) {
-      float sum = 0.0f;
-      for (int64_t k = 0; k < length; ++k) sum += v[o + 8 * k + j] * x[cols[o + 8 * k + j]];
-      out[8 * i + j] = sum;
-    }
-  }
-}
-
-// SPARSE_KERNELS_CPU_SLICED=0 makes the step ignore a sliced view (A/B runs).
-bool sliced_view_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("SPARSE_KERNELS_CPU_SLICED");
-    return env == nullptr || std::strcmp(env, "0") != 0;
-  }();
-  return enabled;
 }
 
 template <typename T>
@@ -190,7 +167,7 @@ template <typename T>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_fused(
     const at::Tensor& input_gates, const at::Tensor& h0_, const at::Tensor& c0_, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& batch_sizes, bool reverse,
-    const SlicedHh* sliced) {
+    const SlicedView* sliced) {
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = c0_.size(1);
   const auto options = input_gates.options();
   const int64_t* bs = batch_sizes.data_ptr<int64_t>();
@@ -262,40 +239,10 @@ bool fused_lstm_layer_applies(const at::Tensor& input_gates, bool projected) {
          input_gates.numel() > 0;
 }
 
-void check_sliced_hh(const SlicedHh& view, const at::Tensor& hh_values, int64_t hidden) {
-  const int64_t slices = 4 * ((hidden + 7) / 8);
-  TORCH_CHECK(hh_values.scalar_type() == at::kFloat,
-              "lstm_layer: a sliced view of W_hh (hh_sliced_values) is for float32 weights, got ",
-              hh_values.scalar_type());
-  TORCH_CHECK(view.values.device().is_cpu() && view.cols.device().is_cpu() && view.slice_ptr.device().is_cpu(),
-              "lstm_layer: hh_sliced_values, hh_sliced_cols and hh_slice_ptr must be CPU tensors");
-  TORCH_CHECK(view.values.scalar_type() == at::kFloat && view.cols.scalar_type() == at::kInt &&
-                  view.slice_ptr.scalar_type() == at::kLong,
-              "lstm_layer: the sliced view must be float32 values, int32 cols and int64 slice_ptr, got ",
-              view.values.scalar_type(), ", ", view.cols.scalar_type(), " and ", view.slice_ptr.scalar_type());
-  TORCH_CHECK(view.values.dim() == 1 && view.cols.dim() == 1 && view.slice_ptr.dim() == 1 &&
-                  view.values.is_contiguous() && view.cols.is_contiguous() && view.slice_ptr.is_contiguous(),
-              "lstm_layer: the sliced view's tensors must be contiguous and 1-D");
-  TORCH_CHECK(view.slice_ptr.numel() == slices + 1, "lstm_layer: hh_slice_ptr must have 4 * ceil(H / 8) + 1 = ",
-              slices + 1, " entries for hidden size ", hidden, ", got ", view.slice_ptr.numel());
-  const int64_t* sp = view.slice_ptr.data_ptr<int64_t>();
-  TORCH_CHECK(sp[0] == 0 && sp[slices] == view.values.numel() && view.cols.numel() == view.values.numel(),
-              "lstm_layer: hh_slice_ptr must run from 0 to the length of hh_sliced_values (", view.values.numel(),
-              ") and hh_sliced_cols must have that length, got ", sp[0], ", ", sp[slices], " and ",
-              view.cols.numel());
-  for (int64_t s = 0; s < slices; ++s)
-    TORCH_CHECK(sp[s + 1] >= sp[s] && (sp[s + 1] - sp[s]) % 8 == 0,
-                "lstm_layer: hh_slice_ptr must be non-decreasing in steps of 8 (8 rows a slice), broken at slice ",
-                s);
-  // Columns in [0, H] (H: padding); the shared check caches a tensor it has
-  // seen, so a cached view costs O(1) here after its first call.
-  check_index_bounds(view.cols, hidden + 1, "lstm_layer: hh_sliced_cols (column H is the padding)");
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_lstm_layer(
     const at::Tensor& input_gates_, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& batch_sizes, bool reverse,
-    const SlicedHh* sliced) {
+    const SlicedView* sliced) {
   const at::Tensor input_gates = input_gates_.contiguous();
   const at::Tensor values_c = values.contiguous();
   if (input_gates.scalar_type() == at::kFloat) {

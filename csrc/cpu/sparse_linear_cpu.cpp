@@ -1,16 +1,60 @@
 // CPU forward of sparse_linear: y = input @ W^T + bias, W in CSR.
 #include <torch/library.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "sparse_kernels/checks.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_sliced.h"
 #include "sparse_kernels/cpu_spmm.h"
 #include "sparse_kernels/cpu_tiled.h"
 
 namespace sparse_kernels::cpu {
 
+namespace {
+
+// One input row through W's sliced view: slices of 8 rows, each 8 sums in one
+// register (no horizontal add per row), threads over nnz-balanced runs of
+// slices. x is copied with a zero at the padding column (in_features), so
+// that padding adds exactly 0 whatever x holds.
+at::Tensor sliced_linear_row(const at::Tensor& input, const SlicedView& view, int64_t out_features,
+                             const at::Tensor& bias) {
+  const int64_t in_features = input.size(1), slices = view.slice_ptr.numel() - 1;
+  std::vector<float> x(in_features + 1, 0.0f);
+  std::copy_n(input.data_ptr<float>(), in_features, x.begin());
+  at::Tensor lanes = at::empty({slices * 8}, input.options());
+  const float* v = view.values.data_ptr<float>();
+  const int32_t* cols = view.cols.data_ptr<int32_t>();
+  const int64_t* sp = view.slice_ptr.data_ptr<int64_t>();
+  float* out = lanes.data_ptr<float>();
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  auto run = [&](int64_t s0, int64_t s1) {
+    sliced_lanes(v, cols, sp, s0, s1 - s0, x.data(), out + 8 * s0);
+    if (b != nullptr)
+      for (int64_t r = 8 * s0; r < std::min(8 * s1, out_features); ++r) out[r] += b[r];
+  };
+  const int64_t threads = at::get_num_threads();
+  if (threads == 1 || sp[slices] + 8 * slices < kMinParallelWork) {
+    run(0, slices);
+  } else {
+    // Chunk c starts at the first slice whose offset reaches c / threads of the entries.
+    std::vector<int64_t> bounds(threads + 1, slices);
+    for (int64_t c = 0; c < threads; ++c)
+      bounds[c] = std::lower_bound(sp, sp + slices, sp[slices] * c / threads) - sp;
+    at::parallel_for(0, threads, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c)
+        if (bounds[c] < bounds[c + 1]) run(bounds[c], bounds[c + 1]);
+    });
+  }
+  return lanes.narrow(0, 0, out_features).view({1, out_features});
+}
+
+}  // namespace
+
 at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
                          const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                         const std::optional<at::Tensor>& bias) {
+                         const std::optional<at::Tensor>& bias, const std::optional<SlicedView>& sliced) {
   SK_CHECK_DIM(input_, 2);
   SK_CHECK_FLOAT(input_);
   SK_CHECK_SAME_DTYPE(input_, values);
@@ -30,6 +74,8 @@ at::Tensor sparse_linear(const at::Tensor& input_, const at::Tensor& values,
   const at::Tensor input = input_.contiguous();
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
   if (n_rows == 0 || out_features == 0) return at::empty({n_rows, out_features}, input.options());
+  if (sliced.has_value() && n_rows == 1 && sliced_view_enabled())
+    return sliced_linear_row(input, *sliced, out_features, bias_c);
   if (tiled_product_enabled(input)) return tiled_sparse_linear(input, values, row_ptr, col_idx, bias_c);
 
   // Batch on the SIMD lanes: work on x^T (in, N') and y^T (out, N'), N'
@@ -67,7 +113,10 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const std::optional<at::Tensor>& col_idx16,
             const std::optional<at::Tensor>& row_order,
             const std::optional<at::Tensor>& row_idx16,
-            const std::optional<at::Tensor>& col_order) {
+            const std::optional<at::Tensor>& col_order,
+            const std::optional<at::Tensor>& sliced_values,
+            const std::optional<at::Tensor>& sliced_cols,
+            const std::optional<at::Tensor>& slice_ptr) {
            // The op boundary checks the structure (O(1) for an index already
            // seen, see checks.h); the layer loops call the kernel directly,
            // having checked it once per sequence.
@@ -81,7 +130,13 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
            sparse_kernels::check_sparse_linear_index16(row_ptr, col_idx, input.size(1), col_ptr,
                                                        row_idx, col_idx16, row_order, row_idx16,
                                                        col_order);
+           // W's sliced view (float32; slices of 8 rows, padding column
+           // in_features), read at batch 1 in place of the CSR.
+           const int64_t out_features = row_ptr.numel() - 1;
+           const auto sliced = sparse_kernels::cpu::sliced_view_arg(
+               sliced_values, sliced_cols, slice_ptr, values, (out_features + 7) / 8, input.size(1),
+               {"sparse_linear", "sliced_values", "sliced_cols", "slice_ptr"});
            return sparse_kernels::cpu::sparse_linear(input, values, row_ptr,
-                                                     col_idx, bias);
+                                                     col_idx, bias, sliced);
          });
 }

@@ -655,7 +655,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer_backward_cuda(
 }  // namespace sparse_kernels::cuda
 
 TORCH_LIBRARY_IMPL(sparse_kernels, CUDA, m) {
-  m.impl("sparse_linear", &sparse_kernels::cuda::sparse_linear_cuda);
+  // The forward with the CPU-only arguments refused (a sliced view of W).
+  using Opt = std::optional<at::Tensor>;
+  m.impl("sparse_linear",
+         [](const at::Tensor& input, const at::Tensor& values, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+            const Opt& col_ptr, const Opt& row_idx, const Opt& csr2csc, const Opt& bias, const Opt& col_idx16,
+            const Opt& row_order, const Opt& row_idx16, const Opt& col_order, const Opt& sliced_values,
+            const Opt& sliced_cols, const Opt& slice_ptr) {
+           TORCH_CHECK(!sliced_values.has_value() && !sliced_cols.has_value() && !slice_ptr.has_value(),
+                       "sparse_linear: the sliced view of W (sliced_values, sliced_cols, slice_ptr) is read by the "
+                       "CPU kernel only; pass None for CUDA tensors");
+           return sparse_kernels::cuda::sparse_linear_cuda(input, values, row_ptr, col_idx, col_ptr, row_idx,
+                                                           csr2csc, bias, col_idx16, row_order, row_idx16,
+                                                           col_order);
+         });
   m.impl("sparse_linear_input_grad", &sparse_kernels::cuda::sparse_linear_input_grad_cuda);
   m.impl("sparse_linear_value_grad", &sparse_kernels::cuda::sparse_linear_value_grad_cuda);
   m.impl("sparse_linear_input_grad_csr", &sparse_kernels::cuda::sparse_linear_input_grad_csr_cuda);

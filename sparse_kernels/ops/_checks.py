@@ -196,3 +196,25 @@ def _check_recurrent_weight(label, values, row_ptr, col_idx, csc, ref: torch.Ten
     if validate:
         _validate_weight(label, values, row_ptr, col_idx, csc, shape)
     return csc
+
+
+def _check_sliced_view(name: str, sliced, weight_values: torch.Tensor, slices: int) -> tuple:
+    """The op's three arguments for ``sliced`` = (values, cols, slice_ptr), a
+    weight's sliced-ELLPACK view (CSRWeight.sliced_view) of ``slices`` slices
+    of 8 rows, or () for None. Its columns are checked by the op (cached)."""
+    if sliced is None:
+        return ()
+    if not (isinstance(sliced, (tuple, list)) and len(sliced) == 3 and all(isinstance(t, torch.Tensor) for t in sliced)):
+        raise TypeError(f"{name} must be (values, cols, slice_ptr) from CSRWeight.sliced_view(), or None; "
+                        f"got {type(sliced).__name__}")
+    if weight_values.device.type != "cpu" or weight_values.dtype != torch.float32:
+        raise ValueError(f"{name} is read by the CPU's float32 kernels only; got {weight_values.dtype} weights on "
+                         f"{weight_values.device}")
+    values, cols, slice_ptr = sliced
+    if (values.dtype != torch.float32 or cols.dtype != torch.int32 or slice_ptr.dtype != torch.int64
+            or values.dim() != 1 or cols.shape != values.shape or slice_ptr.shape != (slices + 1,)):
+        raise ValueError(f"{name} must be float32 values and int32 cols of one length and int64 slice_ptr of "
+                         f"{slices + 1} entries (one per slice of 8 rows, plus one), got {values.dtype} "
+                         f"{tuple(values.shape)}, {cols.dtype} {tuple(cols.shape)} and {slice_ptr.dtype} "
+                         f"{tuple(slice_ptr.shape)}")
+    return values, cols, slice_ptr

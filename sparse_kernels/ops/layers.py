@@ -7,6 +7,7 @@ import torch
 
 from ..csr import CSCIndex, csr_transpose
 from ._checks import (_check_batch_sizes, _check_float, _check_index_like, _check_recurrent_weight,
+                      _check_sliced_view,
                       _check_same, _csc_args, _ops)
 
 
@@ -73,35 +74,15 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
                                      input_gates, (4 * hidden, state), validate)
     batch_sizes = _check_batch_sizes(batch_sizes, steps, batch)
     plan_args = _check_lstm_plan(hh_plan, input_gates)
-    sliced_args = _check_sliced_view(hh_sliced, hh_values, input_gates, projection is not None, hidden)
+    if hh_sliced is not None and projection is not None:
+        raise ValueError("hh_sliced is read by the LSTM without a projection only (proj_size = 0)")
+    sliced_args = dict(zip(("hh_sliced_values", "hh_sliced_cols", "hh_slice_ptr"),
+                           _check_sliced_view("hh_sliced", hh_sliced, hh_values, 4 * -(-hidden // 8))))
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
                                            *_csc_args(hh_csc),
                                            batch_sizes, bool(reverse), *(hr_args or (None,) * 6), *plan_args,
                                            **sliced_args)
     return output, h_n, c_n
-
-
-def _check_sliced_view(hh_sliced, hh_values, input_gates, projected: bool, hidden: int) -> dict:
-    """The op's keyword arguments for ``hh_sliced`` = (values, cols, slice_ptr) or None."""
-    if hh_sliced is None:
-        return {}
-    if not (isinstance(hh_sliced, (tuple, list)) and len(hh_sliced) == 3
-            and all(isinstance(t, torch.Tensor) for t in hh_sliced)):
-        raise TypeError("hh_sliced must be (values, cols, slice_ptr) from CSRWeight.sliced_view(), or None; "
-                        f"got {type(hh_sliced).__name__}")
-    if input_gates.device.type != "cpu" or hh_values.dtype != torch.float32 or projected:
-        raise ValueError("hh_sliced is read by the CPU's float32 LSTM without a projection only; got "
-                         f"{hh_values.dtype} weights on {input_gates.device}"
-                         f"{' with a projection' if projected else ''}")
-    values, cols, slice_ptr = hh_sliced
-    slices = 4 * -(-hidden // 8)
-    if (values.dtype != torch.float32 or cols.dtype != torch.int32 or slice_ptr.dtype != torch.int64
-            or values.dim() != 1 or cols.shape != values.shape or slice_ptr.shape != (slices + 1,)):
-        raise ValueError(f"hh_sliced must be float32 values and int32 cols of one length and int64 slice_ptr of "
-                         f"4 * ceil(hidden / 8) + 1 = {slices + 1} entries, got {values.dtype} "
-                         f"{tuple(values.shape)}, {cols.dtype} {tuple(cols.shape)} and {slice_ptr.dtype} "
-                         f"{tuple(slice_ptr.shape)}")
-    return {"hh_sliced_values": values, "hh_sliced_cols": cols, "hh_slice_ptr": slice_ptr}
 
 
 def _check_lstm_plan(hh_plan, input_gates) -> tuple:

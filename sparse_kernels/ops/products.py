@@ -10,13 +10,15 @@ import torch
 
 from ..csr import CSCIndex, Index16, csr_transpose, validate_csr
 from ._checks import (_check_csc, _check_float, _check_index16, _check_index_like, _check_product_operands,
-                      _check_same, _csc_args, _index16_args, _ops, _validate_csc)
+                      _check_same, _check_sliced_view, _csc_args, _index16_args, _ops, _validate_csc)
 
 
 def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
                   col_idx: torch.Tensor, bias: torch.Tensor | None = None, *,
                   csc: CSCIndex | None = None, index16: Index16 | None = None,
-                  csc_index16: Index16 | None = None, validate: bool = True) -> torch.Tensor:
+                  csc_index16: Index16 | None = None,
+                  sliced: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                  validate: bool = True) -> torch.Tensor:
     """y = input @ W^T + bias for a CSR matrix W of shape (out, in).
 
     input: (*, in); returns (*, out). ``csc`` is W's transposed index (see
@@ -26,6 +28,10 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     (csr.index16) of the CSR and of ``csc``, which the CUDA products read
     in place of the int32 ones (in <= 65536, resp. out <= 65536); never
     built here (CSRWeight caches them on CUDA), ignored by the CPU.
+    ``sliced``: ``CSRWeight.sliced_view(out_features)`` of W, (values, cols,
+    slice_ptr) of its sliced-ELLPACK layout holding these very values (CPU,
+    float32), which the kernel reads instead of the CSR when the input is one
+    row (batch-1 inference; the backward reads the CSR).
     ``validate`` checks the CSR structure (O(nnz)) and the given indices;
     CSRWeight validates once and passes False. Differentiable in input,
     values and bias.
@@ -59,10 +65,11 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     if csc_index16 is not None:
         csc_index16 = _check_index16("csc_index16", csc_index16, csc.col_ptr, csc.row_idx, out_features,
                                      validate)
+    sliced_args = _check_sliced_view("sliced", sliced, values, -(-out_features // 8))
     # Not reshape(-1, in_features): with in_features = 0 the -1 is ambiguous.
     flat = input.reshape(math.prod(input.shape[:-1]), in_features)
     out = _ops.sparse_linear(flat, values, row_ptr, col_idx, *_csc_args(csc), bias, *_index16_args(index16),
-                             *_index16_args(csc_index16))
+                             *_index16_args(csc_index16), *sliced_args)
     return out.reshape(*input.shape[:-1], out_features)
 
 
@@ -139,7 +146,7 @@ def sparse_linear_value_grad(grad_output: torch.Tensor, input: torch.Tensor,
 
 @torch.library.register_fake("sparse_kernels::sparse_linear")
 def _(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias, col_idx16=None, row_order=None,
-      row_idx16=None, col_order=None):
+      row_idx16=None, col_order=None, sliced_values=None, sliced_cols=None, slice_ptr=None):
     return input.new_empty((input.shape[0], row_ptr.shape[0] - 1))
 
 
@@ -175,9 +182,9 @@ def _input_grad(grad_output, values, row_ptr, col_idx, in_features, col_ptr, row
 
 
 def _sparse_linear_setup_context(ctx, inputs, output):
-    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias, _, _, row_idx16, col_order = inputs
-    # The forward's compact index (col_idx16, row_order) is not needed: the
-    # value gradient (SDDMM) reads the int32 col_idx.
+    input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, bias, _, _, row_idx16, col_order = inputs[:12]
+    # The forward's compact index (col_idx16, row_order) and sliced view are
+    # not needed: the value gradient (SDDMM) reads the int32 col_idx.
     ctx.save_for_backward(input, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, row_idx16, col_order)
     ctx.has_bias = bias is not None
 
@@ -192,7 +199,8 @@ def _sparse_linear_backward(ctx, grad_output):
         grad_values = _ops.sparse_linear_value_grad(grad_output, input, row_ptr, col_idx)
     if ctx.has_bias and ctx.needs_input_grad[7]:
         grad_bias = grad_output.sum(0)
-    return grad_input, grad_values, None, None, None, None, None, grad_bias, None, None, None, None
+    return (grad_input, grad_values, None, None, None, None, None, grad_bias, None, None, None, None, None, None,
+            None)
 
 
 torch.library.register_autograd(

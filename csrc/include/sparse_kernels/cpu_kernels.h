@@ -17,12 +17,16 @@
 #include <tuple>
 #include <vector>
 
+#include "sparse_kernels/cpu_sliced.h"
+
 namespace sparse_kernels::cpu {
 
-// y = input @ W^T + bias; input (N, in) -> (N, out).
+// y = input @ W^T + bias; input (N, in) -> (N, out). `sliced`: W's sliced
+// view (cpu_sliced.h, checked by the caller), read instead of the CSR at N = 1.
 at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& values,
                          const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                         const std::optional<at::Tensor>& bias);
+                         const std::optional<at::Tensor>& bias,
+                         const std::optional<SlicedView>& sliced = std::nullopt);
 
 // grad_input = grad_output @ W, through the CSC view: (N, out) -> (N, in).
 at::Tensor sparse_linear_input_grad(const at::Tensor& grad_output,

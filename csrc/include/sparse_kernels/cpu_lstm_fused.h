@@ -23,6 +23,8 @@
 
 #include <tuple>
 
+#include "sparse_kernels/cpu_sliced.h"
+
 namespace sparse_kernels::cpu {
 
 // Whether the fused loop serves this call: float32/float64, no projection,
@@ -30,26 +32,13 @@ namespace sparse_kernels::cpu {
 // (read once; the switch exists for A/B measurements).
 bool fused_lstm_layer_applies(const at::Tensor& input_gates, bool projected);
 
-// W_hh's sliced-ELLPACK view (sparse_kernels/csr.py, sliced_layout with one
-// gate per segment and pad column H), which the float32 batch-1 step reads
-// instead of the CSR when given: values, cols and slice_ptr as that layout
-// holds them, the values those of this very call's W_hh (the caller keeps
-// the view per value version: CSRWeight.sliced_view).
-struct SlicedHh {
-  at::Tensor values, cols, slice_ptr;
-};
-
-// Checks a view's structure against W_hh's shape (4H rows, H columns):
-// dtypes, sizes, offsets and every column within [0, H] (checks.h's
-// check_index_bounds, cached per tensor).
-void check_sliced_hh(const SlicedHh& view, const at::Tensor& hh_values, int64_t hidden);
-
-// The arguments are checked by the caller (check_lstm_args, check_sliced_hh).
-// `sliced` may be null; it is read only at batch 1 in float32.
+// The arguments are checked by the caller (check_lstm_args, check_sliced_view).
+// `sliced`: W_hh's sliced view (cpu_sliced.h; one gate per segment, pad
+// column H), or null; it is read only at batch 1 in float32.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_lstm_layer(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& batch_sizes, bool reverse,
-    const SlicedHh* sliced = nullptr);
+    const SlicedView* sliced = nullptr);
 
 // The backward of either forward (they save the same tensors); checked by
 // the caller (check_lstm_backward_args). -> (grad_input_gates, grad_h0,

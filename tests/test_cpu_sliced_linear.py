@@ -1,0 +1,205 @@
+"""The batch-1 forward of sparse_linear through W's sliced-ELLPACK view
+(csrc/cpu/sparse_linear_cpu.cpp, sliced_lanes in cpu_sliced.cpp; the AVX2
+kernel or the portable loop): the product against the plain-PyTorch
+reference, CSRWeight's use of it (one input row, no gradient to the values)
+and its cache, the gradients (which read the CSR), and the errors for a bad
+view, in Python and from the raw op."""
+
+import pytest
+import torch
+
+from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
+from sparse_kernels import SparseLinear, csr, ops, reference
+
+TOL32 = dict(atol=2e-5, rtol=2e-4)
+
+
+def _weight(out_f, in_f, seed):
+    lengths = [min(ROW_LENGTHS[(r * 7 + seed) % len(ROW_LENGTHS)], in_f) for r in range(out_f)]
+    return weight_with_row_lengths(lengths, in_f, seed)
+
+
+def _view(values, row_ptr, col_idx, in_f):
+    layout = csr.sliced_layout(row_ptr, col_idx, row_ptr.numel() - 1, pad_col=in_f)
+    return csr.sliced_values(values, layout), layout.cols, layout.slice_ptr
+
+
+def _product_pair(out_f, in_f, seed, with_bias):
+    values, row_ptr, col_idx = _weight(out_f, in_f, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(1, in_f, generator=g)
+    bias = torch.randn(out_f, generator=g) if with_bias else None
+    got = ops.sparse_linear(x, values, row_ptr, col_idx, bias, sliced=_view(values, row_ptr, col_idx, in_f))
+    want = reference.sparse_linear(x.double(), values.double(), row_ptr, col_idx, (out_f, in_f),
+                                   None if bias is None else bias.double())
+    return got, want
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("out_f,in_f", [(1, 1), (5, 7), (8, 1), (13, 40), (64, 100), (203, 150), (4000, 300)])
+def test_batch1_forward_with_sliced_view_matches_reference(out_f, in_f, with_bias, threads):
+    # Row lengths 0-100 (empty rows, sub-8 tails, odd and even multiples of
+    # 8), output counts that leave a partial last slice; 4000 x 300 is over
+    # the threshold where the slices are split over threads.
+    got, want = _product_pair(out_f, in_f, seed=out_f + in_f, with_bias=with_bias)
+    assert got.shape == (1, out_f)
+    torch.testing.assert_close(got.double(), want, **TOL32)
+
+
+def test_sliced_view_of_no_entries():
+    row_ptr, col_idx, values = torch.zeros(10, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), torch.zeros(0)
+    bias = torch.randn(9)
+    got = ops.sparse_linear(torch.randn(1, 4), values, row_ptr, col_idx, bias,
+                            sliced=_view(values, row_ptr, col_idx, 4))
+    torch.testing.assert_close(got, bias.unsqueeze(0))
+
+
+def test_padding_reads_the_zero_slot_not_a_column():
+    # Row lengths 1 and 9 in one slice: the short row's padding entries must
+    # add 0 even where x holds inf or NaN in columns that row does not use.
+    values, row_ptr, col_idx = weight_with_row_lengths([1, 9], 12, seed=3)
+    x = torch.randn(1, 12)
+    unused = sorted(set(range(12)) - set(col_idx[:1].tolist()))
+    x[0, unused[0]], x[0, unused[1]] = float("inf"), float("nan")
+    got = ops.sparse_linear(x, values, row_ptr, col_idx, sliced=_view(values, row_ptr, col_idx, 12))
+    assert got[0, 0] == values[0] * x[0, int(col_idx[0])]
+
+
+def test_portable_sliced_linear_loop_matches_reference():
+    # The loop that runs without AVX2+FMA, forced by the switch in a fresh
+    # process; and SPARSE_KERNELS_CPU_SLICED=0, which reads the CSR instead.
+    code = ("import torch, test_cpu_sliced_linear as t\n"
+            "for out_f, in_f in ((13, 40), (4000, 300)):\n"
+            "    got, want = t._product_pair(out_f, in_f, seed=out_f, with_bias=True)\n"
+            "    torch.testing.assert_close(got.double(), want, **t.TOL32)\n"
+            "print('ok')\n")
+    for switch in ("SPARSE_KERNELS_CPU_SCALAR_GATHER", "SPARSE_KERNELS_CPU_SLICED"):
+        run_fresh(code, **{switch: "0"})
+
+
+def test_sparse_linear_module_uses_the_view_for_one_row_without_gradients():
+    torch.manual_seed(0)
+    lin = SparseLinear(30, 50, density=0.3)
+    w = lin.weight
+    x = torch.randn(1, 30)
+    want = x @ w.to_dense().T + lin.bias
+    y_grad = lin(x)  # values trainable, grad enabled: the CSR, no view built
+    assert w._sliced_key is None
+    with torch.no_grad():
+        y_view = lin(x)
+        first = w._sliced[0]
+        lin(x.reshape(30))  # a 1-D input is one row too
+        assert w._sliced[0] is first  # cached: same values, same view
+        lin(torch.randn(3, 30))  # three rows: the CSR (the view is kept, unread)
+    for y in (y_grad.detach(), y_view):
+        torch.testing.assert_close(y, want.detach(), **TOL32)
+    # Frozen values: the view serves a call with gradients to the input, and
+    # the input's gradient (through the CSR) is W^T g.
+    w.values.requires_grad_(False)
+    xg = x.clone().requires_grad_()
+    out = lin(xg)
+    g = torch.randn_like(out)
+    out.backward(g)
+    torch.testing.assert_close(xg.grad, g @ w.to_dense(), **TOL32)
+
+
+def test_gradients_with_a_view_equal_those_without():
+    # The backward reads the CSR whether or not the forward read a view.
+    values, row_ptr, col_idx = _weight(21, 17, seed=4)
+    view = _view(values, row_ptr, col_idx, 17)
+    x, b = torch.randn(1, 17), torch.randn(21)
+    grads = []
+    for sliced in (view, None):
+        leaves = [t.clone().requires_grad_() for t in (x, values, b)]
+        out = ops.sparse_linear(leaves[0], leaves[1], row_ptr, col_idx, leaves[2], sliced=sliced)
+        (out * torch.arange(21.0)).sum().backward()
+        grads.append([t.grad for t in leaves])
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, **TOL32)
+
+
+def test_view_follows_value_and_pattern_changes():
+    torch.manual_seed(1)
+    lin = SparseLinear(24, 40, density=0.4)
+    w = lin.weight
+    x = torch.randn(1, 24)
+
+    def check():
+        with torch.no_grad():
+            got = lin(x)
+        torch.testing.assert_close(got, x @ w.to_dense().T + lin.bias, **TOL32)
+
+    check()
+    opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+    lin(x).square().sum().backward()
+    opt.step()  # in place: the values' version moves
+    check()
+    values, row_ptr = w.values.detach().clone(), w.row_ptr.clone()
+    g = torch.Generator().manual_seed(5)
+    cols = [torch.randperm(24, generator=g)[: int(row_ptr[r + 1] - row_ptr[r])].sort().values for r in range(40)]
+    w.set_pattern(row_ptr, torch.cat(cols).to(torch.int32), values)  # same nnz, other columns
+    check()
+
+
+def test_bad_sliced_view_is_rejected():
+    values, row_ptr, col_idx = _weight(13, 9, seed=2)
+    view = _view(values, row_ptr, col_idx, 9)
+    x = torch.randn(1, 9)
+    with pytest.raises(TypeError, match="sliced must be"):
+        ops.sparse_linear(x, values, row_ptr, col_idx, sliced=view[:2])
+    with pytest.raises(ValueError, match="int64 slice_ptr of 3 entries"):
+        ops.sparse_linear(x, values, row_ptr, col_idx, sliced=(view[0], view[1], view[2][:2]))
+    with pytest.raises(ValueError, match="CPU's float32 kernels only"):
+        ops.sparse_linear(x.double(), values.double(), row_ptr, col_idx, sliced=view)
+    # The op itself (no Python checks): broken offsets, a column out of range, a partial view.
+    op = torch.ops.sparse_kernels.sparse_linear
+    args = (x, values, row_ptr, col_idx, None, None, None, None)
+    bad_ptr = view[2].clone()
+    bad_ptr[1] += 1
+    with pytest.raises(RuntimeError, match="steps of 8"):
+        op(*args, sliced_values=view[0], sliced_cols=view[1], slice_ptr=bad_ptr)
+    bad_cols = view[1].clone()
+    bad_cols[0] = 10
+    with pytest.raises(RuntimeError, match="sliced_cols.*must hold values in"):
+        op(*args, sliced_values=view[0], sliced_cols=bad_cols, slice_ptr=view[2])
+    with pytest.raises(RuntimeError, match="all or none"):
+        op(*args, sliced_values=view[0], slice_ptr=view[2])
+    with pytest.raises(RuntimeError, match="float32 values, int32 cols"):
+        op(*args, sliced_values=view[0].double(), sliced_cols=view[1], slice_ptr=view[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_refuses_a_sliced_view():
+    values, row_ptr, col_idx = (t.cuda() for t in _weight(13, 9, seed=2))
+    view = tuple(t.cuda() for t in _view(values, row_ptr, col_idx, 9))
+    with pytest.raises(RuntimeError, match="CPU kernel only"):
+        torch.ops.sparse_kernels.sparse_linear(torch.randn(1, 9, device="cuda"), values, row_ptr, col_idx, None,
+                                               None, None, None, sliced_values=view[0], sliced_cols=view[1],
+                                               slice_ptr=view[2])
+
+
+def test_opcheck_sparse_linear_with_sliced_view():
+    values, row_ptr, col_idx = _weight(19, 11, seed=6)
+    view = _view(values, row_ptr, col_idx, 11)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 11, generator=g, requires_grad=True)
+    bias = torch.randn(19, generator=g, requires_grad=True)
+    args = (x, values.clone().requires_grad_(), row_ptr, col_idx, None, None, None, bias)
+    torch.library.opcheck(torch.ops.sparse_kernels.sparse_linear.default, args,
+                          dict(sliced_values=view[0], sliced_cols=view[1], slice_ptr=view[2]))
+
+
+def test_torch_compile_batch1_linear_matches_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(2)
+    lin = SparseLinear(12, 20, density=0.3).eval()
+    compiled = torch.compile(lin)
+    x = torch.randn(1, 12)
+    with torch.no_grad():
+        want, got = lin(x), compiled(x)
+        assert lin.weight._sliced is not None
+        lin.weight.values.mul_(0.5)  # the compiled module reads the new values
+        want2, got2 = lin(x), compiled(x)
+    torch.testing.assert_close(got, want, **TOL32)
+    torch.testing.assert_close(got2, want2, **TOL32)
+    assert not torch.allclose(want, want2)
