@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
-from sparse_kernels import SparseLinear, csr, ops, reference
+from sparse_kernels import SparseLinear, csr, ops, reference, storage
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
 
@@ -77,7 +77,28 @@ def test_portable_sliced_linear_loop_matches_reference():
         run_fresh(code, **{switch: "0"})
 
 
-def test_sparse_linear_module_uses_the_view_for_one_row_without_gradients():
+@pytest.fixture
+def any_size(monkeypatch):
+    """CSRWeight reads the view for small weights too (as it does from SLICED_MIN_NNZ on)."""
+    monkeypatch.setattr(storage, "SLICED_MIN_NNZ", 1)
+
+
+def test_small_weights_keep_the_csr():
+    lin = SparseLinear(30, 50, density=0.3)
+    assert lin.weight.nnz < storage.SLICED_MIN_NNZ
+    with torch.no_grad():
+        lin(torch.randn(1, 30))
+    assert lin.weight._sliced_key is None
+    big = SparseLinear(1000, 700, density=0.1)
+    assert big.weight.nnz >= storage.SLICED_MIN_NNZ
+    x = torch.randn(1, 1000)
+    with torch.no_grad():
+        y = big(x)
+    assert big.weight._sliced is not None
+    torch.testing.assert_close(y, x @ big.weight.to_dense().T + big.bias, **TOL32)
+
+
+def test_sparse_linear_module_uses_the_view_for_one_row_without_gradients(any_size):
     torch.manual_seed(0)
     lin = SparseLinear(30, 50, density=0.3)
     w = lin.weight
@@ -118,7 +139,7 @@ def test_gradients_with_a_view_equal_those_without():
         torch.testing.assert_close(a, c, **TOL32)
 
 
-def test_view_follows_value_and_pattern_changes():
+def test_view_follows_value_and_pattern_changes(any_size):
     torch.manual_seed(1)
     lin = SparseLinear(24, 40, density=0.4)
     w = lin.weight
@@ -189,7 +210,7 @@ def test_opcheck_sparse_linear_with_sliced_view():
                           dict(sliced_values=view[0], sliced_cols=view[1], slice_ptr=view[2]))
 
 
-def test_torch_compile_batch1_linear_matches_eager():
+def test_torch_compile_batch1_linear_matches_eager(any_size):
     torch._dynamo.reset()
     torch.manual_seed(2)
     lin = SparseLinear(12, 20, density=0.3).eval()
