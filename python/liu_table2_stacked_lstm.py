@@ -14,9 +14,10 @@ def run(args):
                         init_scale="dense")  # masks over a dense init, as the paper's code
         small = {0.67: 700, 0.80: 490}  # the paper's small dense sizes
     else:
-        # The library's defaults (LMConfig: momentum SGD lr 1, clip 10, fan-in-scaled
-        # sparse init; docs/quality.md): with the dense example's lr 20 / clip 0.25
-        # every sparse method fell far behind dense (issue #17).
+        # The library's defaults (LMConfig: SGD lr 20, clip 0.25, fan-in-scaled
+        # sparse init, sparse lr scaled by 1 / sqrt(density); docs/quality.md):
+        # with the dense-scale init and one lr every sparse method fell far
+        # behind dense (issue #17).
         base = LMConfig(hidden_size=200, embedding_size=200, num_layers=2, dropout=0.2, epochs=4,
                         batch_size=20, bptt=35)
         small = {s: round(200 * (1 - s) ** 0.5) for s in (0.67, 0.80)}

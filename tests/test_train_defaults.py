@@ -10,7 +10,7 @@ from sparse_kernels.train import LMConfig
 from sparse_kernels.train.data import write_ptb
 
 # train-lm's defaults: docs/quality.md shows what they were chosen from.
-LM_DEFAULTS = dict(optimizer="sgd", lr=1.0, momentum=0.9, clip=10.0, dropout=0.5, init_scale="fan_in",
+LM_DEFAULTS = dict(optimizer="sgd", lr=20.0, momentum=0.0, clip=0.25, dropout=0.5, init_scale="fan_in",
                    sparse_lr_scale="sqrt_fan_in", hidden=650, layers=2, lr_decay=1.33)
 
 
@@ -48,15 +48,15 @@ def test_resume_keeps_the_checkpoint_settings_unless_given(ptb, tmp_path, capsys
     option given on the resuming command line wins."""
     base = ["train-lm", "--data", str(ptb), "--batch-size", "4", "--bptt", "5", "--hidden", "12", "--layers", "1",
             "--no-progress", "--method", "st-rnn", "--sparsity", "0.5", "--out", str(tmp_path / "a")]
-    old = ["--lr", "20", "--momentum", "0", "--clip", "0.25", "--dropout", "0.2", "--init-scale", "dense",
+    old = ["--lr", "1", "--momentum", "0.9", "--clip", "10", "--dropout", "0.2", "--init-scale", "dense",
            "--prune-rate", "0.4"]
     assert main(base + old + ["--epochs", "1"]) == 0
     capsys.readouterr()
     assert main(base + ["--epochs", "2", "--resume", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
-    assert "resuming with the checkpoint's settings" in err and "clip=0.25" in err
+    assert "resuming with the checkpoint's settings" in err and "clip=10.0" in err
     saved = _saved_config(tmp_path / "a")
-    assert (saved["clip"], saved["dropout"], saved["prune_rate"], saved["init_scale"]) == (0.25, 0.2, 0.4, "dense")
+    assert (saved["clip"], saved["dropout"], saved["prune_rate"], saved["init_scale"]) == (10.0, 0.2, 0.4, "dense")
     assert saved["epochs"] == 2  # given on the command line
     assert main(base + ["--epochs", "3", "--clip", "5", "--resume", str(tmp_path / "a")]) == 0
     saved = _saved_config(tmp_path / "a")
