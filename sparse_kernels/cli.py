@@ -91,7 +91,10 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
                    help="store the sparse recurrent weights as dense blocks of this shape (BSR), e.g. 4x4; "
                         "default: unstructured (CSR)")
     p.add_argument("--prune-rate", type=float, default=0.5)
-    p.add_argument("--update-every", type=int, default=0, help="steps between topology updates (0: each epoch)")
+    p.add_argument("--update-every", type=int, default=0,
+                   help="steps between topology updates (0: --updates-per-epoch of them each epoch, evenly spaced)")
+    p.add_argument("--updates-per-epoch", type=int, default=defaults.updates_per_epoch, metavar="N",
+                   help=f"with --update-every 0: topology updates per epoch (default {defaults.updates_per_epoch})")
     p.add_argument("--method-options", type=_json_object, default={}, help="JSON object of algorithm options")
     p.add_argument("--hidden", type=int, default=hidden)
     p.add_argument("--embedding", type=int, default=None, help="default: the hidden size")
@@ -123,7 +126,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, hidden: int, layers: int, 
 def _common_config(args) -> dict:
     return dict(model=args.model, method=args.method, sparsity=args.sparsity, init=args.init,
                 init_scale=args.init_scale, sparse_lr_scale=args.sparse_lr_scale,
-                prune_rate=args.prune_rate, update_every=args.update_every, method_options=args.method_options,
+                prune_rate=args.prune_rate, update_every=args.update_every,
+                updates_per_epoch=args.updates_per_epoch, method_options=args.method_options,
                 hidden_size=args.hidden, embedding_size=args.embedding or args.hidden, num_layers=args.layers,
                 depth=args.depth, dropout=args.dropout, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                 momentum=args.momentum, clip=args.clip, seed=args.seed, device=args.device,
@@ -158,6 +162,8 @@ def _keep_saved_settings(config, args):
     saved = load_checkpoint(args.resume, "lm" if args.command == "train-lm" else "cls")["config"]
     # Runs saved before --sparse-lr-scale existed trained with one learning rate for all weights.
     saved.setdefault("sparse_lr_scale", "none")
+    # ... and runs saved before --updates-per-epoch existed updated their topology once per epoch.
+    saved.setdefault("updates_per_epoch", 1)
     given = {_OPTION_FIELDS.get(dest, dest) for dest in _given_options(args.argv)}
     if "hidden_size" in given:
         given.add("embedding_size")  # --embedding defaults to --hidden

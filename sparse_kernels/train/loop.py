@@ -68,7 +68,8 @@ class RunConfig:
     clip: float = 0.25
     seed: int = 0
     prune_rate: float = 0.5
-    update_every: int = 0        # steps between topology updates; 0: once per epoch
+    update_every: int = 0        # steps between topology updates; 0: updates_per_epoch per epoch
+    updates_per_epoch: int = 1   # with update_every 0: topology updates per epoch, evenly spaced
     method_options: dict = field(default_factory=dict)
     device: str = "cpu"
     checkpoint_every: int = 0    # steps between mid-epoch checkpoints; 0: at epoch ends only
@@ -112,7 +113,9 @@ class RunConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE)}, got {self.nonfinite!r}")
-        for name in ("checkpoint_every", "nonfinite_limit"):
+        if self.updates_per_epoch < 1:
+            raise ValueError(f"updates_per_epoch must be >= 1, got {self.updates_per_epoch}")
+        for name in ("checkpoint_every", "nonfinite_limit", "update_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.block_shape is not None:
@@ -200,7 +203,8 @@ def make_sparsity_scheduler(config: RunConfig, model, optimizer, total_steps: in
         options.setdefault("target_density", 1.0 - config.sparsity)
     try:
         return DynamicSparsity(model, optimizer, method=config.method, total_steps=total_steps,
-                               update_every=config.update_every or steps_per_epoch, prune_rate=config.prune_rate,
+                               update_every=config.update_every or max(1, steps_per_epoch // config.updates_per_epoch),
+                               prune_rate=config.prune_rate,
                                seed=config.seed, **options)
     except (TypeError, ValueError) as exc:  # an unknown or bad --method-options entry
         raise ConfigError(f"method {config.method!r}: {exc}") from None
