@@ -39,11 +39,15 @@ from .csr import CSCIndex, INDEX_DTYPE, Index16, validate_csr
 
 __all__ = ["BSRWeight", "CSRWeight", "INIT_SCALES", "SparseWeight", "validate_bsr", "validate_csr"]
 
-# The fewest nonzeros for which CSRWeight's batch-1 product reads the sliced
-# view: it saves ~20% per nonzero but costs a few microseconds per call
-# (checks, the cache's key); W 1024 x 256 at 90% (26k nonzeros) ran 0.95-0.97x
-# with it, 4096 x 1024 (419k) 1.15-1.24x (benchmarks/lstm_sliced_ab.py --linear).
+# The sizes for which CSRWeight's batch-1 product reads the sliced view. It
+# saves ~20% per nonzero where the product is bound by fetching x (the matrix
+# in cache) but costs a few microseconds per call (checks, the cache's key) and
+# 8 bytes per nonzero: W 1024 x 256 at 90% (26k nonzeros) ran 0.95-0.97x with
+# it, 4096 x 1024 (419k) 1.14-1.24x, 8192 x 2048 (1.68M, 13.4 MB, read at the
+# L3's bandwidth) 0.99-1.03x (benchmarks/lstm_sliced_ab.py --linear), where it
+# would double the weight's memory for nothing.
 SLICED_MIN_NNZ = 1 << 16
+SLICED_MAX_NNZ = 1 << 20
 
 # How a new sparse weight's stored values are scaled (``init_scale``):
 #   "dense"   the dense layer's bound on every stored entry, so a row with a
@@ -443,11 +447,12 @@ class CSRWeight(SparseWeight):
         # One input row on the CPU in float32 (batch-1 inference): the sliced
         # view (eight rows' sums in one register), cached while the values
         # stay put; not while they are being trained (each step would re-copy
-        # them), nor for small weights, where its fixed cost outweighs it.
+        # them), nor for sizes where it does not pay (SLICED_MIN/MAX_NNZ).
         values = self.values
         sliced = None
         if (isinstance(input, torch.Tensor) and input.device.type == "cpu" and input.dtype == torch.float32
-                and values.dtype == torch.float32 and values.numel() >= SLICED_MIN_NNZ and self.out_features > 0
+                and values.dtype == torch.float32 and SLICED_MIN_NNZ <= values.numel() <= SLICED_MAX_NNZ
+                and self.out_features > 0
                 and input.numel() == self.in_features and not (torch.is_grad_enabled() and values.requires_grad)):
             sliced = self.sliced_view(self.out_features)
         return ops.sparse_linear(input, values, self.row_ptr, self.col_idx, bias,

@@ -83,6 +83,17 @@ def any_size(monkeypatch):
     monkeypatch.setattr(storage, "SLICED_MIN_NNZ", 1)
 
 
+def test_large_weights_keep_the_csr(monkeypatch):
+    monkeypatch.setattr(storage, "SLICED_MAX_NNZ", 1000)
+    lin = SparseLinear(100, 200, density=0.1)
+    assert lin.weight.nnz > storage.SLICED_MAX_NNZ
+    monkeypatch.setattr(storage, "SLICED_MIN_NNZ", 1)
+    with torch.no_grad():
+        y = lin(torch.ones(1, 100))
+    assert lin.weight._sliced_key is None
+    torch.testing.assert_close(y, torch.ones(1, 100) @ lin.weight.to_dense().T + lin.bias, **TOL32)
+
+
 def test_small_weights_keep_the_csr():
     lin = SparseLinear(30, 50, density=0.3)
     assert lin.weight.nnz < storage.SLICED_MIN_NNZ
