@@ -372,9 +372,12 @@ void test_dispatcher() {
                           const std::optional<Tensor>&, const std::optional<Tensor>&,
                           const std::optional<Tensor>&, const std::optional<Tensor>&,
                           const std::optional<Tensor>&, const std::optional<Tensor>&,
-                          const std::optional<Tensor>&, const std::optional<Tensor>&)>()
+                          const std::optional<Tensor>&, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&)>()
             .call(x, w.values, w.row_ptr, w.col_idx, w.col_ptr, w.row_idx, w.csr2csc, bias,
-                  std::nullopt, std::nullopt, std::nullopt, std::nullopt);
+                  std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+                  std::nullopt);
     EXPECT_CLOSE(y, at::matmul(x, w.dense.t()) + bias);
 
     const Tensor grad_y = at::randn({5, 6}, w.values.options());
