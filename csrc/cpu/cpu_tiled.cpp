@@ -185,7 +185,7 @@ struct LaneBlock {
 // and the last 8-lane tile, of 1 that 8-lane tile (checked per call in
 // tiled_sddmm_rows_avx2). A constant stride lets one shifted index address
 // every vector of a feature: the kernel was bound by the integer multiplies
-// and reloads of run-time strides (about 20 instructions a nonzero, 7 cycles
+// and reloads of run-time strides (about 20 instructions a nonzero, 2.7 ns
 // per nonzero and block of 32 lanes), not by its loads or FMAs.
 template <int V>
 constexpr int64_t block_vector_stride(int v) { return (V == 1 || (V == 3 && v == 2)) ? 8 : 16; }
