@@ -6,7 +6,7 @@ row but a narrower input, so that x's tiles move from L2 into L1.
                                         [--in 1500 600 300 200] [--threads 1] [--min-time 0.5]
 
 Prints ms and G multiply-adds/s for each width (no thresholds). A 16-lane
-tile of x is in_features * 64 bytes (96 KB at 1500: L2; 13 KB at 200: L1);
+tile of x is in_features * 64 bytes (94 KiB at 1500: L2; 12.5 KiB at 200: L1);
 a value-gradient block of 32 lanes twice that. If a product is bound by
 fetching x's lines from L2, its rate rises as the width falls; if it is bound
 by its own instructions, it does not.

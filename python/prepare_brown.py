@@ -47,7 +47,7 @@ def sentences(path: Path) -> list[list[str]]:
     for line in path.read_text(encoding="latin-1").split("\n"):
         words = []
         for token in line.split():
-            word = token.rsplit("/", 1)[0].lower() if "/" in token else token.lower()
+            word = token.rsplit("/", 1)[0].lower()  # a token without a tag stays whole
             if word:
                 words.append("N" if NUMBER.match(word) else word)
         if words:

@@ -182,20 +182,21 @@ struct LaneBlock {
 // The lane stride of vector v in a block of V vectors, known when compiling:
 // lane_blocks cuts the tiles (16 lanes each, the batch's last maybe 8) so that
 // a block of 4 is two 16-lane tiles, of 2 one 16-lane tile, of 3 a 16-lane
-// and the last 8-lane tile, of 1 that 8-lane tile (checked per call in
-// tiled_sddmm_rows_avx2). A constant stride lets one shifted index address
+// and the last 8-lane tile, of 1 that 8-lane tile (lane_blocks checks each
+// block it makes against this). A constant stride lets one shifted index address
 // every vector of a feature: the kernel was bound by the integer multiplies
 // and reloads of run-time strides (about 20 instructions a nonzero, 2.7 ns
 // per nonzero and block of 32 lanes), not by its loads or FMAs.
-template <int V>
-constexpr int64_t block_vector_stride(int v) { return (V == 1 || (V == 3 && v == 2)) ? 8 : 16; }
+constexpr int64_t block_vector_stride(int vectors, int v) {
+  return (vectors == 1 || (vectors == 3 && v == 2)) ? 8 : 16;
+}
 
 template <int V>
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 block_dot(const float* const* x_vectors,
                                                                           const __m256* g, int64_t c) {
-  __m256 s = _mm256_mul_ps(g[0], _mm256_loadu_ps(x_vectors[0] + c * block_vector_stride<V>(0)));
+  __m256 s = _mm256_mul_ps(g[0], _mm256_loadu_ps(x_vectors[0] + c * block_vector_stride(V, 0)));
   for (int v = 1; v < V; ++v) {
-    s = _mm256_fmadd_ps(g[v], _mm256_loadu_ps(x_vectors[v] + c * block_vector_stride<V>(v)), s);
+    s = _mm256_fmadd_ps(g[v], _mm256_loadu_ps(x_vectors[v] + c * block_vector_stride(V, v)), s);
   }
   return s;
 }
@@ -220,7 +221,7 @@ __attribute__((target("avx2,fma"))) void sddmm_block_avx2(const int32_t* ptr, co
   }
   for (int64_t r = r0; r < r1; ++r) {
     __m256 g[V];
-    for (int v = 0; v < V; ++v) g[v] = _mm256_loadu_ps(g_vectors[v] + r * block_vector_stride<V>(v));
+    for (int v = 0; v < V; ++v) g[v] = _mm256_loadu_ps(g_vectors[v] + r * block_vector_stride(V, v));
     int64_t k = ptr[r];
     const int64_t end = ptr[r + 1];
     for (; k + 8 <= end; k += 8) {
@@ -260,6 +261,10 @@ std::vector<LaneBlock> lane_blocks(int64_t width, int64_t in_features, int64_t o
     }
   }
   if (block.vectors > 0) blocks.push_back(block);
+  for (const LaneBlock& b : blocks)
+    for (int v = 0; v < b.vectors; ++v)
+      TORCH_INTERNAL_ASSERT(b.x_stride[v] == block_vector_stride(b.vectors, v),
+                            "tiled SDDMM: lane block of an unexpected shape");
   return blocks;
 }
 
@@ -268,12 +273,6 @@ void tiled_sddmm_rows_avx2(const int32_t* ptr, const int32_t* idx, const std::ve
   for (size_t i = 0; i < blocks.size(); ++i) {
     const LaneBlock& b = blocks[i];
     const bool first = i == 0;
-    for (int v = 0; v < b.vectors; ++v) {
-      const int64_t stride = b.vectors == 1 ? block_vector_stride<1>(v)
-                             : b.vectors == 2 ? block_vector_stride<2>(v)
-                             : b.vectors == 3 ? block_vector_stride<3>(v) : block_vector_stride<4>(v);
-      TORCH_INTERNAL_ASSERT(b.x_stride[v] == stride, "tiled SDDMM: lane block of an unexpected shape");
-    }
     switch (b.vectors) {
       case 1: sddmm_block_avx2<1>(ptr, idx, b, g_tiles, x_tiles, first, grad_v, r0, r1); break;
       case 2: sddmm_block_avx2<2>(ptr, idx, b, g_tiles, x_tiles, first, grad_v, r0, r1); break;
