@@ -4,7 +4,8 @@ product and the fused LSTM layer's step, against the plain-PyTorch
 references; and, beside them, the batch-1 input gradients (the CSR scatter,
 and the CSC product, which keeps the portable loop). Row lengths are chosen to
 reach every branch of the dot product: empty rows, tails of 1-7, exactly 8
-and 16, 16 + 8 + tail, long rows."""
+and 16, 16 + 8 + tail, long rows. Also batch 1's value gradient (a gathered
+multiply per nonzero)."""
 
 import pytest
 import torch
@@ -37,6 +38,21 @@ def test_batch1_forward_and_input_grad_match_reference(in_f, bias, threads):
     (gx,) = torch.autograd.grad(y, x, gy)
     torch.testing.assert_close(gx.double(), gy.double() @ dense, **TOL32)
     torch.testing.assert_close(ops.sparse_linear_input_grad(gy, values, csc).double(), gy.double() @ dense, **TOL32)
+
+
+@pytest.mark.parametrize("in_f", [1, 100, 2048], ids=lambda n: f"in{n}")
+def test_batch1_value_grad_matches_reference(in_f, threads):
+    # grad_values[k] = grad_output[0, row(k)] * x[0, col(k)]: the gathered
+    # multiply over rows of every length class (empty, tails, 8, 16, long).
+    lengths = [min(n, in_f) for n in ROW_LENGTHS * 3]
+    _, row_ptr, col_idx = weight_with_row_lengths(lengths, in_f, seed=in_f + 1)
+    g = torch.Generator().manual_seed(8)
+    x, gy = torch.randn(1, in_f, generator=g), torch.randn(1, len(lengths), generator=g)
+    got = ops.sparse_linear_value_grad(gy, x, row_ptr, col_idx)
+    want = reference.sparse_linear_value_grad(gy.double(), x.double(), row_ptr, col_idx)
+    # One rounding of one product: the float32 result equals the rounded
+    # float64 product exactly.
+    assert torch.equal(got, want.float())
 
 
 def test_batch1_long_rows_and_large_indices():

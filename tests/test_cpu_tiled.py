@@ -99,6 +99,33 @@ def test_input_grad_of_a_non_contiguous_gradient():
     torch.testing.assert_close(got.double(), want, **TOL32)
 
 
+def _same_bits_on_one_and_two_threads(fn):
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(fn())
+    finally:
+        torch.set_num_threads(before)
+    return results
+
+
+def test_input_grad_through_the_parallel_transpose():
+    # 96k nonzeros over 400 columns: W^T is built by the counting sort's
+    # parallel path (a chunk of rows per thread). It must give the serial
+    # sort's W^T exactly (rows ascending in each column), so the products, in
+    # the same order, agree bit for bit; and both match the reference.
+    values, row_ptr, col_idx = _weight(800, 400, 0.3, seed=11)
+    assert col_idx.numel() >= 1 << 16
+    gy = torch.randn(130, 800, generator=torch.Generator().manual_seed(12))
+    one, two = _same_bits_on_one_and_two_threads(
+        lambda: torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, 400))
+    assert torch.equal(one, two)
+    want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (800, 400))
+    torch.testing.assert_close(two.double(), want, **TOL32)
+
+
 # (N, out, in, density) for the value gradient (an SDDMM): batch 1 (the
 # row-outer kernel), then the lane blocks of the tiled one: one 8-lane tile
 # (2, 8), a padded 16 (9), 16 + 8 (20), 16 + 16 (32), 16 + 16 + 8 (33: a block
@@ -107,6 +134,7 @@ def test_input_grad_of_a_non_contiguous_gradient():
 # empty rows, one input feature, nnz = 0.
 VALUE_GRAD_SHAPES = [
     (1, 40, 33, 0.3),
+    (1, 100, 64, 0.05),    # batch 1 (the gather-and-multiply loop), many empty rows
     (2, 24, 17, 0.3),
     (8, 40, 60, 0.2),
     (9, 40, 33, 0.2),
@@ -193,16 +221,24 @@ def test_fused_lstm_layer_same_bits_on_one_and_two_threads():
     # race between steps would show here).
     leaves, row_ptr, col_idx, csc, sizes = _fused_problem(7, 20, 96, 0.2, None, torch.float32, seed=5)
     leaves = [t.detach() for t in leaves]
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(ops.lstm_layer(*leaves, row_ptr, col_idx, csc))
-    finally:
-        torch.set_num_threads(before)
+    results = _same_bits_on_one_and_two_threads(lambda: ops.lstm_layer(*leaves, row_ptr, col_idx, csc))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_fused_lstm_backward_through_the_parallel_transpose(threads):
+    # W_hh 1200 x 300 at 25%: 90k nonzeros, so the backward's W^T comes from
+    # the counting sort's parallel path on two threads.
+    leaves, row_ptr, col_idx, csc, sizes = _fused_problem(3, 4, 300, 0.25, [4, 3, 1], torch.float32, seed=9)
+    assert col_idx.numel() >= 1 << 16
+    got = ops.lstm_layer(*leaves[:4], row_ptr, col_idx, csc, sizes)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    want = reference.lstm_layer(*ref_leaves, row_ptr, col_idx, sizes)
+    grads_out = [torch.randn_like(t) for t in got]
+    g_got = torch.autograd.grad(got, leaves, grads_out)
+    g_want = torch.autograd.grad(want, ref_leaves, [g.double() for g in grads_out])
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a.double(), b, atol=1e-4, rtol=1e-3)
 
 
 def test_fused_lstm_layer_gradcheck():

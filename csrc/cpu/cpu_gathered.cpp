@@ -92,6 +92,25 @@ __attribute__((target("avx2,fma"))) void gathered_row_list_kernel(const int32_t*
   }
 }
 
+__attribute__((target("avx2,fma"))) void gathered_scale_rows_kernel(const int32_t* ptr, const int32_t* idx,
+                                                                    const float* g, const float* x, float* out,
+                                                                    int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const __m256 gr = _mm256_set1_ps(g[r]);
+    int32_t k = ptr[r];
+    const int32_t k1 = ptr[r + 1];
+    for (; k + 16 <= k1; k += 16) {
+      _mm256_storeu_ps(out + k, _mm256_mul_ps(gr, load_gathered8(x, idx + k)));
+      _mm256_storeu_ps(out + k + 8, _mm256_mul_ps(gr, load_gathered8(x, idx + k + 8)));
+    }
+    if (k + 8 <= k1) {
+      _mm256_storeu_ps(out + k, _mm256_mul_ps(gr, load_gathered8(x, idx + k)));
+      k += 8;
+    }
+    for (; k < k1; ++k) out[k] = g[r] * x[idx[k]];
+  }
+}
+
 __attribute__((target("avx2,fma"))) void sliced_rows_kernel(const float* v, const int32_t* cols,
                                                             const int64_t* slice_ptr, int64_t first, int64_t count,
                                                             const float* x, float* out) {
@@ -149,6 +168,17 @@ bool gathered_row_list_avx2(const int32_t* ptr, const int32_t* idx, const float*
 #if SK_GATHERED_HAS_AVX2_KERNEL
   if (!scalar_gather_enabled()) return false;
   gathered_row_list_kernel(ptr, idx, v, rows, count, x, out, out_stride);
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool gathered_scale_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* g, const float* x, float* out,
+                              int64_t r0, int64_t r1) {
+#if SK_GATHERED_HAS_AVX2_KERNEL
+  if (!scalar_gather_enabled()) return false;
+  gathered_scale_rows_kernel(ptr, idx, g, x, out, r0, r1);
   return true;
 #else
   return false;

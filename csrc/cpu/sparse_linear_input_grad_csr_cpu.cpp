@@ -19,8 +19,9 @@
 
 namespace sparse_kernels::cpu {
 
-// From this batch on, transposing W (a serial O(nnz) counting sort, ~10-20 ms
-// for 1.7 M nonzeros) and running the tiled product beats the scatter:
+// From this batch on, transposing W (an O(nnz) counting sort over the
+// threads, 10-14 ms on one thread for 1.7 M nonzeros) and running the tiled
+// product beats the scatter:
 // measured one thread, W 8192 x 2048 at 10%, 0.85x at batch 64, 2.1-3x at
 // 256-700 (BENCHMARKS.md, issue #18).
 constexpr int64_t kTransposedInputGradMinBatch = 128;

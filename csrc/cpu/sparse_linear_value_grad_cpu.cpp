@@ -22,7 +22,10 @@ at::Tensor sparse_linear_value_grad(const at::Tensor& grad_output_,
   const at::Tensor input = input_.contiguous();
   if (n_rows == 0 || col_idx.numel() == 0) return at::zeros({col_idx.numel()}, input.options());
   if (tiled_value_grad_enabled(input)) return tiled_sparse_linear_value_grad(grad_output, input, row_ptr, col_idx);
-  at::Tensor grad_values = at::zeros({col_idx.numel()}, input.options());
+  // Every stored nonzero's entry is written below (the row chunks cover all
+  // rows), so no zero fill (at batch 1 a fifth of the product: 0.12 ms of
+  // 0.56 for 1.7 M nonzeros, one thread).
+  at::Tensor grad_values = at::empty({col_idx.numel()}, input.options());
 
   // Each stored nonzero's gradient is a dot product over the N rows:
   // contiguous in the transposed activations.

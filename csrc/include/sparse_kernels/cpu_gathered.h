@@ -23,6 +23,11 @@ bool gathered_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* v, 
 bool gathered_row_list_avx2(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows, int count,
                             const float* x, float* out, int64_t out_stride);
 
+// out[k] = g[r] * x[idx[k]] for the nonzeros k of the rows [r0, r1): the
+// value gradient of batch 1 (one gradient row g, one input row x).
+bool gathered_scale_rows_avx2(const int32_t* ptr, const int32_t* idx, const float* g, const float* x, float* out,
+                              int64_t r0, int64_t r1);
+
 // Lanes of a sliced-ELLPACK (SELL-8) view (sparse_kernels/csr.py,
 // sliced_layout): for each of the `count` slices from `first`, out[8 i + j] =
 // sum_k v[o + 8 k + j] * x[cols[o + 8 k + j]] with o = slice_ptr[first + i],
