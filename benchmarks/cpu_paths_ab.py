@@ -17,7 +17,8 @@ thresholds.
 - lstm: one SparseLSTM layer H 1500 at 90%, T 35: inference at batch 1 and a
   training step (forward + backward) at batch 20;
 - batch1: the batch-1 products (SPARSE_KERNELS_CPU_SCALAR_GATHER's kernels):
-  W 8192 x 2048 at 90%, forward and transposed product through the CSC index,
+  W 8192 x 2048 at 90%, forward, transposed product through the CSC index and
+  value gradient (a gathered multiply per nonzero),
   and SparseLSTM inference at batch 1, T 35, H 1024 (the demo's layer) and
   H 1500, at 90% (SPARSE_KERNELS_CPU_SLICED=0 alone: the CSR rows instead of
   W_hh's sliced view in that step).
@@ -102,6 +103,8 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
                                                       repeats)
         out["input grad (CSC) 8192x2048 90% B 1"] = _median_ms(
             lambda: ops.sparse_linear_input_grad(gy, values, csc, validate=False), repeats)
+        out["value grad 8192x2048 90% B 1"] = _median_ms(
+            lambda: ops.sparse_linear_value_grad(gy, x, row_ptr, col_idx, validate=False), repeats)
         for hidden in (1024, 1500):
             layer = SparseLSTM(hidden, hidden, density=0.1)
             x1 = torch.randn(35, 1, hidden)
