@@ -1,7 +1,7 @@
 // Batch-1 float32 products on AVX2+FMA CPUs (sparse_kernels/cpu_gathered.h):
 // each CSR row of W dotted with one vector x, the x values fetched by scalar
-// loads into a vector register rather than by vgatherdps (the forward and
-// the fused LSTM's step).
+// loads into a vector register rather than by vgatherdps (the forward, the
+// fused LSTM's step, and the value gradient: each fetched x times g[row]).
 //
 // Why: at batch 1 a nonzero is one multiply-add, so the pace is set by
 // fetching x[idx[k]]. On the AMD EPYC (Zen 3) build machine the gather
