@@ -11,6 +11,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "sparse_kernels/cpu_spmm.h"
+
 namespace sparse_kernels::cpu {
 
 // From this many nonzeros on, the counting sort runs on all threads: below it
@@ -33,16 +35,11 @@ void transpose_csr_into(const int32_t* ptr, const int32_t* idx, const T* v, int6
       nnz < kMinParallelTransposeNnz || at::in_parallel_region()
           ? 1
           : std::clamp<int64_t>(std::min<int64_t>(at::get_num_threads(), nnz / (4 * cols + 1)), 1, rows);
-  std::vector<int64_t> bounds{0};
-  for (int64_t c = 1, r = 0; c < chunks; ++c) {
-    const int64_t target = nnz * c / chunks;
-    while (r < rows && ptr[r] < target) ++r;
-    bounds.push_back(r);
-  }
-  bounds.push_back(rows);
+  const std::vector<int64_t> bounds = balanced_row_chunks(ptr, rows, chunks);
   // slot[c * cols + j]: chunk c's count of column j, then its next slot there.
-  std::vector<int32_t> slot(chunks * cols, 0);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+  const int64_t used = static_cast<int64_t>(bounds.size()) - 1;
+  std::vector<int32_t> slot(used * cols, 0);
+  at::parallel_for(0, used, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int32_t* count = slot.data() + c * cols;
       for (int64_t k = ptr[bounds[c]]; k < ptr[bounds[c + 1]]; ++k) ++count[idx[k]];
@@ -51,14 +48,14 @@ void transpose_csr_into(const int32_t* ptr, const int32_t* idx, const T* v, int6
   int32_t running = 0;
   for (int64_t j = 0; j < cols; ++j) {
     t_ptr[j] = running;
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c = 0; c < used; ++c) {
       const int32_t n = slot[c * cols + j];
       slot[c * cols + j] = running;
       running += n;
     }
   }
   t_ptr[cols] = running;
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, used, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int32_t* next = slot.data() + c * cols;
       for (int64_t r = bounds[c]; r < bounds[c + 1]; ++r) {

@@ -22,10 +22,9 @@
 
 namespace sparse_kernels::cpu {
 
-// Row ranges holding about equal numbers of nonzeros, so that threads get
-// equal work even when row lengths vary (several chunks per thread).
-inline std::vector<int64_t> balanced_row_chunks(const int32_t* ptr, int64_t rows) {
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * at::get_num_threads()));
+// Up to `chunks` row ranges holding about equal numbers of nonzeros, so that
+// threads get equal work even when row lengths vary.
+inline std::vector<int64_t> balanced_row_chunks(const int32_t* ptr, int64_t rows, int64_t chunks) {
   const int64_t nnz = rows ? ptr[rows] : 0;
   // Each row also costs its output writes: weigh rows by nnz + 1 per N.
   const int64_t total = nnz + rows;
@@ -38,6 +37,11 @@ inline std::vector<int64_t> balanced_row_chunks(const int32_t* ptr, int64_t rows
   }
   bounds.push_back(rows);
   return bounds;
+}
+
+// Several chunks per thread (claiming them balances what the weights miss).
+inline std::vector<int64_t> balanced_row_chunks(const int32_t* ptr, int64_t rows) {
+  return balanced_row_chunks(ptr, rows, std::max<int64_t>(1, std::min<int64_t>(rows, 4 * at::get_num_threads())));
 }
 
 // One row's output over batch columns [j0, j0 + W): acc += v * dense_t[idx, j0:j0+W]
