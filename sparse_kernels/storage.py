@@ -443,21 +443,27 @@ class CSRWeight(SparseWeight):
     # ------------------------------------------------------------------ compute
     def forward(self, input: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(input)
-        index16, csc_index16 = self.compact_index()
+        values, row_ptr, col_idx = self.values, self.row_ptr, self.col_idx
+        if col_idx.device.type == "cpu" and self._index16_key is None:
+            # What compact_index() and backward_index() return on the CPU,
+            # without their calls (a few us of a batch-1 product's ~20 us of
+            # Python); compact_index() runs when it has a GPU copy to drop.
+            index16 = csc_index16 = csc = None
+        else:
+            index16, csc_index16 = self.compact_index()
+            csc = self.backward_index()
         # One input row on the CPU in float32 (batch-1 inference): the sliced
         # view (eight rows' sums in one register), cached while the values
         # stay put; not while they are being trained (each step would re-copy
         # them), nor for sizes where it does not pay (SLICED_MIN/MAX_NNZ).
-        values = self.values
         sliced = None
         if (isinstance(input, torch.Tensor) and input.device.type == "cpu" and input.dtype == torch.float32
                 and values.dtype == torch.float32 and SLICED_MIN_NNZ <= values.numel() <= SLICED_MAX_NNZ
                 and self.out_features > 0
                 and input.numel() == self.in_features and not (torch.is_grad_enabled() and values.requires_grad)):
             sliced = self.sliced_view(self.out_features)
-        return ops.sparse_linear(input, values, self.row_ptr, self.col_idx, bias,
-                                 csc=self.backward_index(), index16=index16, csc_index16=csc_index16,
-                                 sliced=sliced, validate=False)
+        return ops.sparse_linear(input, values, row_ptr, col_idx, bias, csc=csc, index16=index16,
+                                 csc_index16=csc_index16, sliced=sliced, validate=False)
 
     def to_dense(self) -> torch.Tensor:
         dense = self.values.new_zeros(self.shape)

@@ -144,6 +144,26 @@ def _validate_weight(label, values, row_ptr, col_idx, csc: CSCIndex, shape) -> N
         raise ValueError(f"{label('csc')} is not the transposed index of ({label('row_ptr')}, {label('col_idx')})")
 
 
+# The guard the autograd kernels of torch.library enter before they redispatch.
+_below_autograd = torch._C._AutoDispatchBelowAutograd
+
+
+def _call_op(op, args: tuple, differentiable: tuple):
+    """``op(*args)``; entered below the autograd layer when no gradient can
+    flow (grad mode off, or no tensor of ``differentiable`` requires grad).
+    That is what the op's Python autograd kernel (register_autograd) then
+    does itself, after a round trip through Python: 3-7 us of a call, a
+    quarter of the per-call overhead of a batch-1 product (BENCHMARKS.md,
+    session I). Dispatch modes, fake tensors and tracing still see the op
+    (only the autograd keys are skipped); while torch.compile traces, the op
+    is called as it is."""
+    if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in differentiable)) \
+            or torch.compiler.is_compiling():
+        return op(*args)
+    with _below_autograd():
+        return op(*args)
+
+
 def _csc_args(csc):
     """A transposed index as the ops' three optional arguments."""
     return (None, None, None) if csc is None else tuple(csc)
