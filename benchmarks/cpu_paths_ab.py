@@ -21,7 +21,11 @@ thresholds.
   value gradient (a gathered multiply per nonzero),
   and SparseLSTM inference at batch 1, T 35, H 1024 (the demo's layer) and
   H 1500, at 90% (SPARSE_KERNELS_CPU_SLICED=0 alone: the CSR rows instead of
-  W_hh's sliced view in that step).
+  W_hh's sliced view in that step);
+- tiles16: the 16-lane tile products (SPARSE_KERNELS_CPU_AVX512's kernels,
+  on a CPU with AVX-512F): sparse_linear forward, W 8192 x 2048 at 90%, batch
+  16/20/32, and one SparseLSTM layer's training forward + backward at batch
+  20 (H 1500, 90%), whose recurrent row lists run on a 16- and an 8-lane tile.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import subprocess
 import sys
 
 SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM", "SPARSE_KERNELS_CPU_SCALAR_GATHER",
-            "SPARSE_KERNELS_CPU_SLICED")
+            "SPARSE_KERNELS_CPU_SLICED", "SPARSE_KERNELS_CPU_AVX512")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -93,6 +97,22 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
 
         out["SparseLSTM H 1500 90% inference batch 1"] = _median_ms(infer, max(5, repeats // 3))
         out["SparseLSTM H 1500 90% forward+backward batch 20"] = _median_ms(train, max(5, repeats // 6))
+    if "tiles16" in what:
+        row_ptr, col_idx = csr.random_csr((8192, 2048), 0.1)
+        values = torch.randn(col_idx.numel())
+        forward = torch.ops.sparse_kernels.sparse_linear
+        for batch in (16, 20, 32):
+            x = torch.randn(batch, 2048)
+            out[f"forward 8192x2048 90% B {batch}"] = _median_ms(
+                lambda: forward(x, values, row_ptr, col_idx, *(None,) * 8), repeats)
+        layer = SparseLSTM(1500, 1500, density=0.1)
+        x20 = torch.randn(35, 20, 1500)
+
+        def train():
+            out_, _ = layer(x20)
+            out_.pow(2).mean().backward()
+
+        out["SparseLSTM H 1500 90% forward+backward batch 20"] = _median_ms(train, max(5, repeats // 6))
     if "batch1" in what:
         row_ptr, col_idx = csr.random_csr((8192, 2048), 0.1)
         values = torch.randn(col_idx.numel())
@@ -121,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--what", nargs="+", default=["products", "input_grad", "value_grad", "lstm"],
-                        choices=["products", "input_grad", "value_grad", "lstm", "batch1"])
+                        choices=["products", "input_grad", "value_grad", "lstm", "batch1", "tiles16"])
     parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=list(SWITCHES),
                         help="the switches the old run sets to 0 (default: all)")
     parser.add_argument("--rounds", type=int, default=1,

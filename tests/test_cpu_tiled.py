@@ -251,3 +251,51 @@ def test_fused_lstm_layer_opcheck():
     leaves, row_ptr, col_idx, csc, sizes = _fused_problem(3, 20, 8, 0.4, [20, 12, 4], torch.float32, seed=9)
     args = (*leaves, row_ptr, col_idx, *csc, sizes, False)
     torch.library.opcheck(torch.ops.sparse_kernels.lstm_layer.default, args)
+
+
+def _cpu_has_avx512f() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
+def _tile_products_for_the_avx512_comparison():
+    """Products over 16- and 8-lane tiles (batches 20 and 35, bias and none)
+    and a fused LSTM layer's forward and backward (batch 20), float32."""
+    results = []
+    for n, bias in ((20, False), (35, True)):
+        values, row_ptr, col_idx = _weight(300, 200, 0.1, seed=n)
+        g = torch.Generator().manual_seed(n + 1)
+        x = torch.randn(n, 200, generator=g)
+        b = torch.randn(300, generator=g) if bias else None
+        results.append(ops.sparse_linear(x, values, row_ptr, col_idx, b))
+    leaves, row_ptr, col_idx, csc, sizes = _fused_problem(5, 20, 64, 0.2, [20, 20, 17, 9, 3], torch.float32, seed=4)
+    out = ops.lstm_layer(*leaves[:4], row_ptr, col_idx, csc, sizes)
+    grads = torch.autograd.grad(out, leaves, [torch.ones_like(t) for t in out])
+    return results + [t.detach() for t in out] + list(grads)
+
+
+@pytest.mark.skipif(not _cpu_has_avx512f(), reason="the CPU has no AVX-512F: only the AVX2 tile kernels run")
+def test_avx512_tile_kernels_give_the_avx2_bits(tmp_path):
+    # The AVX-512 16-lane kernel sums in the AVX2 kernel's order: the same
+    # bits. The AVX2 path runs in a fresh process (the switch is read once).
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = tmp_path / "avx2.pt"
+    code = ("import torch, test_cpu_tiled as t\n"
+            f"torch.save(t._tile_products_for_the_avx512_comparison(), {str(out)!r})\n")
+    env = dict(os.environ, SPARSE_KERNELS_CPU_AVX512="0",
+               PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(here), capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    avx2 = torch.load(out)
+    here_results = _tile_products_for_the_avx512_comparison()
+    assert len(avx2) == len(here_results) == 9  # 2 products, 3 layer outputs, 4 gradients
+    for a, b in zip(here_results, avx2):
+        assert torch.equal(a, b)

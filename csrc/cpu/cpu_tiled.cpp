@@ -130,6 +130,62 @@ __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* id
   _mm256_storeu_ps(out, s);
 }
 
+// 16 lanes in one AVX-512 register: the AVX2 kernel above with each register
+// pair as one register (four accumulators, summed in the same order: the same
+// bits), so a nonzero issues one load and one FMA instead of two. Zen 4 runs
+// them as two 256-bit halves, so the gain is in the instructions issued:
+// 1.10-1.11x in a standalone loop at batch 16 (BENCHMARKS.md, session I).
+// Called per run of rows (not inlined into the AVX2 drivers, whose target
+// lacks AVX-512), where tile_avx512_enabled().
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void tile_row16_avx512(
+    const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile, float b, float* out) {
+  __m512 a = _mm512_set1_ps(b), c1 = _mm512_setzero_ps(), c2 = c1, c3 = c1;
+  int32_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    a = _mm512_fmadd_ps(_mm512_set1_ps(v[k]), _mm512_loadu_ps(x_tile + (static_cast<int64_t>(idx[k]) << 4)), a);
+    c1 = _mm512_fmadd_ps(_mm512_set1_ps(v[k + 1]),
+                         _mm512_loadu_ps(x_tile + (static_cast<int64_t>(idx[k + 1]) << 4)), c1);
+    c2 = _mm512_fmadd_ps(_mm512_set1_ps(v[k + 2]),
+                         _mm512_loadu_ps(x_tile + (static_cast<int64_t>(idx[k + 2]) << 4)), c2);
+    c3 = _mm512_fmadd_ps(_mm512_set1_ps(v[k + 3]),
+                         _mm512_loadu_ps(x_tile + (static_cast<int64_t>(idx[k + 3]) << 4)), c3);
+  }
+  for (; k < k1; ++k)
+    a = _mm512_fmadd_ps(_mm512_set1_ps(v[k]), _mm512_loadu_ps(x_tile + (static_cast<int64_t>(idx[k]) << 4)), a);
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a, c1), _mm512_add_ps(c2, c3)));
+}
+
+// Rows [r0, r1) of W against one 16-lane tile (bias may be null).
+__attribute__((target("avx512f,avx2,fma"))) void tile_rows16_avx512(const int32_t* ptr, const int32_t* idx,
+                                                                    const float* v, const float* bias,
+                                                                    const float* x_tile, float* y_tile,
+                                                                    int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r)
+    tile_row16_avx512(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+}
+
+// The rows of a row list against one 16-lane tile.
+__attribute__((target("avx512f,avx2,fma"))) void tile_row_list16_avx512(const int32_t* ptr, const int32_t* idx,
+                                                                        const float* v, const int64_t* rows,
+                                                                        int count, const float* x_tile,
+                                                                        float* out, int64_t out_stride) {
+  for (int i = 0; i < count; ++i)
+    tile_row16_avx512(idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
+}
+
+// Whether the AVX-512 tile kernels run: the CPU has AVX-512F (and AVX2+FMA),
+// unless SPARSE_KERNELS_CPU_AVX512=0 (read once; for A/B measurements and the
+// tests that compare the two paths).
+bool tile_avx512_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SPARSE_KERNELS_CPU_AVX512");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+  }();
+  return enabled;
+}
+
 __attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, const int32_t* idx,
                                                          const float* v, const float* bias,
                                                          const float* x_tiles, int64_t in_features,
@@ -138,7 +194,9 @@ __attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, con
   for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
     const float* x_tile = x_tiles + j0 * in_features;
     float* y_tile = y_tiles + j0 * out_features;
-    if (tile_width(j0, width) == 16) {
+    if (tile_width(j0, width) == 16 && tile_avx512_enabled()) {
+      tile_rows16_avx512(ptr, idx, v, bias, x_tile, y_tile, r0, r1);
+    } else if (tile_width(j0, width) == 16) {
       for (int64_t r = r0; r < r1; ++r)
         tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
     } else {
@@ -152,6 +210,10 @@ __attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr,
                                                              const float* v, const int64_t* rows,
                                                              int count, const float* x_tile, int64_t w,
                                                              float* out, int64_t out_stride) {
+  if (w == 16 && tile_avx512_enabled()) {
+    tile_row_list16_avx512(ptr, idx, v, rows, count, x_tile, out, out_stride);
+    return;
+  }
   for (int i = 0; i < count; ++i) {
     const int64_t r = rows[i];
     if (w == 16) {
