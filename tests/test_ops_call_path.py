@@ -10,7 +10,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sparse_kernels import CSRWeight, ops
+from sparse_kernels import BSRWeight, CSRWeight, ops, reference
 from sparse_kernels.nn import SparseLinear
 from sparse_kernels.ops import _checks
 
@@ -132,3 +132,26 @@ def test_torch_compile_calls_the_op_as_it_is(monkeypatch):
         expected = layer(x)
         compiled = torch.compile(layer, backend="eager", fullgraph=True)
         torch.testing.assert_close(compiled(x), expected)
+
+
+def test_block_product_and_cell_take_the_same_path(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    w = BSRWeight.random(16, 12, 0.5, block_shape=(4, 3), generator=g)
+    x = torch.randn(3, 12, generator=g)
+    gates = torch.randn(3, 20, generator=g)
+    c_prev = torch.randn(3, 5, generator=g)
+    with_grad = w(x)
+    cell_leaves = (gates.clone().requires_grad_(), c_prev.clone().requires_grad_())
+    h_grad, c_grad = ops.lstm_cell(*cell_leaves)
+    assert with_grad.grad_fn is not None and h_grad.grad_fn is not None
+    count = _CountBelowAutograd(monkeypatch)
+    with torch.no_grad():
+        out = w(x)
+        h, c = ops.lstm_cell(gates, c_prev)
+    assert count.entered == 2
+    assert out.grad_fn is None and h.grad_fn is None
+    assert torch.equal(out, with_grad.detach()) and torch.equal(h, h_grad.detach()) and torch.equal(c, c_grad.detach())
+    torch.testing.assert_close(out, x @ w.to_dense().detach().T)
+    ref_h, ref_c = reference.lstm_cell(gates.double(), c_prev.double())
+    torch.testing.assert_close(h.double(), ref_h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c.double(), ref_c, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import torch
 
 from .. import bsr as bsr_format
 from ..csr import CSCIndex, csr_transpose
-from ._checks import _check_float, _check_index_like, _check_product_operands, _check_same, _ops
+from ._checks import _call_op, _check_float, _check_index_like, _check_product_operands, _check_same, _ops
 
 
 def _check_block_values(values) -> None:
@@ -76,7 +76,8 @@ def bsr_linear(input: torch.Tensor, values: torch.Tensor, block_row_ptr: torch.T
             if not all(torch.equal(a, b) for a, b in zip(block_csc, expected)):
                 raise ValueError("block_csc is not the transposed index of (block_row_ptr, block_col_idx)")
     flat = input.reshape(-1, in_features)
-    out = _ops.bsr_linear(flat, values, block_row_ptr, block_col_idx, *block_csc, bias)
+    out = _call_op(_ops.bsr_linear, (flat, values, block_row_ptr, block_col_idx, *block_csc, bias),
+                   (flat, values, bias))
     return out.reshape(*input.shape[:-1], out_features)
 
 

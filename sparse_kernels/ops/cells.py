@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import _check_float, _check_same, _ops
+from ._checks import _call_op, _check_float, _check_same, _ops
 
 
 def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,7 +20,7 @@ def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, 
         raise ValueError(
             f"gates must have shape (N, 4*H) = ({c_prev.shape[0]}, {4 * c_prev.shape[1]}) for c_prev "
             f"of shape {tuple(c_prev.shape)}, got {tuple(gates.shape)}")
-    return _ops.lstm_cell(gates, c_prev)
+    return _call_op(_ops.lstm_cell, (gates, c_prev), (gates, c_prev))
 
 
 # Fake kernels: output shapes only, for torch.compile / meta tensors.
