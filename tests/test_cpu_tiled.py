@@ -10,6 +10,7 @@ and two threads."""
 import pytest
 import torch
 
+from csr_helpers import run_fresh
 from sparse_kernels import csr, ops, reference
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
@@ -281,19 +282,11 @@ def _tile_products_for_the_avx512_comparison():
 def test_avx512_tile_kernels_give_the_avx2_bits(tmp_path):
     # The AVX-512 16-lane kernel sums in the AVX2 kernel's order: the same
     # bits. The AVX2 path runs in a fresh process (the switch is read once).
-    import os
-    import subprocess
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
     out = tmp_path / "avx2.pt"
     code = ("import torch, test_cpu_tiled as t\n"
-            f"torch.save(t._tile_products_for_the_avx512_comparison(), {str(out)!r})\n")
-    env = dict(os.environ, SPARSE_KERNELS_CPU_AVX512="0",
-               PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
-    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(here), capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+            f"torch.save(t._tile_products_for_the_avx512_comparison(), {str(out)!r})\n"
+            "print('ok')\n")
+    run_fresh(code, SPARSE_KERNELS_CPU_AVX512="0")
     avx2 = torch.load(out)
     here_results = _tile_products_for_the_avx512_comparison()
     assert len(avx2) == len(here_results) == 9  # 2 products, 3 layer outputs, 4 gradients
