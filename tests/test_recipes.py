@@ -39,8 +39,9 @@ def missing(needs):
 
 
 def test_every_recipe_is_listed():
-    # recipe.py: the shared runner; quality_curves.py, lm_first_steps.py and prepare_brown.py: docs/quality.md's tools.
-    tools = {"recipe", "quality_curves", "lm_first_steps", "prepare_brown"}
+    # recipe.py: the shared runner; quality_curves.py, lm_first_steps.py, lm_valid_steps.py and prepare_brown.py:
+    # docs/quality.md's tools.
+    tools = {"recipe", "quality_curves", "lm_first_steps", "lm_valid_steps", "prepare_brown"}
     assert {p.stem for p in RECIPES.glob("*.py")} - tools == set(CASES)
 
 
@@ -103,6 +104,23 @@ def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
     steps = [line.split() for line in lines[1:]]
     assert [int(s[0]) for s in steps] == [0, 1]
     assert all(0 < float(s[1]) < 10 and float(s[2]) > 0 for s in steps)
+
+
+def test_lm_valid_steps_reports_the_steps_around_the_first_update(tmp_path, monkeypatch, capsys):
+    from sparse_kernels.train.data import write_ptb
+    words = [f"w{i}" for i in range(8)]
+    sentences = [[words[(i * k) % 8] for k in range(1, 6)] for i in range(200)]
+    ptb = write_ptb(tmp_path / "ptb", {"train": sentences[:160], "valid": sentences[160:180],
+                                       "test": sentences[180:]})
+    monkeypatch.syspath_prepend(str(RECIPES))
+    module = importlib.import_module("lm_valid_steps")
+    assert module.main(["--data", str(ptb), "--hidden", "8", "--method", "st-rnn", "--sparsity", "0.5",
+                        "--before", "2", "--after", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # 160 sentences of 5 words + <eos> = 960 tokens, 20 columns of 48: ceil(47 / 35) = 2 windows an epoch.
+    assert [int(line.split()[1].rstrip(":")) for line in lines] == [1, 2, 3]
+    assert "after the update" in lines[1] and "after the update" not in lines[0] + lines[2]
+    assert all(1.0 < float(line.split()[4]) < 1000.0 for line in lines)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
