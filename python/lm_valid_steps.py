@@ -9,7 +9,10 @@ perplexity by 10-40%).
 
 Prints "step N: valid ppl X" for the last `--before` steps of epoch 1 and the
 first `--after` of epoch 2; the update runs within the last step of epoch 1,
-after its optimizer step (so that step's line already includes it).
+after its optimizer step (so that step's line already includes it). The model
+is built before train_lm seeds its generators, so the run is not the same
+sample as `train-lm --seed S` (its curve differs; the step-to-step swings are
+what to read).
 """
 
 from __future__ import annotations
@@ -49,12 +52,13 @@ def main(argv=None) -> int:
     last = steps_per_epoch + args.after
     valid = batchify(corpus.valid, config.eval_batch_size)
     model = build_lm(config, len(corpus.vocab))
+    updates = args.method not in ("dense", "static")  # the methods whose topology changes
 
     def on_step(step: int) -> None:
         if first <= step <= last:
             loss, _ = evaluate_lm(model, valid, config.bptt)
             model.train()
-            where = "end of epoch 1, after the update" if step == steps_per_epoch else ""
+            where = "end of epoch 1" + (", after the update" if updates else "") if step == steps_per_epoch else ""
             print(f"step {step}: valid ppl {perplexity(loss):.1f}  {where}".rstrip(), flush=True)
         if step >= last:
             raise _StopRun

@@ -119,7 +119,7 @@ def test_lm_valid_steps_reports_the_steps_around_the_first_update(tmp_path, monk
     lines = capsys.readouterr().out.splitlines()
     # 160 sentences of 5 words + <eos> = 960 tokens, 20 columns of 48: ceil(47 / 35) = 2 windows an epoch.
     assert [int(line.split()[1].rstrip(":")) for line in lines] == [1, 2, 3]
-    assert "after the update" in lines[1] and "after the update" not in lines[0] + lines[2]
+    assert "end of epoch 1, after the update" in lines[1] and "epoch" not in lines[0] + lines[2]
     assert all(1.0 < float(line.split()[4]) < 1000.0 for line in lines)
 
 
