@@ -89,12 +89,17 @@ def test_prepare_brown_refuses_a_folder_without_texts(tmp_path, monkeypatch):
         module.main(["--source", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
 
 
-def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
+def tiny_ptb(tmp_path):
+    """A PTB-format folder of 200 five-word sentences over 8 words (160 train, 20 valid, 20 test)."""
     from sparse_kernels.train.data import write_ptb
     words = [f"w{i}" for i in range(8)]
     sentences = [[words[(i * k) % 8] for k in range(1, 6)] for i in range(200)]
-    ptb = write_ptb(tmp_path / "ptb", {"train": sentences[:160], "valid": sentences[160:180],
-                                       "test": sentences[180:]})
+    return write_ptb(tmp_path / "ptb", {"train": sentences[:160], "valid": sentences[160:180],
+                                        "test": sentences[180:]})
+
+
+def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
+    ptb = tiny_ptb(tmp_path)
     monkeypatch.syspath_prepend(str(RECIPES))
     module = importlib.import_module("lm_first_steps")
     assert module.main(["--data", str(ptb), "--hidden", "8", "--steps", "2", "--every", "1",
@@ -107,11 +112,7 @@ def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
 
 
 def test_lm_valid_steps_reports_the_steps_around_the_first_update(tmp_path, monkeypatch, capsys):
-    from sparse_kernels.train.data import write_ptb
-    words = [f"w{i}" for i in range(8)]
-    sentences = [[words[(i * k) % 8] for k in range(1, 6)] for i in range(200)]
-    ptb = write_ptb(tmp_path / "ptb", {"train": sentences[:160], "valid": sentences[160:180],
-                                       "test": sentences[180:]})
+    ptb = tiny_ptb(tmp_path)
     monkeypatch.syspath_prepend(str(RECIPES))
     module = importlib.import_module("lm_valid_steps")
     assert module.main(["--data", str(ptb), "--hidden", "8", "--method", "st-rnn", "--sparsity", "0.5",
