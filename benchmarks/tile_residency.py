@@ -30,9 +30,11 @@ def fixed_row_csr(rows: int, in_features: int, per_row: int, generator: torch.Ge
 
 
 def median_seconds(fn, min_time: float) -> float:
-    """torch.utils.benchmark's median over blocks of runs (one warm-up first)."""
+    """torch.utils.benchmark's median over blocks of runs (one warm-up first), on
+    torch's current thread count (the Timer's own default is one thread)."""
     fn()
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_time).median
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_time).median
 
 
 def main(argv=None) -> int:

@@ -32,3 +32,25 @@ def test_refuses_a_width_below_the_row_length():
     script = load_benchmark_script("tile_residency")
     with pytest.raises(SystemExit, match="below --per-row"):
         script.main(["--rows", "4", "--per-row", "8", "--in", "5", "--min-time", "0.01"])
+
+
+def test_times_on_the_threads_asked_for(monkeypatch):
+    # torch.utils.benchmark.Timer runs its statement on one thread unless told
+    # otherwise: --threads 2 once measured one thread.
+    import torch
+    script = load_benchmark_script("tile_residency")
+    seen = []
+    real_timer = script.benchmark.Timer
+
+    def recording_timer(*args, **kwargs):
+        seen.append(kwargs.get("num_threads", 1))
+        return real_timer(*args, **kwargs)
+
+    monkeypatch.setattr(script.benchmark, "Timer", recording_timer)
+    before = torch.get_num_threads()
+    try:
+        assert script.main(["--rows", "8", "--per-row", "2", "--batch", "4", "--in", "6", "--threads", "2",
+                            "--min-time", "0.01"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 2]
