@@ -98,10 +98,14 @@ def tiny_ptb(tmp_path):
                                         "test": sentences[180:]})
 
 
-def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
-    ptb = tiny_ptb(tmp_path)
+def tool_and_tiny_ptb(name, tmp_path, monkeypatch):
+    """docs/quality.md's tool `name` imported from python/, and a tiny_ptb folder for it."""
     monkeypatch.syspath_prepend(str(RECIPES))
-    module = importlib.import_module("lm_first_steps")
+    return importlib.import_module(name), tiny_ptb(tmp_path)
+
+
+def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
+    module, ptb = tool_and_tiny_ptb("lm_first_steps", tmp_path, monkeypatch)
     assert module.main(["--data", str(ptb), "--hidden", "8", "--steps", "2", "--every", "1",
                         "--method", "static", "--sparsity", "0.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -112,9 +116,7 @@ def test_lm_first_steps_prints_each_step(tmp_path, monkeypatch, capsys):
 
 
 def test_lm_valid_steps_reports_the_steps_around_the_first_update(tmp_path, monkeypatch, capsys):
-    ptb = tiny_ptb(tmp_path)
-    monkeypatch.syspath_prepend(str(RECIPES))
-    module = importlib.import_module("lm_valid_steps")
+    module, ptb = tool_and_tiny_ptb("lm_valid_steps", tmp_path, monkeypatch)
     assert module.main(["--data", str(ptb), "--hidden", "8", "--method", "st-rnn", "--sparsity", "0.5",
                         "--before", "2", "--after", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
