@@ -164,6 +164,8 @@ def _keep_saved_settings(config, args):
     saved.setdefault("sparse_lr_scale", "none")
     # ... and runs saved before --updates-per-epoch existed updated their topology once per epoch.
     saved.setdefault("updates_per_epoch", 1)
+    # ... and runs saved before --lr-schedule existed divided the lr on a plateau.
+    saved.setdefault("lr_schedule", "plateau")
     given = {_OPTION_FIELDS.get(dest, dest) for dest in _given_options(args.argv)}
     if "hidden_size" in given:
         given.add("embedding_size")  # --embedding defaults to --hidden
@@ -221,7 +223,7 @@ def cmd_train_lm(args) -> int:
 def _train_lm(args) -> int:
     from .train import LMConfig, load_ptb, synthetic_lm, train_lm
     config = LMConfig(**_common_config(args), batch_size=args.batch_size, bptt=args.bptt, tie_weights=args.tie,
-                      lr_decay=args.lr_decay, embedding_density=args.embedding_density)
+                      lr_decay=args.lr_decay, lr_schedule=args.lr_schedule, embedding_density=args.embedding_density)
     if args.resume:
         config = _keep_saved_settings(config, args)
     config.validate()
@@ -361,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--embedding-density", type=float, default=None,
                     help="sparse word embeddings sized by word frequency (Demeester et al.), this density")
     lm.add_argument("--lr-decay", type=float, default=1.33, help="lr /= this when validation stops improving")
+    lm.add_argument("--lr-schedule", choices=("plateau", "cosine"), default=LMConfig.lr_schedule,
+                    help="plateau: --lr-decay after an epoch without improvement; cosine: lr decayed every step "
+                         "along a half cosine to 0 at the last step (--lr-decay unused)")
     lm.set_defaults(func=cmd_train_lm)
 
     cls = sub.add_parser("train-cls", help="text classification (label<TAB>text file or folder via --data)")

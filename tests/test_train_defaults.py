@@ -118,3 +118,17 @@ def test_resumed_run_saved_before_updates_per_epoch_keeps_one_update_an_epoch(pt
     assert _saved_config(tmp_path / "a")["updates_per_epoch"] == 1
     assert main(base + b + ["--epochs", "2", "--resume", str(tmp_path / "b")]) == 0
     assert _saved_config(tmp_path / "b")["updates_per_epoch"] == 3
+
+
+def test_lr_schedule_option_reaches_the_run(ptb, tmp_path):
+    """--lr-schedule cosine: saved in the checkpoint's settings, and the lr
+    logged at the last epoch's end is 0 (the half cosine's end)."""
+    import csv
+    base = ["train-lm", "--data", str(ptb), "--batch-size", "4", "--bptt", "5", "--hidden", "12", "--layers", "1",
+            "--no-progress", "--method", "st-rnn", "--sparsity", "0.5", "--epochs", "2", "--lr-schedule", "cosine",
+            "--out", str(tmp_path / "a")]
+    assert main(base) == 0
+    assert _saved_config(tmp_path / "a")["lr_schedule"] == "cosine"
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert 0 < lrs[0] < 20.0 and lrs[-1] == pytest.approx(0.0, abs=1e-12)

@@ -94,10 +94,13 @@ def test_bad_method_options_are_config_errors(corpus, tmp_path):
         train_lm(corpus, tiny(method="st-rnn", method_options={"no_such_option": 1}), tmp_path, progress=False)
 
 
-@pytest.mark.parametrize("method", ["dense", "static", "st-rnn"])
-def test_resume_after_interrupt_is_exact(corpus, tmp_path, method):
-    # st-rnn: topology updates every 3 steps, before and after the interrupt.
-    config = tiny(method=method, sparsity=0.8, update_every=3)
+@pytest.mark.parametrize("method,lr_schedule", [("dense", "plateau"), ("static", "plateau"), ("st-rnn", "plateau"),
+                                                ("st-rnn", "cosine")])
+def test_resume_after_interrupt_is_exact(corpus, tmp_path, method, lr_schedule):
+    # st-rnn: topology updates every 3 steps, before and after the interrupt;
+    # cosine: the lr changes every step, the scheduler's count must resume too.
+    config = tiny(method=method, sparsity=0.8, update_every=3, lr_schedule=lr_schedule,
+                  sparse_lr_scale="sqrt_fan_in")
     full = train_lm(corpus, config, tmp_path / "full", progress=False)
     steps_per_epoch = full.history[0]["step"]
 
@@ -110,6 +113,52 @@ def test_resume_after_interrupt_is_exact(corpus, tmp_path, method):
     resumed = train_lm(corpus, config, tmp_path / "resumed", resume=tmp_path / "resumed", progress=False)
     assert metric_rows(tmp_path / "resumed" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
     assert resumed.test_loss == full.test_loss
+
+
+def test_cosine_schedule_decays_every_group_to_zero(corpus, tmp_path):
+    """lr_schedule "cosine": after step s of T every parameter group's lr is
+    its initial lr times (1 + cos(pi s / T)) / 2, so the sparse groups keep
+    their ratio to the dense one, and the last step leaves 0."""
+    import math
+    from sparse_kernels.train.loop import make_lr_scheduler, make_optimizer
+    config = tiny(method="st-rnn", sparsity=0.8, lr_schedule="cosine", sparse_lr_scale="sqrt_fan_in", epochs=3)
+    result = train_lm(corpus, config, tmp_path, progress=False)
+    total = result.history[-1]["step"]
+    for row in result.history:
+        assert row["lr"] == pytest.approx(config.lr * 0.5 * (1 + math.cos(math.pi * row["step"] / total)), abs=1e-12)
+    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert result.history[0]["lr"] < config.lr  # it moved within the first epoch, not at its end only
+
+    optimizer = make_optimizer(config, result.model)
+    initial = [group["lr"] for group in optimizer.param_groups]
+    assert len(set(initial)) > 1  # a dense group and sparse groups with their own lr
+    scheduler = make_lr_scheduler(config, optimizer, total_steps=10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    factor = 0.5 * (1 + math.cos(math.pi * 4 / 10))
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([lr * factor for lr in initial])
+
+
+def test_resume_keeps_the_lr_schedule(corpus, tmp_path):
+    """The saved scheduler state belongs to its schedule: resuming with the
+    other one is refused, also for a checkpoint saved before the setting
+    existed (its runs decayed on a plateau)."""
+    from sparse_kernels.train.checkpoint import save_checkpoint
+    train_lm(corpus, tiny(epochs=1, lr_schedule="cosine"), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="lr_schedule='cosine', this run asks for lr_schedule='plateau'"):
+        train_lm(corpus, tiny(lr_schedule="plateau"), tmp_path / "run", resume=tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["lr_schedule"]
+    save_checkpoint(state, path, kind="lm")
+    with pytest.raises(CheckpointError, match="lr_schedule='plateau', this run asks for lr_schedule='cosine'"):
+        train_lm(corpus, tiny(lr_schedule="cosine"), tmp_path / "run", resume=tmp_path / "run", progress=False)
+
+
+def test_lr_schedule_is_checked():
+    with pytest.raises(ConfigError, match="lr_schedule must be one of plateau, cosine, got 'linear'"):
+        tiny(lr_schedule="linear").validate()
 
 
 def test_resume_rejects_incompatible_checkpoints(corpus, tmp_path):

@@ -13,7 +13,7 @@ import torch
 
 from . import distributed
 from .data import LMCorpus, batchify, bptt_batches
-from .loop import ConfigError, FitResult, RunConfig, fit, perplexity
+from .loop import LR_SCHEDULES, ConfigError, FitResult, RunConfig, fit, perplexity
 from .models import LanguageModel, detach_state
 
 
@@ -43,6 +43,7 @@ class LMConfig(RunConfig):
     bptt: int = 35
     tie_weights: bool = False
     lr_decay: float = 1.33       # lr /= lr_decay when the validation loss stops decreasing
+    lr_schedule: str = "plateau"  # "plateau": lr_decay on a plateau; "cosine": every step, to 0 at the run's end
     embedding_density: float | None = None  # Demeester's frequency-sized sparse embedding; None: dense
 
     model_keys = RunConfig.model_keys + ("tie_weights", "embedding_density")
@@ -54,6 +55,8 @@ class LMConfig(RunConfig):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr_decay < 1.0:
             raise ValueError(f"lr_decay must be >= 1, got {self.lr_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.embedding_density is not None and not 0.0 < self.embedding_density <= 1.0:
             raise ValueError(f"embedding_density must be in (0, 1] or None, got {self.embedding_density}")
         if self.embedding_density is not None and self.tie_weights:

@@ -32,6 +32,7 @@ OPTIMIZERS = ("sgd", "adam")
 # sparse_lr_scale -> the power of the density each sparse weight's lr is divided by (see sparse_lr_groups).
 SPARSE_LR_POWERS = {"fan_in": 1.0, "sqrt_fan_in": 0.5}
 SPARSE_LR_SCALES = ("none", *SPARSE_LR_POWERS)
+LR_SCHEDULES = ("plateau", "cosine")
 NONFINITE = ("skip", "stop")   # what a step with a NaN/inf loss or gradient does
 
 
@@ -172,6 +173,26 @@ def sparse_lr_groups(model: torch.nn.Module, lr: float, power: float = 1.0) -> l
     return groups
 
 
+def make_lr_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The run's learning-rate schedule, or None. ``lr_schedule`` "plateau"
+    (the default, and the only one of configs without the field): every
+    group's lr divided by ``lr_decay`` after an epoch whose validation loss
+    did not improve (stepped by fit with that loss). "cosine": every group's
+    lr times (1 + cos(pi * step / total_steps)) / 2 after each optimizer step,
+    reaching 0 at the run's last step (stepped by fit after each step), so the
+    sparse groups keep their lr ratio to group 0."""
+    schedule = getattr(config, "lr_schedule", "plateau")
+    if schedule == "cosine":
+        total = max(total_steps, 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+    decay = getattr(config, "lr_decay", 1.0)
+    if decay > 1.0:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / decay,
+                                                          patience=0, threshold=0.0)
+    return None
+
+
 def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The run's optimizer; with a ``sparse_lr_scale`` other than "none" each
     sparse weight in its own parameter group (sparse_lr_groups; group 0 holds
@@ -298,6 +319,10 @@ def open_resume(path, kind: str, config: RunConfig) -> dict:
     """Load a checkpoint to resume and check it matches ``config``."""
     ckpt = load_checkpoint(path, kind)
     check_compatible(ckpt["config"], config.model_settings(), path)
+    # The saved lr scheduler's state is of its schedule's kind (a run saved
+    # before lr_schedule existed decayed on a plateau).
+    check_compatible({"lr_schedule": ckpt["config"].get("lr_schedule", "plateau")},
+                     {"lr_schedule": getattr(config, "lr_schedule", "plateau")}, path)
     return ckpt
 
 
@@ -453,11 +478,8 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     seed_everything(config.seed)
     model = build_model()
     optimizer = make_optimizer(config, model)
-    decay = getattr(config, "lr_decay", 1.0)
-    lr_scheduler = None
-    if decay > 1.0:
-        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=1.0 / decay,
-                                                                  patience=0, threshold=0.0)
+    lr_scheduler = make_lr_scheduler(config, optimizer, config.epochs * steps_per_epoch)
+    step_lr = isinstance(lr_scheduler, torch.optim.lr_scheduler.LambdaLR)  # per step, not on a plateau
     sparsity = make_sparsity_scheduler(config, model, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
     if ranks.main:  # rank 0 writes every file
         check_output_folder(out_dir, checkpoint_bytes_estimate(config, model))
@@ -541,6 +563,8 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                 problem = clip_or_find_nonfinite(model, loss_sum / max(all_items, 1), config.clip)
                 if problem is None:
                     optimizer.step()
+                    if step_lr:
+                        lr_scheduler.step()
                     if sparsity is not None and sparsity.step():
                         net.refresh()
                         if check_topology:
@@ -588,7 +612,7 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                    "skipped_steps": ps["skipped"], "epoch_seconds": epoch_seconds}
             # Rank 0's row (its clock) on every rank: the histories agree.
             metrics.append(distributed.broadcast_object(row))
-            if lr_scheduler is not None:
+            if lr_scheduler is not None and not step_lr:
                 lr_scheduler.step(valid["valid_loss"])
             if score(valid) < ps["best_score"]:
                 ps["best_score"] = score(valid)
