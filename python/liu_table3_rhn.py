@@ -18,12 +18,14 @@ def run(args):
     if args.paper:  # section 4.1.2: lr 2, decay 1.11, 200 epochs, weight tying
         base = LMConfig(model="rhn", hidden_size=830, embedding_size=830, num_layers=1, depth=10, dropout=0.65,
                         epochs=200, lr=2.0, momentum=0.9, lr_decay=1.11, clip=10.0, tie_weights=True,
-                        init_scale="dense")  # masks over a dense init, as the paper's code
+                        # masks over a dense init and one lr for all weights, as the paper's code
+                        init_scale="dense", sparse_lr_scale="none")
         small_hidden = 830 * 0.472 ** 0.5
     else:
         base = LMConfig(model="rhn", hidden_size=128, embedding_size=128, num_layers=1, depth=3, dropout=0.2,
                         epochs=4, lr=20.0, clip=0.25, tie_weights=True,
-                        momentum=0.0, init_scale="dense")  # this preset's tuning, from before issue #17's LM defaults
+                        momentum=0.0, init_scale="dense",
+                        sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
         small_hidden = 128 * 0.472 ** 0.5
     small = round(small_hidden)
     rows = [("Dense", replace(base, method="dense")),

@@ -11,11 +11,13 @@ def run(args):
     if args.paper:
         base = LMConfig(hidden_size=1500, embedding_size=1500, num_layers=2, dropout=0.65, epochs=100, lr=2.0,
                         momentum=0.9, clip=10.0, sparsity=0.67, method="st-rnn",
-                        init_scale="dense")  # masks over a dense init, as the paper's code
+                        # masks over a dense init and one lr for all weights, as the paper's code
+                        init_scale="dense", sparse_lr_scale="none")
     else:
         base = LMConfig(hidden_size=200, embedding_size=200, num_layers=2, dropout=0.2, epochs=4, lr=20.0,
                         clip=0.25, momentum=0.0, sparsity=0.67, method="st-rnn",
-                        init_scale="dense")  # this preset's tuning, from before issue #17's LM defaults
+                        init_scale="dense",
+                        sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
     # sparse_kernels.dst redistributes by sparse momentum in its "snfs" method
     # (which regrows by gradient, where the paper's ST-LSTM + sparse momentum
     # regrows at random); "st-rnn" is the no-redistribution row.

@@ -15,7 +15,8 @@ def run(args):
     hidden = 1000 if args.paper else 128
     base = LMConfig(model="rnn", hidden_size=hidden, embedding_size=hidden, num_layers=1, dropout=0.0,
                     epochs=20 if args.paper else 4, lr=1.0 if args.paper else 2.0, clip=0.25,
-                    momentum=0.0, init_scale="dense")  # this preset's tuning, from before issue #17's LM defaults
+                    momentum=0.0, init_scale="dense",
+                    sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
     corpus = lm_corpus(args)
     rows = [("Dense Elman", replace(base, method="dense"))]
     rows += [(f"IHT {s:.0%}", replace(base, method="iht", sparsity=s)) for s in (0.8, 0.9)]

@@ -353,9 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lm = sub.add_parser("train-lm", help="word-level language model (PTB-format folder via --data)")
     from .train import ClsConfig, LMConfig
-    # SGD lr 20, clip 0.25, fan-in-scaled sparse init and sqrt(density) lr
-    # scale (LMConfig): the settings under which sparse models train close to
-    # dense (docs/quality.md).
+    # SGD lr 20, clip 0.25, fan-in-scaled sparse init and 1 / density lr
+    # scale (LMConfig): the settings under which sparse models train as well
+    # as dense (docs/quality.md).
     _add_run_arguments(lm, hidden=650, layers=2, defaults=LMConfig(epochs=40))
     lm.add_argument("--batch-size", type=int, default=20)
     lm.add_argument("--bptt", type=int, default=35)

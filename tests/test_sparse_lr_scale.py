@@ -9,12 +9,12 @@ from torch import nn
 
 from sparse_kernels import SparseLinear
 from sparse_kernels.cli import main
-from sparse_kernels.dst import find_sparse_weights
+from sparse_kernels.dst import find_sparse_weights, sparse_lr_groups
 from sparse_kernels.train import LMConfig
 from sparse_kernels.train.checkpoint import CheckpointError
 from sparse_kernels.train.data import write_ptb
 from sparse_kernels.train.lm import build_lm
-from sparse_kernels.train.loop import ConfigError, make_optimizer, sparse_lr_groups
+from sparse_kernels.train.loop import ConfigError, make_optimizer
 
 
 def _gen(seed):

@@ -11,7 +11,7 @@ from sparse_kernels.train.data import write_ptb
 
 # train-lm's defaults: docs/quality.md shows what they were chosen from.
 LM_DEFAULTS = dict(optimizer="sgd", lr=20.0, momentum=0.0, clip=0.25, dropout=0.5, init_scale="fan_in",
-                   sparse_lr_scale="sqrt_fan_in", hidden=650, layers=2, lr_decay=1.33, updates_per_epoch=1,
+                   sparse_lr_scale="fan_in", hidden=650, layers=2, lr_decay=1.33, updates_per_epoch=1,
                    update_every=0)
 
 

@@ -31,10 +31,15 @@ class LMConfig(RunConfig):
     lr: float = 20.0
     # Sparse weights learn more slowly than dense ones at one lr (a row with
     # d * n inputs moves d times as far per step): each sparse weight's lr is
-    # divided by sqrt(density). At 2 x 650 (momentum SGD lr 1) this took
-    # ST-RNN 90% from 327 to 262 test perplexity and 67% from 280 to 257; the
-    # full 1 / density diverged at 90%.
-    sparse_lr_scale: str = "sqrt_fan_in"
+    # divided by its density. At 2 x 650, 6 epochs of ptb70k, this took
+    # ST-RNN 67% from 229.1 / 233.5 / 228.2 test perplexity (lr /
+    # sqrt(density), the default before; seeds 0 / 1 / 2) to 221.7 / 218.3 /
+    # 219.8, and 90% from 239.1 to 209.5 / 219.8, against dense 223.0 /
+    # 221.2 / 222.6; on held-out text 246.1 -> 221.9 (dense 227.1)
+    # (docs/quality.md). Under momentum SGD lr 1 / clip 10 the full
+    # 1 / density diverged at 90%; under lr 20 the gradient clip (0.25)
+    # bounds every step.
+    sparse_lr_scale: str = "fan_in"
     momentum: float = 0.0
     clip: float = 0.25
     init_scale: str = "fan_in"

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..dst.lr_groups import sparse_lr_groups
 from . import distributed, report
-
 from .checkpoint import CheckpointError, CheckpointWriteError, check_compatible, check_output_folder, \
     load_checkpoint, read_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, seed_everything, \
     set_rng_state
@@ -148,29 +148,6 @@ class RunConfig:
     def from_dict(cls, d: dict):
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def sparse_lr_groups(model: torch.nn.Module, lr: float, power: float = 1.0) -> list[dict]:
-    """Parameter groups that give each sparse weight (CSR/BSR, as
-    DynamicSparsity finds them) the learning rate ``lr / density``.
-
-    Why: a gradient step moves a row's output by about lr * gradient *
-    (sum of the squares of its stored inputs), and the loss by lr * (sum of
-    the stored entries' squared gradients): a layer at density d learns
-    about d times as fast as the dense layer the learning rate was chosen
-    for. Dividing its lr by d restores the dense layer's rate (the
-    learning-rate counterpart of init_scale="fan_in"; docs/quality.md has
-    what it did). The factor is fixed at construction (the density a
-    method starts from: 1 for dense-to-sparse methods). ``power`` 0.5 gives
-    lr / sqrt(density) ("sqrt_fan_in"): at 90% sparsity the full factor (10x)
-    made a 2 x 650 ST-RNN model diverge."""
-    from ..dst.sparsity import find_sparse_weights
-    params = list({id(p): p for p in model.parameters()}.values())
-    sparse = [w for w in find_sparse_weights(model).values() if w.density > 0]
-    scaled = {id(w.values) for w in sparse}
-    groups = [{"params": [p for p in params if id(p) not in scaled]}]
-    groups += [{"params": [w.values], "lr": lr / w.density ** power} for w in sparse]
-    return groups
 
 
 def make_lr_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
