@@ -353,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lm = sub.add_parser("train-lm", help="word-level language model (PTB-format folder via --data)")
     from .train import ClsConfig, LMConfig
+    from .train.loop import LR_SCHEDULES
     # SGD lr 20, clip 0.25, fan-in-scaled sparse init and 1 / density lr
     # scale (LMConfig): the settings under which sparse models train as well
     # as dense (docs/quality.md).
@@ -363,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--embedding-density", type=float, default=None,
                     help="sparse word embeddings sized by word frequency (Demeester et al.), this density")
     lm.add_argument("--lr-decay", type=float, default=1.33, help="lr /= this when validation stops improving")
-    lm.add_argument("--lr-schedule", choices=("plateau", "cosine"), default=LMConfig.lr_schedule,
+    lm.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=LMConfig.lr_schedule,
                     help="plateau: --lr-decay after an epoch without improvement; cosine: lr decayed every step "
                          "along a half cosine to 0 at the last step (--lr-decay unused)")
     lm.set_defaults(func=cmd_train_lm)

@@ -156,8 +156,9 @@ def make_lr_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer, total
     group's lr divided by ``lr_decay`` after an epoch whose validation loss
     did not improve (stepped by fit with that loss). "cosine": every group's
     lr times (1 + cos(pi * step / total_steps)) / 2 after each optimizer step,
-    reaching 0 at the run's last step (stepped by fit after each step), so the
-    sparse groups keep their lr ratio to group 0."""
+    reaching 0 at the run's last step (stepped by fit after each step taken:
+    a skipped non-finite step does not advance it), so the sparse groups keep
+    their lr ratio to group 0."""
     schedule = getattr(config, "lr_schedule", "plateau")
     if schedule == "cosine":
         total = max(total_steps, 1)
