@@ -255,6 +255,37 @@ def test_checkpoint_restores_exactly(method):
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, k
 
 
+@pytest.mark.parametrize("method", ["st-rnn", "gradual"])
+def test_a_loaded_state_keeps_its_schedule_horizon(method):
+    """A state loaded into a scheduler built for a longer run brings back the
+    horizon it was saved with (as torch's lr schedulers keep T_max): the
+    prune rate, the update steps and gradual's density curve stay those of
+    the run that started, where the new total_steps would stretch them."""
+    torch.manual_seed(3)
+    model = TinyLM(seed=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    short = DynamicSparsity(model, optimizer, method, total_steps=12, update_every=3, final_density=0.2)
+    train_with_dst(model, optimizer, short, 5, next_token_task(seed=3))
+    state = short.state_dict()
+    longer = DynamicSparsity(model, optimizer, method, total_steps=40, update_every=5, final_density=0.2)
+    assert longer.current_prune_rate(9) != short.current_prune_rate(9)  # else this test proves nothing
+    longer.load_state_dict(state)
+    assert (longer.total_steps, longer.update_every, longer.stop_step, longer.end_step, longer.ramp_step) == (
+        12, 3, short.stop_step, short.end_step, short.ramp_step)
+    for step in range(0, 20):
+        assert longer.current_prune_rate(step) == short.current_prune_rate(step)
+        assert longer.is_update_step(step) == short.is_update_step(step)
+    if method == "gradual":
+        name = next(iter(short.weights))
+        assert [longer._gradual_density(name, s) for s in range(20)] == [
+            short._gradual_density(name, s) for s in range(20)]
+    # A state saved before the horizon was kept leaves the constructor's.
+    old = {k: v for k, v in state.items() if k != "horizon"}
+    again = DynamicSparsity(model, optimizer, method, total_steps=40, update_every=5, final_density=0.2)
+    again.load_state_dict(old)
+    assert (again.total_steps, again.update_every) == (40, 5)
+
+
 def test_snfs_keeps_the_total_and_moves_budget_by_momentum():
     torch.manual_seed(6)
     model = TinyLM()

@@ -156,6 +156,38 @@ def test_resume_keeps_the_lr_schedule(corpus, tmp_path):
         train_lm(corpus, tiny(lr_schedule="cosine"), tmp_path / "run", resume=tmp_path / "run", progress=False)
 
 
+def test_resume_with_more_epochs_keeps_the_planned_schedules(corpus, tmp_path, capsys):
+    """A finished run resumed with more epochs trains on (to convergence,
+    say) under the schedules it was planned with: ST-RNN's prune rate reached
+    0 at the planned end, so the topology stays; stretched to the new length
+    it would have prune-and-regrow steps again. A cosine lr schedule, which
+    is 0 at the planned end, refuses to go past it."""
+    def last_patterns():  # the run's last model (result.model is the best one)
+        model = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+        return {k: v for k, v in model.items() if k.endswith(("row_ptr", "col_idx"))}
+
+    config = tiny(method="st-rnn", sparsity=0.8, update_every=3)
+    train_lm(corpus, config, tmp_path / "run", progress=False)
+    patterns = last_patterns()
+    assert patterns  # else the comparison below proves nothing
+    capsys.readouterr()
+    longer = train_lm(corpus, tiny(method="st-rnn", sparsity=0.8, update_every=3, epochs=4), tmp_path / "run",
+                      resume=tmp_path / "run", progress=False)
+    assert "planned for 2" in capsys.readouterr().err
+    assert len(longer.history) == 4
+    assert longer.history[3]["train_loss"] != longer.history[1]["train_loss"]  # it trained on
+    assert all(torch.equal(patterns[k], v) for k, v in last_patterns().items())
+    # Extended once more, the horizon is still the first plan's.
+    train_lm(corpus, tiny(method="st-rnn", sparsity=0.8, update_every=3, epochs=5), tmp_path / "run",
+             resume=tmp_path / "run", progress=False)
+    assert "planned for 2" in capsys.readouterr().err
+
+    train_lm(corpus, tiny(epochs=1, lr_schedule="cosine"), tmp_path / "cos", progress=False)
+    with pytest.raises(ConfigError, match="cosine lr schedule reaches 0 at its planned end .1 epochs"):
+        train_lm(corpus, tiny(epochs=2, lr_schedule="cosine"), tmp_path / "cos", resume=tmp_path / "cos",
+                 progress=False)
+
+
 def test_lr_schedule_is_checked():
     with pytest.raises(ConfigError, match="lr_schedule must be one of plateau, cosine, got 'linear'"):
         tiny(lr_schedule="linear").validate()

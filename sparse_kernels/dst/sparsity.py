@@ -103,7 +103,10 @@ class DynamicSparsity:
                    pattern (``n_blocks`` blocks, per gate for LSTM weights)
                    at construction, never updated.
 
-    Common options: ``total_steps`` (the schedule's horizon), ``update_every``
+    Common options: ``total_steps`` (the schedule's horizon; a loaded
+    state_dict brings back the horizon it was saved with, as torch's lr
+    schedulers do, so a resumed run that trains longer keeps the schedule it
+    started with, not one stretched mid-run), ``update_every``
     (steps between updates: an epoch's length for "every epoch"),
     ``prune_rate`` (the initial fraction pruned, decayed by ``decay`` =
     "cosine" | "constant"), ``seed`` (the torch.Generator behind every random
@@ -516,10 +519,18 @@ class DynamicSparsity:
         dist.all_gather_object(everyone, mine, group=group)
         return all(c == mine for c in everyone)
 
+    # The steps that place the schedule in time. A loaded state keeps its own
+    # (as torch's lr schedulers keep T_max & co.), so a run resumed with a
+    # longer total_steps goes on with the schedule it started with instead of
+    # stretching it mid-run (which would restart ST-RNN's prune rate or move
+    # gradual pruning's density curve).
+    _HORIZON = ("total_steps", "update_every", "stop_step", "start_step", "end_step", "ramp_step")
+
     def state_dict(self) -> dict:
         """Plain containers and tensors (torch.load(weights_only=True) safe).
         The patterns themselves live in the model's state_dict."""
         return dict(method=self.method, steps=self.steps, updates=self.updates,
+                    horizon={k: getattr(self, k) for k in self._HORIZON},
                     generator=self.generator.get_state(),
                     layer_stats={n: dict(s) for n, s in self._layer_stats.items()},
                     initial_density=dict(self.initial_density), target_density=dict(self.target_density),
@@ -533,6 +544,10 @@ class DynamicSparsity:
         if set(state["layer_stats"]) != set(self.weights):
             raise ValueError(f"state names layers {sorted(state['layer_stats'])}, the model has {sorted(self.weights)}")
         self.steps, self.updates = int(state["steps"]), int(state["updates"])
+        # States saved before the horizon was kept leave the constructor's.
+        for key, value in state.get("horizon", {}).items():
+            if key in self._HORIZON:
+                setattr(self, key, int(value))
         self.generator.set_state(state["generator"])
         self._layer_stats = {n: dict(s) for n, s in state["layer_stats"].items()}
         self.initial_density = dict(state["initial_density"])

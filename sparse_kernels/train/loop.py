@@ -304,6 +304,23 @@ def open_resume(path, kind: str, config: RunConfig) -> dict:
     return ckpt
 
 
+def planned_run_steps(ckpt: dict, steps_per_epoch: int) -> int:
+    """The steps a checkpoint's run was first planned for: the horizon of its
+    lr and sparse-training schedules, kept when a resumed run is given more
+    epochs. Checkpoints saved before it was recorded: their run's epochs."""
+    planned = ckpt["progress"].get("planned_steps")
+    return int(planned) if planned is not None else int(ckpt["config"]["epochs"]) * steps_per_epoch
+
+
+def check_resumed_length(config: RunConfig, planned_steps: int, steps_per_epoch: int, path) -> None:
+    """A resumed run may train longer than first planned, except under a
+    cosine lr schedule, which ends at 0 on the planned last step."""
+    if getattr(config, "lr_schedule", "plateau") == "cosine" and config.epochs * steps_per_epoch > planned_steps:
+        raise ConfigError(f"{path}: this run's cosine lr schedule reaches 0 at its planned end "
+                          f"({planned_steps // steps_per_epoch} epochs, {planned_steps} steps); epochs={config.epochs} "
+                          "would train on at lr 0: resume with at most the planned epochs, or start a new run")
+
+
 def restore_run(ckpt: dict, path, *, model, optimizer, lr_scheduler, sparsity_scheduler) -> None:
     try:
         model.load_state_dict(ckpt["model"])
@@ -453,17 +470,30 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     for key, value in (extra or {}).items() if ckpt is not None else ():
         if ckpt.get(key) != value:  # e.g. the same vocabulary size, other words
             raise CheckpointError(f"{resume}: incompatible checkpoint: it was trained with another {key}")
+    planned_steps = config.epochs * steps_per_epoch
+    if ckpt is not None:
+        planned_steps = planned_run_steps(ckpt, steps_per_epoch)
+        check_resumed_length(config, planned_steps, steps_per_epoch, resume)
     seed_everything(config.seed)
     model = build_model()
     optimizer = make_optimizer(config, model)
-    lr_scheduler = make_lr_scheduler(config, optimizer, config.epochs * steps_per_epoch)
+    # Both schedules span the run as first planned, also when a resumed run
+    # goes on longer (planned_run_steps).
+    lr_scheduler = make_lr_scheduler(config, optimizer, planned_steps)
     step_lr = isinstance(lr_scheduler, torch.optim.lr_scheduler.LambdaLR)  # per step, not on a plateau
-    sparsity = make_sparsity_scheduler(config, model, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
+    sparsity = make_sparsity_scheduler(config, model, optimizer, planned_steps, steps_per_epoch)
+    if (ckpt is not None and sparsity is not None and config.epochs * steps_per_epoch > planned_steps
+            and ranks.main):
+        print(f"resuming for {config.epochs} epochs a run planned for {planned_steps // steps_per_epoch}: "
+              f"{config.method}'s schedule keeps its horizon of {planned_steps} steps, and the steps past "
+              f"it train as the schedule left the model (no further prune-and-regrow for "
+              f"st-rnn, set, rigl and snfs; gradual at its final density)", file=sys.stderr, flush=True)
     if ranks.main:  # rank 0 writes every file
         check_output_folder(out_dir, checkpoint_bytes_estimate(config, model))
         remove_stale_temporaries(out_dir)  # left by a run killed while saving
     ps = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "items": 0, "seconds": 0.0,
-          "best_score": math.inf, "flops_sum": 0.0, "carry": {}, "skipped": 0, "nonfinite_streak": 0}
+          "best_score": math.inf, "flops_sum": 0.0, "carry": {}, "skipped": 0, "nonfinite_streak": 0,
+          "planned_steps": planned_steps}
     history: list[dict] = []
     if ckpt is not None:
         restore_run(ckpt, resume, model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
