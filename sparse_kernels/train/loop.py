@@ -484,10 +484,11 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
     sparsity = make_sparsity_scheduler(config, model, optimizer, planned_steps, steps_per_epoch)
     if (ckpt is not None and sparsity is not None and config.epochs * steps_per_epoch > planned_steps
             and ranks.main):
+        past = {"gradual": "at its final density", "iht": "thresholded as before",
+                "predefined": "on its fixed pattern"}.get(config.method, "with no further prune-and-regrow")
         print(f"resuming for {config.epochs} epochs a run planned for {planned_steps // steps_per_epoch}: "
-              f"{config.method}'s schedule keeps its horizon of {planned_steps} steps, and the steps past "
-              f"it train as the schedule left the model (no further prune-and-regrow for "
-              f"st-rnn, set, rigl and snfs; gradual at its final density)", file=sys.stderr, flush=True)
+              f"{config.method}'s schedule keeps its horizon of {planned_steps} steps, and the steps past it "
+              f"train {past}", file=sys.stderr, flush=True)
     if ranks.main:  # rank 0 writes every file
         check_output_folder(out_dir, checkpoint_bytes_estimate(config, model))
         remove_stale_temporaries(out_dir)  # left by a run killed while saving
