@@ -115,6 +115,26 @@ def test_resume_after_interrupt_is_exact(corpus, tmp_path, method, lr_schedule):
     assert resumed.test_loss == full.test_loss
 
 
+def test_resume_between_an_epochs_last_step_and_its_deferred_update_is_exact(corpus, tmp_path):
+    """Interrupted after an epoch's last step, before its validation and the
+    topology update that waits for it: the resumed run validates, then
+    updates, as the uninterrupted one did."""
+    config = tiny(method="st-rnn", sparsity=0.8, epochs=3)   # one update an epoch, at its last step
+    full = train_lm(corpus, config, tmp_path / "full", progress=False)
+    steps_per_epoch = full.history[0]["step"]
+
+    def interrupt(step):
+        if step == steps_per_epoch:
+            raise KeyboardInterrupt
+
+    part = train_lm(corpus, config, tmp_path / "resumed", progress=False, on_step=interrupt)
+    assert part.interrupted and part.history == []
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["progress"]["sparsity_step_pending"]
+    resumed = train_lm(corpus, config, tmp_path / "resumed", resume=tmp_path / "resumed", progress=False)
+    assert metric_rows(tmp_path / "resumed" / "metrics.csv") == metric_rows(tmp_path / "full" / "metrics.csv")
+    assert resumed.test_loss == full.test_loss
+
+
 def test_cosine_schedule_decays_every_group_to_zero(corpus, tmp_path):
     """lr_schedule "cosine": after step s of T every parameter group's lr is
     its initial lr times (1 + cos(pi s / T)) / 2, so the sparse groups keep
@@ -186,6 +206,30 @@ def test_resume_with_more_epochs_keeps_the_planned_schedules(corpus, tmp_path, c
     with pytest.raises(ConfigError, match="cosine lr schedule reaches 0 at its planned end .1 epochs"):
         train_lm(corpus, tiny(epochs=2, lr_schedule="cosine"), tmp_path / "cos", resume=tmp_path / "cos",
                  progress=False)
+
+
+def test_validation_scores_the_model_before_the_epoch_end_topology_update(corpus, tmp_path):
+    """With one update an epoch (the default schedule) the update falls on
+    the epoch's last step; it runs after that epoch's validation, so the
+    validated model (best.pt after epoch 1) is the one the epoch trained, and
+    the epoch-end checkpoint holds the updated topology."""
+    def patterns(path):
+        model = torch.load(path, weights_only=True)["model"]
+        return {k: v for k, v in model.items() if k.endswith(("row_ptr", "col_idx"))}
+
+    def stop_in_epoch_2(step):
+        if step == steps_per_epoch + 1:
+            raise KeyboardInterrupt
+
+    config = tiny(method="st-rnn", sparsity=0.8, epochs=3)   # update_every 0: one update an epoch
+    steps_per_epoch = train_lm(corpus, tiny(epochs=1), tmp_path / "probe", progress=False).history[0]["step"]
+    result = train_lm(corpus, config, tmp_path / "run", progress=False, on_step=stop_in_epoch_2)
+    assert result.interrupted and len(result.history) == 1
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert sum(s["total_pruned"] for s in ckpt["sparsity_scheduler"]["layer_stats"].values()) > 0  # it updated
+    validated, after = patterns(tmp_path / "run" / "best.pt"), patterns(tmp_path / "run" / "checkpoint.pt")
+    assert validated.keys() == after.keys() and validated
+    assert any(not torch.equal(validated[k], after[k]) for k in validated)
 
 
 def test_lr_schedule_is_checked():

@@ -545,6 +545,13 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                     if saved_step[0] is not None else "no checkpoint was written yet")
             raise NonFiniteError(f"{where}: {problem}; training stopped ({why}); {kept}")
 
+    def sparsity_step(step: int) -> None:
+        """The sparse-training scheduler's step for optimizer step ``step``."""
+        if sparsity.step():
+            net.refresh()
+            if check_topology:
+                distributed.check_topology(sparsity, step)
+
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=ps["step"], disable=not (progress and ranks.main),
                desc=f"{config.method} {config.model}", unit="batch", dynamic_ncols=True, leave=False)
     interrupt = StepBoundaryInterrupt(distributed=ranks.distributed).install()
@@ -574,10 +581,15 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                     optimizer.step()
                     if step_lr:
                         lr_scheduler.step()
-                    if sparsity is not None and sparsity.step():
-                        net.refresh()
-                        if check_topology:
-                            distributed.check_topology(sparsity, ps["step"] + 1)
+                    if sparsity is not None and index + 1 == steps_per_epoch:
+                        # An update due at the epoch's last step (every
+                        # per-epoch schedule's) waits for the validation, so
+                        # that it scores the model the epoch trained, not one
+                        # whose smallest weights were just cut (and regrown
+                        # at 0): best.pt and the plateau lr rule read it.
+                        ps["sparsity_step_pending"] = True
+                    elif sparsity is not None:
+                        sparsity_step(ps["step"] + 1)
                     ps["loss_sum"] += loss_sum
                     ps["items"] += int(all_items)
                     ps["nonfinite_streak"] = 0
@@ -628,6 +640,8 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                 if ranks.main:
                     save_checkpoint({"config": asdict(config), "model": model.state_dict(), "epoch": ps["epoch"] + 1,
                                      **valid, **(extra or {})}, out_dir / "best.pt", kind=f"{kind}-best")
+            if ps.pop("sparsity_step_pending", False):
+                sparsity_step(ps["step"])
             ps.update(epoch=ps["epoch"] + 1, batch=0, loss_sum=0.0, items=0, seconds=0.0, carry={}, skipped=0)
             checkpoint()  # its barrier also orders best.pt before anyone reads it
     except KeyboardInterrupt:
