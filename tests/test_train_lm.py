@@ -208,11 +208,13 @@ def test_resume_with_more_epochs_keeps_the_planned_schedules(corpus, tmp_path, c
                  progress=False)
 
 
-def test_validation_scores_the_model_before_the_epoch_end_topology_update(corpus, tmp_path):
+@pytest.mark.parametrize("method", ["st-rnn", "gradual"])
+def test_validation_scores_the_model_before_the_epoch_end_topology_update(corpus, tmp_path, method):
     """With one update an epoch (the default schedule) the update falls on
-    the epoch's last step; it runs after that epoch's validation, so the
-    validated model (best.pt after epoch 1) is the one the epoch trained, and
-    the epoch-end checkpoint holds the updated topology."""
+    the epoch's last step. A prune-and-regrow update runs after that epoch's
+    validation, so the validated model (best.pt after epoch 1) is the one the
+    epoch trained, and the epoch-end checkpoint holds the updated topology.
+    Gradual pruning's update is the sparsification itself: validated after."""
     def patterns(path):
         model = torch.load(path, weights_only=True)["model"]
         return {k: v for k, v in model.items() if k.endswith(("row_ptr", "col_idx"))}
@@ -221,7 +223,7 @@ def test_validation_scores_the_model_before_the_epoch_end_topology_update(corpus
         if step == steps_per_epoch + 1:
             raise KeyboardInterrupt
 
-    config = tiny(method="st-rnn", sparsity=0.8, epochs=3)   # update_every 0: one update an epoch
+    config = tiny(method=method, sparsity=0.8, epochs=3)   # update_every 0: one update an epoch
     steps_per_epoch = train_lm(corpus, tiny(epochs=1), tmp_path / "probe", progress=False).history[0]["step"]
     result = train_lm(corpus, config, tmp_path / "run", progress=False, on_step=stop_in_epoch_2)
     assert result.interrupted and len(result.history) == 1
@@ -229,7 +231,8 @@ def test_validation_scores_the_model_before_the_epoch_end_topology_update(corpus
     assert sum(s["total_pruned"] for s in ckpt["sparsity_scheduler"]["layer_stats"].values()) > 0  # it updated
     validated, after = patterns(tmp_path / "run" / "best.pt"), patterns(tmp_path / "run" / "checkpoint.pt")
     assert validated.keys() == after.keys() and validated
-    assert any(not torch.equal(validated[k], after[k]) for k in validated)
+    same = all(torch.equal(validated[k], after[k]) for k in validated)
+    assert same == (method == "gradual")
 
 
 def test_lr_schedule_is_checked():

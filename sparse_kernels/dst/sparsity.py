@@ -36,6 +36,11 @@ __all__ = ["DynamicSparsity", "METHODS", "find_sparse_weights"]
 
 METHODS = ("st-rnn", "set", "rigl", "snfs", "gradual", "iht", "predefined")
 _GRADIENT_GROWTH = ("rigl", "snfs")
+# Prune-and-regrow at a fixed nnz: an update's cut is temporary (what it
+# regrows starts at 0 and trains back), so a model is scored before one, not
+# just after. The others' updates are the sparsification itself (gradual
+# pruning, IHT's threshold): a model is scored after them.
+REGROWING_METHODS = ("st-rnn", "set", "rigl", "snfs")
 _GRANULARITIES = ("tensor", "gate", "row")
 _SEED_BOUND = 2**62
 
@@ -189,6 +194,11 @@ class DynamicSparsity:
         if method == "predefined":
             self._apply_predefined(n_blocks)
         self._arm_capture()
+
+    @property
+    def regrows(self) -> bool:
+        """Whether an update prunes and regrows at a fixed nnz (REGROWING_METHODS)."""
+        return self.method in REGROWING_METHODS
 
     # ------------------------------------------------------------------ schedule
     def current_prune_rate(self, step: int | None = None) -> float:

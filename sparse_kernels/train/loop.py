@@ -581,12 +581,14 @@ def fit(kind: str, config: RunConfig, out_dir, *, build_model, steps_per_epoch: 
                     optimizer.step()
                     if step_lr:
                         lr_scheduler.step()
-                    if sparsity is not None and index + 1 == steps_per_epoch:
-                        # An update due at the epoch's last step (every
-                        # per-epoch schedule's) waits for the validation, so
-                        # that it scores the model the epoch trained, not one
-                        # whose smallest weights were just cut (and regrown
-                        # at 0): best.pt and the plateau lr rule read it.
+                    if sparsity is not None and sparsity.regrows and index + 1 == steps_per_epoch:
+                        # A prune-and-regrow update due at the epoch's last
+                        # step (every per-epoch schedule's) waits for the
+                        # validation, so that it scores the model the epoch
+                        # trained, not one whose smallest weights were just
+                        # cut and regrown at 0: best.pt and the plateau lr
+                        # rule read it. (Gradual pruning's and IHT's updates
+                        # are the sparsification itself: scored after.)
                         ps["sparsity_step_pending"] = True
                     elif sparsity is not None:
                         sparsity_step(ps["step"] + 1)
