@@ -20,6 +20,12 @@ def run(args):
     corpus = lm_corpus(args)
     rows = [("Dense Elman", replace(base, method="dense"))]
     rows += [(f"IHT {s:.0%}", replace(base, method="iht", sparsity=s)) for s in (0.8, 0.9)]
+    # Shao's comparison at equal effective parameters: a dense Elman network
+    # sized as the other recipes size their small dense models (hidden and
+    # embedding times sqrt(density)), against IHT at 90%.
+    small = round(hidden * 0.1 ** 0.5)
+    rows.append(("Small dense Elman (as many weights as IHT 90%)",
+                 replace(base, method="dense", hidden_size=small, embedding_size=small)))
 
     def grown_from_half_size(config, run_dir):
         # Stage 1: half the units, half the epochs; stage 2 (the row) continues from its replicated copy.

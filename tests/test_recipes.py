@@ -21,7 +21,7 @@ CASES = {
     "liu_table7_sparse_momentum": (4, ["dst"]),
     "narang_gradual_pruning": (4, ["dst"]),
     "demeester_predefined": (7, ["dst"]),
-    "shao_elman_iht": (4, ["dst", "SparseRNN"]),
+    "shao_elman_iht": (5, ["dst", "SparseRNN"]),
 }
 
 
