@@ -153,8 +153,8 @@ def _call_op(op, args: tuple, differentiable: tuple):
     flow (grad mode off, or no tensor of ``differentiable`` requires grad).
     That is what the op's Python autograd kernel (register_autograd) then
     does itself, after a round trip through Python: 4-6 us of a call, about
-    a sixth of the Python around a batch-1 product (BENCHMARKS.md, session
-    I). Dispatch modes, fake tensors and tracing still see the op
+    a sixth of the Python around a batch-1 product (docs/benchmarks_history.md,
+    session I). Dispatch modes, fake tensors and tracing still see the op
     (only the autograd keys are skipped); while torch.compile traces, the op
     is called as it is."""
     if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in differentiable)) \
