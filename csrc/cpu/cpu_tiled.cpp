@@ -134,13 +134,49 @@ __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* id
 // pair as one register (four accumulators, summed in the same order: the same
 // bits), so a nonzero issues one load and one FMA instead of two. Zen 4 runs
 // them as two 256-bit halves, so the gain is in the instructions issued:
-// 1.10-1.11x in a standalone loop at batch 16 (BENCHMARKS.md, session I).
+// 1.10-1.11x in a standalone loop at batch 16 (docs/benchmarks_history.md,
+// session I). Runs of 16 nonzeros load their 16 values in one register and
+// broadcast each from there (vpermps with the lane index held in a register)
+// instead of loading it once more from memory: one load fewer per nonzero,
+// whose loads (index, value, x row) bound the loop; 1.06-1.12x standalone
+// (BENCHMARKS.md, session N). Same accumulator per nonzero: the same bits.
 // Called per run of rows (not inlined into the AVX2 drivers, whose target
 // lacks AVX-512), where tile_avx512_enabled().
-__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void tile_row16_avx512(
-    const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile, float b, float* out) {
+// The zero-masking form with every lane kept is plain vpermps; the unmasked
+// intrinsic's "undefined" source trips GCC 12's -Wmaybe-uninitialized.
+constexpr __mmask16 kAllLanes16 = 0xFFFF;
+constexpr __mmask8 kAllLanes8 = 0xFF;
+
+struct Lanes16 {
+  __m512i lane[16];  // lane[j] = (j, j, ..., j): _mm512_permutexvar_ps(lane[j], w) broadcasts w[j]
+};
+
+__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline Lanes16 lanes16() {
+  Lanes16 l;
+  for (int j = 0; j < 16; ++j) l.lane[j] = _mm512_set1_epi32(j);
+  return l;
+}
+
+__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void tile_row16_avx512(
+    const Lanes16& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
+    float b, float* out) {
   __m512 a = _mm512_set1_ps(b), c1 = _mm512_setzero_ps(), c2 = c1, c3 = c1;
-  int32_t k = k0;
+  int64_t k = k0;
+  for (; k + 16 <= k1; k += 16) {
+    const __m512 w = _mm512_loadu_ps(v + k);
+    const int32_t* ix = idx + k;
+#pragma GCC unroll 4
+    for (int j = 0; j < 16; j += 4) {
+      a = _mm512_fmadd_ps(_mm512_maskz_permutexvar_ps(kAllLanes16, lanes.lane[j], w),
+                          _mm512_loadu_ps(x_tile + (static_cast<int64_t>(ix[j]) << 4)), a);
+      c1 = _mm512_fmadd_ps(_mm512_maskz_permutexvar_ps(kAllLanes16, lanes.lane[j + 1], w),
+                           _mm512_loadu_ps(x_tile + (static_cast<int64_t>(ix[j + 1]) << 4)), c1);
+      c2 = _mm512_fmadd_ps(_mm512_maskz_permutexvar_ps(kAllLanes16, lanes.lane[j + 2], w),
+                           _mm512_loadu_ps(x_tile + (static_cast<int64_t>(ix[j + 2]) << 4)), c2);
+      c3 = _mm512_fmadd_ps(_mm512_maskz_permutexvar_ps(kAllLanes16, lanes.lane[j + 3], w),
+                           _mm512_loadu_ps(x_tile + (static_cast<int64_t>(ix[j + 3]) << 4)), c3);
+    }
+  }
   for (; k + 4 <= k1; k += 4) {
     a = _mm512_fmadd_ps(_mm512_set1_ps(v[k]), _mm512_loadu_ps(x_tile + (static_cast<int64_t>(idx[k]) << 4)), a);
     c1 = _mm512_fmadd_ps(_mm512_set1_ps(v[k + 1]),
@@ -155,33 +191,89 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void tile_row1
   _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a, c1), _mm512_add_ps(c2, c3)));
 }
 
-// Rows [r0, r1) of W against one 16-lane tile (bias may be null).
-__attribute__((target("avx512f,avx2,fma"))) void tile_rows16_avx512(const int32_t* ptr, const int32_t* idx,
-                                                                    const float* v, const float* bias,
-                                                                    const float* x_tile, float* y_tile,
-                                                                    int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r)
-    tile_row16_avx512(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+// The 8-lane kernel (tile_row8_avx2) on AVX-512 CPUs: the same eight
+// accumulators in the same order (the same bits), each run of eight values
+// loaded once and broadcast from the register (vpermps on 256 bits, AVX-512VL,
+// whose 32 registers hold the eight lane indices beside the eight
+// accumulators); 1.2x standalone at batch 20's 8-lane tile (session N).
+struct Lanes8 {
+  __m256i lane[8];
+};
+
+__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline Lanes8 lanes8() {
+  Lanes8 l;
+  for (int j = 0; j < 8; ++j) l.lane[j] = _mm256_set1_epi32(j);
+  return l;
 }
 
-// The rows of a row list against one 16-lane tile.
-__attribute__((target("avx512f,avx2,fma"))) void tile_row_list16_avx512(const int32_t* ptr, const int32_t* idx,
-                                                                        const float* v, const int64_t* rows,
-                                                                        int count, const float* x_tile,
-                                                                        float* out, int64_t out_stride) {
-  for (int i = 0; i < count; ++i)
-    tile_row16_avx512(idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
+__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void tile_row8_avx512(
+    const Lanes8& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
+    float b, float* out) {
+  __m256 acc[8];
+  acc[0] = _mm256_set1_ps(b);
+  for (int c = 1; c < 8; ++c) acc[c] = _mm256_setzero_ps();
+  int64_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    const __m256 w = _mm256_loadu_ps(v + k);
+    const int32_t* ix = idx + k;
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) {
+      const float* p = x_tile + (static_cast<int64_t>(ix[c]) << 3);
+      acc[c] = _mm256_fmadd_ps(_mm256_maskz_permutexvar_ps(kAllLanes8, lanes.lane[c], w), _mm256_loadu_ps(p), acc[c]);
+    }
+  }
+  for (; k < k1; ++k) {
+    const float* p = x_tile + (static_cast<int64_t>(idx[k]) << 3);
+    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(p), acc[0]);
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
+                                 _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
+  _mm256_storeu_ps(out, s);
 }
 
-// Whether the AVX-512 tile kernels run: the CPU has AVX-512F (and AVX2+FMA),
-// unless SPARSE_KERNELS_CPU_AVX512=0 (read once; for A/B measurements and the
-// tests that compare the two paths).
+// Rows [r0, r1) of W against one tile of W = 16 or 8 lanes (bias may be null).
+template <int W>
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_rows_avx512(const int32_t* ptr, const int32_t* idx,
+                                                                           const float* v, const float* bias,
+                                                                           const float* x_tile, float* y_tile,
+                                                                           int64_t r0, int64_t r1) {
+  if constexpr (W == 16) {
+    const Lanes16 lanes = lanes16();
+    for (int64_t r = r0; r < r1; ++r)
+      tile_row16_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+  } else {
+    const Lanes8 lanes = lanes8();
+    for (int64_t r = r0; r < r1; ++r)
+      tile_row8_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+  }
+}
+
+// The rows of a row list against one tile of W = 16 or 8 lanes.
+template <int W>
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_row_list_avx512(const int32_t* ptr, const int32_t* idx,
+                                                                               const float* v, const int64_t* rows,
+                                                                               int count, const float* x_tile,
+                                                                               float* out, int64_t out_stride) {
+  if constexpr (W == 16) {
+    const Lanes16 lanes = lanes16();
+    for (int i = 0; i < count; ++i)
+      tile_row16_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
+  } else {
+    const Lanes8 lanes = lanes8();
+    for (int i = 0; i < count; ++i)
+      tile_row8_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
+  }
+}
+
+// Whether the AVX-512 tile kernels run: the CPU has AVX-512F and AVX-512VL
+// (and AVX2+FMA), unless SPARSE_KERNELS_CPU_AVX512=0 (read once; for A/B
+// measurements and the tests that compare the two paths).
 bool tile_avx512_enabled() {
   static const bool enabled = [] {
     const char* env = std::getenv("SPARSE_KERNELS_CPU_AVX512");
     if (env != nullptr && std::strcmp(env, "0") == 0) return false;
     __builtin_cpu_init();
-    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   }();
   return enabled;
 }
@@ -194,8 +286,12 @@ __attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, con
   for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
     const float* x_tile = x_tiles + j0 * in_features;
     float* y_tile = y_tiles + j0 * out_features;
-    if (tile_width(j0, width) == 16 && tile_avx512_enabled()) {
-      tile_rows16_avx512(ptr, idx, v, bias, x_tile, y_tile, r0, r1);
+    if (tile_avx512_enabled()) {
+      if (tile_width(j0, width) == 16) {
+        tile_rows_avx512<16>(ptr, idx, v, bias, x_tile, y_tile, r0, r1);
+      } else {
+        tile_rows_avx512<8>(ptr, idx, v, bias, x_tile, y_tile, r0, r1);
+      }
     } else if (tile_width(j0, width) == 16) {
       for (int64_t r = r0; r < r1; ++r)
         tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
@@ -210,8 +306,12 @@ __attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr,
                                                              const float* v, const int64_t* rows,
                                                              int count, const float* x_tile, int64_t w,
                                                              float* out, int64_t out_stride) {
-  if (w == 16 && tile_avx512_enabled()) {
-    tile_row_list16_avx512(ptr, idx, v, rows, count, x_tile, out, out_stride);
+  if (tile_avx512_enabled()) {
+    if (w == 16) {
+      tile_row_list_avx512<16>(ptr, idx, v, rows, count, x_tile, out, out_stride);
+    } else {
+      tile_row_list_avx512<8>(ptr, idx, v, rows, count, x_tile, out, out_stride);
+    }
     return;
   }
   for (int i = 0; i < count; ++i) {
