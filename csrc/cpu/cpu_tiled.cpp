@@ -147,18 +147,35 @@ __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* id
 constexpr __mmask16 kAllLanes16 = 0xFFFF;
 constexpr __mmask8 kAllLanes8 = 0xFF;
 
-struct Lanes16 {
-  __m512i lane[16];  // lane[j] = (j, j, ..., j): _mm512_permutexvar_ps(lane[j], w) broadcasts w[j]
+// lane[j] = (j, j, ..., j): permutexvar(lane[j], w) broadcasts w[j]; N = 16
+// (512-bit registers) or 8 (256-bit). Made once per run of rows, so that the
+// indices stay in registers across rows.
+template <int N>
+struct LaneIndices;
+template <>
+struct LaneIndices<16> {
+  __m512i lane[16];
+};
+template <>
+struct LaneIndices<8> {
+  __m256i lane[8];
 };
 
-__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline Lanes16 lanes16() {
-  Lanes16 l;
-  for (int j = 0; j < 16; ++j) l.lane[j] = _mm512_set1_epi32(j);
+template <int N>
+__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline LaneIndices<N> lane_indices() {
+  LaneIndices<N> l;
+  for (int j = 0; j < N; ++j) {
+    if constexpr (N == 16) {
+      l.lane[j] = _mm512_set1_epi32(j);
+    } else {
+      l.lane[j] = _mm256_set1_epi32(j);
+    }
+  }
   return l;
 }
 
 __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void tile_row16_avx512(
-    const Lanes16& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
+    const LaneIndices<16>& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
     float b, float* out) {
   __m512 a = _mm512_set1_ps(b), c1 = _mm512_setzero_ps(), c2 = c1, c3 = c1;
   int64_t k = k0;
@@ -196,18 +213,8 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void 
 // loaded once and broadcast from the register (vpermps on 256 bits, AVX-512VL,
 // whose 32 registers hold the eight lane indices beside the eight
 // accumulators); 1.2x standalone at batch 20's 8-lane tile (session N).
-struct Lanes8 {
-  __m256i lane[8];
-};
-
-__attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline Lanes8 lanes8() {
-  Lanes8 l;
-  for (int j = 0; j < 8; ++j) l.lane[j] = _mm256_set1_epi32(j);
-  return l;
-}
-
 __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void tile_row8_avx512(
-    const Lanes8& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
+    const LaneIndices<8>& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
     float b, float* out) {
   __m256 acc[8];
   acc[0] = _mm256_set1_ps(b);
@@ -237,14 +244,13 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_rows_avx512(const
                                                                            const float* v, const float* bias,
                                                                            const float* x_tile, float* y_tile,
                                                                            int64_t r0, int64_t r1) {
-  if constexpr (W == 16) {
-    const Lanes16 lanes = lanes16();
-    for (int64_t r = r0; r < r1; ++r)
+  const LaneIndices<W> lanes = lane_indices<W>();
+  for (int64_t r = r0; r < r1; ++r) {
+    if constexpr (W == 16) {
       tile_row16_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
-  } else {
-    const Lanes8 lanes = lanes8();
-    for (int64_t r = r0; r < r1; ++r)
+    } else {
       tile_row8_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+    }
   }
 }
 
@@ -254,14 +260,13 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_row_list_avx512(c
                                                                                const float* v, const int64_t* rows,
                                                                                int count, const float* x_tile,
                                                                                float* out, int64_t out_stride) {
-  if constexpr (W == 16) {
-    const Lanes16 lanes = lanes16();
-    for (int i = 0; i < count; ++i)
+  const LaneIndices<W> lanes = lane_indices<W>();
+  for (int i = 0; i < count; ++i) {
+    if constexpr (W == 16) {
       tile_row16_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
-  } else {
-    const Lanes8 lanes = lanes8();
-    for (int i = 0; i < count; ++i)
+    } else {
       tile_row8_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
+    }
   }
 }
 
