@@ -70,7 +70,8 @@ def main(argv=None) -> None:
     bandwidth = l3 if 2 * matrix_bytes <= l3_bytes else dram  # room for the operands too
     info = sparse_kernels.build_info()
     print(f"W {args.out}x{args.in_features}, density {args.density} (nnz {w.nnz}, {matrix_bytes / 1e6:.1f} MB), "
-          f"threads {torch.get_num_threads()}, CPU path {info.get('cpu_path_active')}; copy bandwidth "
+          f"threads {torch.get_num_threads()}, CPU path {info.get('cpu_path_active')}, tiles "
+          f"{info.get('cpu_tile_kernels')}; copy bandwidth "
           f"DRAM {dram / 1e9:.1f} GB/s, L3 {l3 / 1e9:.1f} GB/s (the matrix is read from "
           f"{'L3' if bandwidth == l3 else 'DRAM'}); SGEMM {fmas / 1e9:.1f} G multiply-adds/s")
     print(f"{'product':<14}{'batch':>6}{'ours ms':>10}{'dense ms':>10}{'t.sparse ms':>12}"

@@ -61,7 +61,10 @@ def build_info() -> dict:
     """What the loaded binary was compiled with.
 
     Keys: ``torch_version`` (the torch it was built against), ``cpu_paths`` (CPU
-    code paths compiled in), ``cuda`` (whether CUDA kernels were compiled),
+    code paths compiled in), ``cpu_path_active`` (the SIMD clones the loader
+    picked on this CPU), ``cpu_tile_kernels`` (the kernels the float32 tiled
+    products and fused LSTM loops run here: "avx512", "avx2+fma" or
+    "portable"), ``cuda`` (whether CUDA kernels were compiled),
     ``cuda_version`` and ``cuda_archs`` (e.g. ``"8.0;9.0"``; empty without CUDA).
     """
     return json.loads(torch.ops.sparse_kernels.build_info())

@@ -493,6 +493,13 @@ constexpr int64_t kFeatureBlock = 64;
 
 }  // namespace
 
+const char* tile_kernels_active() {
+#if SK_TILED_HAS_AVX2_KERNEL
+  if (cpu_has_avx2_fma()) return tile_avx512_enabled() ? "avx512" : "avx2+fma";
+#endif
+  return "portable";
+}
+
 bool tiled_product_enabled(const at::Tensor& input) {
   static const bool enabled = [] {
     const char* env = std::getenv("SPARSE_KERNELS_CPU_TILED");

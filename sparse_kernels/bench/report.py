@@ -44,7 +44,8 @@ def markdown(doc: dict) -> str:
     lines = ["# sparse_kernels kernel study", "",
              f"Command: `{doc.get('command') or 'run_study(...)'}`", "",
              f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['threads']} torch threads; "
-             f"torch {m['torch_version']}, CPU path {m['build_info'].get('cpu_path_active')}; load average "
+             f"torch {m['torch_version']}, CPU path {m['build_info'].get('cpu_path_active')}, tiles "
+             f"{m['build_info'].get('cpu_tile_kernels')}; load average "
              f"{_load(doc.get('load_average_start'))} at the start, {_load(doc.get('load_average_end'))} at the end; "
              f"{doc['started']}, {doc.get('duration_s', float('nan')):.0f} s.", "",
              "Each cell: median time in ms and, in brackets, the speed-up over dense torch (its faster layout); "

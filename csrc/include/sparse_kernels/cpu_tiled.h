@@ -44,6 +44,12 @@ inline int64_t tiled_width(int64_t n) { return (n + 7) / 8 * 8; }
 // A/B measurements).
 bool tiled_product_enabled(const at::Tensor& input);
 
+// The kernels the tiles run on this machine (the float32 products of batches
+// of 2 and more, and the fused LSTM loops' row lists): "avx512" (AVX-512F and
+// VL, unless SPARSE_KERNELS_CPU_AVX512=0), "avx2+fma", or "portable".
+// build_info() reports it beside the SIMD clones' path.
+const char* tile_kernels_active();
+
 // x (N, F) float32 contiguous -> x tiles (tiled_width(N) * F floats), in parallel.
 at::Tensor pack_tiles(const at::Tensor& x);
 
