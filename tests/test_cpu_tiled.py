@@ -10,7 +10,7 @@ and two threads."""
 import pytest
 import torch
 
-from csr_helpers import run_fresh
+from csr_helpers import cpu_flags, run_fresh
 from sparse_kernels import csr, ops, reference
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
@@ -254,15 +254,6 @@ def test_fused_lstm_layer_opcheck():
     torch.library.opcheck(torch.ops.sparse_kernels.lstm_layer.default, args)
 
 
-def _cpu_has_avx512f_vl() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512f" in flags and " avx512vl" in flags
-
-
 def _tile_products_for_the_avx512_comparison():
     """Products over 16- and 8-lane tiles (batches 20 and 35, bias and none)
     and a fused LSTM layer's forward and backward (batch 20), float32. Rows
@@ -281,7 +272,7 @@ def _tile_products_for_the_avx512_comparison():
     return results + [t.detach() for t in out] + list(grads)
 
 
-@pytest.mark.skipif(not _cpu_has_avx512f_vl(), reason="the CPU has no AVX-512F and VL: only the AVX2 tile kernels run")
+@pytest.mark.skipif(not {"avx512f", "avx512vl"} <= cpu_flags(), reason="the CPU has no AVX-512F and VL: only the AVX2 tile kernels run")
 def test_avx512_tile_kernels_give_the_avx2_bits(tmp_path):
     # The AVX-512 16- and 8-lane kernels sum in the AVX2 kernels' order (each
     # nonzero into the same accumulator, whether its value is broadcast from

@@ -105,6 +105,21 @@ __attribute__((target("avx2,fma"))) inline void tile_row16_avx2(const int32_t* i
   _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(a1, b1), _mm256_add_ps(c1, d1)));
 }
 
+// The 8-lane kernels' end: nonzeros [k, k1) (fewer than eight) into acc[0],
+// then the eight accumulators summed in one fixed order and stored.
+__attribute__((target("avx2,fma"), always_inline)) inline void tile_row8_finish(__m256* acc, const int32_t* idx,
+                                                                               const float* v, int64_t k,
+                                                                               int64_t k1, const float* x_tile,
+                                                                               float* out) {
+  for (; k < k1; ++k) {
+    const float* p = x_tile + (static_cast<int64_t>(idx[k]) << 3);
+    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(p), acc[0]);
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
+                                 _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
+  _mm256_storeu_ps(out, s);
+}
+
 // 8 lanes = one register per nonzero; eight nonzeros per iteration.
 __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* idx, const float* v,
                                                                 int32_t k0, int32_t k1,
@@ -121,13 +136,7 @@ __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* id
       acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k + c), _mm256_loadu_ps(p), acc[c]);
     }
   }
-  for (; k < k1; ++k) {
-    const float* p = x_tile + (static_cast<int64_t>(idx[k]) << 3);
-    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(p), acc[0]);
-  }
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
-                                 _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
-  _mm256_storeu_ps(out, s);
+  tile_row8_finish(acc, idx, v, k, k1, x_tile, out);
 }
 
 // 16 lanes in one AVX-512 register: the AVX2 kernel above with each register
@@ -229,13 +238,7 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void 
       acc[c] = _mm256_fmadd_ps(_mm256_maskz_permutexvar_ps(kAllLanes8, lanes.lane[c], w), _mm256_loadu_ps(p), acc[c]);
     }
   }
-  for (; k < k1; ++k) {
-    const float* p = x_tile + (static_cast<int64_t>(idx[k]) << 3);
-    acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(p), acc[0]);
-  }
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
-                                 _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])));
-  _mm256_storeu_ps(out, s);
+  tile_row8_finish(acc, idx, v, k, k1, x_tile, out);
 }
 
 // Rows [r0, r1) of W against one tile of W = 16 or 8 lanes (bias may be null).
