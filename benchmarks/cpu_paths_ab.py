@@ -25,7 +25,13 @@ thresholds.
 - tiles16: the 16-lane tile products (SPARSE_KERNELS_CPU_AVX512's kernels,
   on a CPU with AVX-512F): sparse_linear forward, W 8192 x 2048 at 90%, batch
   16/20/32, and one SparseLSTM layer's training forward + backward at batch
-  20 (H 1500, 90%), whose recurrent row lists run on a 16- and an 8-lane tile.
+  20 (H 1500, 90%), whose recurrent row lists run on a 16- and an 8-lane tile;
+- blocked: the batch-1 products through the sliced view, whose blocked form
+  (SPARSE_KERNELS_CPU_BLOCKED=0: the SELL-8 form instead) runs on CPUs with
+  AVX-512F/VL/BW: SparseLinear 1500 -> 6000 at 90% (the module's view), W
+  8192 x 2048 at 90% with its view passed to ops.sparse_linear (the module
+  keeps the CSR above storage.SLICED_MAX_NNZ), and SparseLSTM inference at
+  batch 1, T 35: 2 x 1500 at 90% (lstm_ratios.py's model) and 1 x 1500 at 67%.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import subprocess
 import sys
 
 SWITCHES = ("SPARSE_KERNELS_CPU_TILED", "SPARSE_KERNELS_CPU_FUSED_LSTM", "SPARSE_KERNELS_CPU_SCALAR_GATHER",
-            "SPARSE_KERNELS_CPU_SLICED", "SPARSE_KERNELS_CPU_AVX512")
+            "SPARSE_KERNELS_CPU_SLICED", "SPARSE_KERNELS_CPU_AVX512", "SPARSE_KERNELS_CPU_BLOCKED")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -113,6 +119,32 @@ def measure(what: list[str], repeats: int) -> dict[str, float]:
             out_.pow(2).mean().backward()
 
         out["SparseLSTM H 1500 90% forward+backward batch 20"] = _median_ms(train, max(5, repeats // 6))
+    if "blocked" in what:
+        from sparse_kernels import CSRWeight, SparseLinear
+
+        lin = SparseLinear(1500, 6000, density=0.1)
+        x = torch.randn(1, 1500)
+
+        def linear():
+            with torch.no_grad():
+                lin(x)
+
+        out["SparseLinear 1500 -> 6000 90% B 1 (view)"] = _median_ms(linear, repeats)
+        weight = CSRWeight.random(8192, 2048, density=0.1)
+        view, x2 = weight.sliced_view(8192), torch.randn(1, 2048)
+        out["forward 8192x2048 90% B 1 (view)"] = _median_ms(
+            lambda: ops.sparse_linear(x2, weight.values.detach(), weight.row_ptr, weight.col_idx, sliced=view,
+                                      validate=False), repeats)
+        for layers, density in ((2, 0.1), (1, 0.33)):
+            model = SparseLSTM(1500, 1500, layers, density=density)
+            x1 = torch.randn(35, 1, 1500)
+
+            def infer():
+                with torch.no_grad():
+                    model(x1)
+
+            out[f"SparseLSTM {layers} x 1500 {1 - density:.0%} inference batch 1"] = _median_ms(
+                infer, max(5, repeats // 3))
     if "batch1" in what:
         row_ptr, col_idx = csr.random_csr((8192, 2048), 0.1)
         values = torch.randn(col_idx.numel())
@@ -141,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--what", nargs="+", default=["products", "input_grad", "value_grad", "lstm"],
-                        choices=["products", "input_grad", "value_grad", "lstm", "batch1", "tiles16"])
+                        choices=["products", "input_grad", "value_grad", "lstm", "batch1", "tiles16", "blocked"])
     parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=list(SWITCHES),
                         help="the switches the old run sets to 0 (default: all)")
     parser.add_argument("--rounds", type=int, default=1,

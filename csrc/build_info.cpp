@@ -3,6 +3,7 @@
 #include <string>
 
 #include "sparse_kernels/cpu_simd.h"
+#include "sparse_kernels/cpu_sliced.h"
 #include "sparse_kernels/cpu_tiled.h"
 
 // The build (setup.py or CMake) passes these in; the defaults describe a
@@ -53,7 +54,8 @@ static const char* active_cpu_path() {
 const char* build_info_json() {
   static const std::string json = std::string("{\"torch_version\": \"" SK_TORCH_VERSION
          "\", \"cpu_paths\": [") + SK_CPU_PATHS_JSON + "], \"cpu_path_active\": \"" +
-         active_cpu_path() + "\", \"cpu_tile_kernels\": \"" + cpu::tile_kernels_active() + "\""
+         active_cpu_path() + "\", \"cpu_tile_kernels\": \"" + cpu::tile_kernels_active() + "\"" +
+         ", \"cpu_blocked_view\": " + (cpu::blocked_view_supported() ? "true" : "false") +
          ", \"cuda\": " SK_WITH_CUDA_JSON
          ", \"cuda_version\": \"" SK_CUDA_VERSION
          "\", \"cuda_archs\": \"" SK_CUDA_ARCHS "\"}";

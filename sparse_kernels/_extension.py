@@ -64,7 +64,8 @@ def build_info() -> dict:
     code paths compiled in), ``cpu_path_active`` (the SIMD clones the loader
     picked on this CPU), ``cpu_tile_kernels`` (the kernels the float32 tiled
     products and fused LSTM loops run here: "avx512", "avx2+fma" or
-    "portable"), ``cuda`` (whether CUDA kernels were compiled),
+    "portable"), ``cpu_blocked_view`` (whether CSRWeight.sliced_view builds
+    the blocked form, read by AVX-512 kernels), ``cuda`` (whether CUDA kernels were compiled),
     ``cuda_version`` and ``cuda_archs`` (e.g. ``"8.0;9.0"``; empty without CUDA).
     """
     return json.loads(torch.ops.sparse_kernels.build_info())

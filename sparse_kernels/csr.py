@@ -196,6 +196,64 @@ def sliced_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: in
     return SlicedLayout(slice_ptr, cols, dest)
 
 
+BLOCKED_SLICE_ROWS = 16  # rows per slice of the blocked view: one AVX-512 register of float32 sums
+BLOCKED_COLUMNS = 64  # columns of x per block: four AVX-512 registers, picked by two permutes
+BLOCKED_PAD = 0x40  # a blocked view's lane byte where the row has no more entries in the block
+
+
+def blocked_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: int, in_features: int) -> SlicedLayout:
+    """The blocked form of the sliced view (csrc/include/sparse_kernels/cpu_sliced.h),
+    for CPUs with AVX-512: the rows cut into segments of ``segment_rows`` and
+    those into slices of 16 rows (the last of a segment may hold fewer), each
+    slice's entries grouped by 64-column block, one segment per block the slice
+    touches, of L slots of 16 lanes (L: the most entries one of its rows has
+    there). Entry k of row j (of its slice) in a block goes to lane j of the
+    segment's slot k. Vectorised torch work, on the pattern's device.
+
+    slice_ptr  int64: [slices + 1] each slice's first segment (S in all), then
+               [S + 1] each segment's first slot, then [S] each segment's block;
+    cols       uint8 (16 x slots,) each lane's column offset in its block (0-63),
+               BLOCKED_PAD where the row has no more;
+    dest       int64 (nnz,) where CSR entry i goes (values follow by a scatter,
+               zeros at padding: ``sliced_values``)."""
+    rows = row_ptr.numel() - 1
+    if segment_rows < 1 or rows % segment_rows:
+        raise ValueError(f"segment_rows must divide the row count {rows}, got {segment_rows}")
+    device, height = row_ptr.device, BLOCKED_SLICE_ROWS
+    per_segment = -(-segment_rows // height)
+    slices = per_segment * (rows // segment_rows)
+    blocks = max(-(-in_features // BLOCKED_COLUMNS), 1)
+    entry_row = row_indices(row_ptr)
+    col = col_idx.long()
+    within = entry_row % segment_rows
+    slice_of_entry = entry_row // segment_rows * per_segment + within // height
+    lane = within % height
+    block = col // BLOCKED_COLUMNS
+    # k: the entry's rank among its row's entries in its block. The columns of
+    # a row are sorted, so a (row, block) run is contiguous: rank = position
+    # minus the position where the run starts.
+    position = torch.arange(col.numel(), device=device)
+    run_key = entry_row * blocks + block
+    starts = torch.ones_like(run_key, dtype=torch.bool)
+    starts[1:] = run_key[1:] != run_key[:-1]
+    run_start = torch.cummax(torch.where(starts, position, torch.zeros_like(position)), 0).values
+    rank = position - run_start
+    # Segments: the distinct (slice, block) pairs in order; each as long as its longest run.
+    segment_key, segment_of_entry = torch.unique(slice_of_entry * blocks + block, sorted=True, return_inverse=True)
+    segments = segment_key.numel()
+    length = torch.zeros(segments, dtype=torch.int64, device=device)
+    length.scatter_reduce_(0, segment_of_entry, rank + 1, reduce="amax")
+    first_slot = torch.zeros(segments + 1, dtype=torch.int64, device=device)
+    torch.cumsum(length, 0, out=first_slot[1:])
+    first_segment = torch.zeros(slices + 1, dtype=torch.int64, device=device)
+    torch.cumsum(torch.bincount(segment_key // blocks, minlength=slices), 0, out=first_segment[1:])
+    slice_ptr = torch.cat([first_segment, first_slot, segment_key % blocks])
+    dest = (first_slot[segment_of_entry] + rank) * height + lane
+    cols = torch.full((int(first_slot[-1]) * height,), BLOCKED_PAD, dtype=torch.uint8, device=device)
+    cols[dest] = (col % BLOCKED_COLUMNS).to(torch.uint8)
+    return SlicedLayout(slice_ptr, cols, dest)
+
+
 def sliced_values(values: torch.Tensor, layout: SlicedLayout) -> torch.Tensor:
     """``values`` (CSR order) in the layout's order, zeros at the padding."""
     out = values.new_zeros(layout.cols.numel())

@@ -33,6 +33,26 @@ def sliced_rows(values, cols, slice_ptr, x):
     return out.index_add(0, slice_of_entry * 8 + lane, values * x[cols.long()])
 
 
+def blocked_rows(values, cols, slice_ptr, slices, x):
+    """The lanes of a blocked view (csr.blocked_layout) of ``slices`` slices
+    dotted with the vector x (zero-padded to whole 64-column blocks):
+    (slices * 16,), lane j of slice s at 16 s + j; padding lanes add nothing."""
+    segments = int(slice_ptr[slices])
+    first_slot = slice_ptr[slices + 1: slices + 2 + segments]
+    block = slice_ptr[slices + 2 + segments:]
+    slice_of_segment = torch.repeat_interleave(torch.arange(slices), slice_ptr[: slices + 1].diff(),
+                                               output_size=segments)
+    segment_of_slot = torch.repeat_interleave(torch.arange(segments), first_slot.diff(),
+                                              output_size=int(first_slot[-1]))
+    segment_of_entry = segment_of_slot.repeat_interleave(16)
+    lane = torch.arange(values.numel()) % 16
+    live = cols != 0x40
+    column = block[segment_of_entry] * 64 + cols.long()
+    products = torch.where(live, values * x[torch.where(live, column, 0)], 0)
+    out = values.new_zeros(slices * 16)
+    return out.index_add(0, slice_of_segment[segment_of_entry] * 16 + lane, products)
+
+
 def sparse_linear_input_grad(grad_output, values, row_ptr, col_idx, shape):
     return grad_output @ csr_to_dense(values, row_ptr, col_idx, shape)
 

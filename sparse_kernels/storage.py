@@ -25,6 +25,7 @@ whole-layer ops (lstm_layer, gru_layer, rnn_layer, rhn_layer).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -36,6 +37,7 @@ from . import csr as csr_format
 from . import ops
 from .bsr import validate_bsr
 from .csr import CSCIndex, INDEX_DTYPE, Index16, validate_csr
+from ._extension import build_info
 
 __all__ = ["BSRWeight", "CSRWeight", "INIT_SCALES", "SparseWeight", "validate_bsr", "validate_csr"]
 
@@ -48,6 +50,14 @@ __all__ = ["BSRWeight", "CSRWeight", "INIT_SCALES", "SparseWeight", "validate_bs
 # would double the weight's memory for nothing.
 SLICED_MIN_NNZ = 1 << 16
 SLICED_MAX_NNZ = 1 << 20
+
+
+@functools.cache
+def blocked_view_supported() -> bool:
+    """Whether sliced_view builds the blocked form here (the C++ side's
+    answer: AVX-512F/VL/BW present, SPARSE_KERNELS_CPU_BLOCKED not 0)."""
+    return bool(build_info().get("cpu_blocked_view", False))
+
 
 # How a new sparse weight's stored values are scaled (``init_scale``):
 #   "dense"   the dense layer's bound on every stored entry, so a row with a
@@ -389,16 +399,20 @@ class CSRWeight(SparseWeight):
 
     @torch.compiler.disable  # host work on a cache: run eagerly under torch.compile, its results enter as inputs
     def sliced_view(self, segment_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(values, cols, slice_ptr): the weight in the sliced-ELLPACK layout
-        of ``csr.sliced_layout`` (slices of 8 rows within segments of
-        ``segment_rows`` rows, padding column in_features), which the CPU's
-        float32 batch-1 products read (ops.lstm_layer's ``hh_sliced`` with one
-        segment per gate; ops.sparse_linear's ``sliced`` with one segment).
+        """(values, cols, slice_ptr): the weight in a sliced layout, which the
+        CPU's float32 batch-1 products read (ops.lstm_layer's ``hh_sliced``
+        with one segment per gate; ops.sparse_linear's ``sliced`` with one
+        segment): on CPUs with AVX-512F/VL/BW the blocked form of
+        ``csr.blocked_layout`` (slices of 16 rows within segments of
+        ``segment_rows`` rows, entries by 64-column block; 1.7-1.9x the other
+        form's speed, BENCHMARKS.md session O), elsewhere the sliced-ELLPACK
+        layout of ``csr.sliced_layout`` (slices of 8 rows, padding column
+        in_features). build_info()["cpu_blocked_view"] says which.
         Cached until the pattern or the values change: meant for inference,
         where they stay put (after a training step the next call rebuilds it,
         O(nnz)). Plain attributes, not buffers: derived data no state_dict
-        holds. Keeps 8 bytes per stored or padding entry (the layout's entry
-        map is dropped once the values are placed)."""
+        holds. Keeps 8 (SELL-8) or 5 (blocked) bytes per stored or padding entry
+        (the layout's entry map is dropped once the values are placed)."""
         # The values are keyed by their storage and version: an in-place step
         # bumps the version, new data (``.data =``, a new Parameter) has
         # another address. The key holds an alias of the storage, so that no
@@ -407,7 +421,10 @@ class CSRWeight(SparseWeight):
         key = self._sliced_key
         if (key is None or key[0] != pattern or key[1].data_ptr() != values.data_ptr()
                 or key[1].dtype != values.dtype or key[1].numel() != values.numel() or key[2] != values._version):
-            layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
+            if blocked_view_supported():
+                layout = csr_format.blocked_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
+            else:
+                layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
             self._sliced = (csr_format.sliced_values(values, layout), layout.cols, layout.slice_ptr)
             self._sliced_key = (pattern, values.detach(), values._version)
         return self._sliced

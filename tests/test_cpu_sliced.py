@@ -1,17 +1,28 @@
-"""W_hh's sliced-ELLPACK view (csr.sliced_layout, CSRWeight.sliced_view) and
-the fused LSTM's batch-1 step that reads it (csrc/cpu/lstm_layer_fused_cpu.cpp,
-sliced_rows_avx2 in cpu_gathered.cpp; the portable loop where AVX2+FMA is
-absent or SPARSE_KERNELS_CPU_SCALAR_GATHER=0): the layout against the CSR it
-comes from, the layer against the plain-PyTorch reference, the module's use
+"""W_hh's sliced view in both forms (SELL-8: csr.sliced_layout; blocked:
+csr.blocked_layout; CSRWeight.sliced_view picks one) and the fused LSTM's
+batch-1 step that reads it (csrc/cpu/lstm_layer_fused_cpu.cpp; SELL-8:
+sliced_rows_avx2 in cpu_gathered.cpp, the portable loop where AVX2+FMA is
+absent or SPARSE_KERNELS_CPU_SCALAR_GATHER=0; blocked: cpu_blocked.cpp, the
+portable loop without AVX-512 or with SPARSE_KERNELS_CPU_BLOCKED=0): the
+layouts against the CSR they come from, the layer against the plain-PyTorch reference, the module's use
 of it (inference only) and its cache, and the errors for a bad view."""
 
 import pytest
 import torch
 
 from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
-from sparse_kernels import SparseLSTM, csr, ops, reference
+from sparse_kernels import SparseLSTM, build_info, csr, ops, reference, storage
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
+FORMS = ["sell8", "blocked"]
+
+
+def _view(values, row_ptr, col_idx, segment_rows, in_f, form):
+    if form == "blocked":
+        layout = csr.blocked_layout(row_ptr, col_idx, segment_rows, in_f)
+    else:
+        layout = csr.sliced_layout(row_ptr, col_idx, segment_rows, pad_col=in_f)
+    return csr.sliced_values(values, layout), layout.cols, layout.slice_ptr
 
 
 def _lstm_weight(hidden, seed):
@@ -52,36 +63,100 @@ def test_sliced_layout_of_an_empty_pattern():
         csr.sliced_layout(row_ptr, col_idx, 5, pad_col=5)
 
 
-def _layer_pair(hidden, steps, seed):
+@pytest.mark.parametrize("segment_rows,in_f", [(1, 7), (5, 40), (16, 1), (13, 100), (64, 130), (20, 64),
+                                              (17, 200)])
+def test_blocked_layout_holds_the_csr(segment_rows, in_f):
+    rows = 4 * segment_rows
+    lengths = [min(ROW_LENGTHS[r % len(ROW_LENGTHS)], in_f) for r in range(rows)]
+    values, row_ptr, col_idx = weight_with_row_lengths(lengths, in_f, seed=segment_rows)
+    layout = csr.blocked_layout(row_ptr, col_idx, segment_rows, in_f)
+    per_segment = -(-segment_rows // 16)
+    slices = 4 * per_segment
+    segments = int(layout.slice_ptr[slices])
+    assert layout.slice_ptr.dtype == torch.int64 and layout.slice_ptr.numel() == slices + 2 + 2 * segments
+    assert layout.cols.dtype == torch.uint8 and layout.cols.numel() == 16 * int(layout.slice_ptr[slices + 1 + segments])
+    first_segment, first_slot = layout.slice_ptr[: slices + 1], layout.slice_ptr[slices + 1: slices + 2 + segments]
+    block = layout.slice_ptr[slices + 2 + segments:]
+    assert bool((first_segment.diff() >= 0).all()) and bool((first_slot.diff() >= 1).all())
+    assert bool((block >= 0).all()) and bool((block < -(-in_f // 64)).all())
+    for s in range(slices):  # a slice's segments are its distinct blocks, in order
+        blocks_of_slice = block[first_segment[s]: first_segment[s + 1]]
+        assert bool((blocks_of_slice.diff() > 0).all())
+    sliced = csr.sliced_values(values, layout)
+    x = torch.zeros(-(-in_f // 64) * 64, dtype=torch.float64)
+    x[:in_f] = torch.randn(in_f, dtype=torch.float64)
+    lanes = reference.blocked_rows(sliced.double(), layout.cols, layout.slice_ptr, slices, x)
+    want = reference.sparse_linear(x[:in_f], values.double(), row_ptr, col_idx, (rows, in_f))
+    row = torch.arange(rows)
+    lane_of_row = (row // segment_rows * per_segment + row % segment_rows // 16) * 16 + row % segment_rows % 16
+    torch.testing.assert_close(lanes[lane_of_row], want)
+    padding = torch.ones(lanes.numel(), dtype=torch.bool)
+    padding[lane_of_row] = False
+    assert bool((lanes[padding] == 0).all())
+    # Every entry is placed once; the rest is padding: value 0 and the padding mark.
+    assert torch.unique(layout.dest).numel() == values.numel()
+    pad = layout.cols == csr.BLOCKED_PAD
+    assert int(pad.sum()) == sliced.numel() - values.numel() and bool((sliced[pad] == 0).all())
+    assert bool((layout.cols[~pad] < 64).all())
+
+
+def test_blocked_layout_of_an_empty_pattern():
+    row_ptr, col_idx = torch.zeros(33, dtype=torch.int32), torch.zeros(0, dtype=torch.int32)
+    layout = csr.blocked_layout(row_ptr, col_idx, 8, in_features=5)
+    assert layout.slice_ptr.tolist() == [0, 0, 0, 0, 0, 0] and layout.cols.numel() == 0
+    with pytest.raises(ValueError, match="segment_rows must divide"):
+        csr.blocked_layout(row_ptr, col_idx, 5, in_features=5)
+
+
+def test_sliced_view_builds_the_form_this_cpu_runs():
+    # build_info says whether the blocked kernel runs here; the cached view follows it,
+    # and SPARSE_KERNELS_CPU_BLOCKED=0 (read at load) gives the SELL-8 form.
+    blocked = build_info()["cpu_blocked_view"]
+    assert storage.blocked_view_supported() == blocked
+    model = SparseLSTM(20, 24, density=0.5)
+    view = model.weight_hh_l0.sliced_view(24)
+    assert view[1].dtype == (torch.uint8 if blocked else torch.int32)
+    code = ("import torch, sparse_kernels as sk\n"
+            "assert sk.build_info()['cpu_blocked_view'] is False\n"
+            "m = sk.SparseLSTM(20, 24, density=0.5)\n"
+            "assert m.weight_hh_l0.sliced_view(24)[1].dtype == torch.int32\n"
+            "print('ok')\n")
+    run_fresh(code, SPARSE_KERNELS_CPU_BLOCKED="0")
+
+
+def _layer_pair(hidden, steps, seed, form="sell8"):
     values, row_ptr, col_idx = _lstm_weight(hidden, seed)
     g = torch.Generator().manual_seed(seed + 1)
     gates = torch.randn(steps, 1, 4 * hidden, generator=g)
     h0, c0 = torch.randn(1, hidden, generator=g), torch.randn(1, hidden, generator=g)
-    layout = csr.sliced_layout(row_ptr, col_idx, hidden, pad_col=hidden)
-    view = (csr.sliced_values(values, layout), layout.cols, layout.slice_ptr)
+    view = _view(values, row_ptr, col_idx, hidden, hidden, form)
     csc = csr.csr_transpose(row_ptr, col_idx, hidden)
     got = ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, hh_sliced=view)
     want = reference.lstm_layer(gates.double(), h0.double(), c0.double(), values.double(), row_ptr, col_idx)
     return got, want
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("steps", [1, 6], ids=lambda t: f"T{t}")
 @pytest.mark.parametrize("hidden", [1, 13, 64, 200], ids=lambda h: f"H{h}")
-def test_batch1_lstm_layer_with_sliced_view_matches_reference(hidden, steps, threads):
-    got, want = _layer_pair(hidden, steps, seed=hidden)
+def test_batch1_lstm_layer_with_sliced_view_matches_reference(hidden, steps, form, threads):
+    got, want = _layer_pair(hidden, steps, seed=hidden, form=form)
     for a, b in zip(got, want):
         torch.testing.assert_close(a.double(), b, **TOL32)
 
 
 def test_portable_sliced_loop_matches_reference():
-    # The loop that runs without AVX2+FMA: forced by the switch, in a fresh process.
+    # The loops that run without AVX2+FMA (SELL-8) and without AVX-512
+    # (blocked): forced by the switches, in fresh processes.
     code = ("import torch, test_cpu_sliced as t\n"
-            "for hidden, steps in ((13, 3), (200, 4)):\n"
-            "    got, want = t._layer_pair(hidden, steps, seed=hidden)\n"
-            "    for a, b in zip(got, want):\n"
-            "        torch.testing.assert_close(a.double(), b, **t.TOL32)\n"
+            "for form in t.FORMS:\n"
+            "    for hidden, steps in ((13, 3), (200, 4)):\n"
+            "        got, want = t._layer_pair(hidden, steps, seed=hidden, form=form)\n"
+            "        for a, b in zip(got, want):\n"
+            "            torch.testing.assert_close(a.double(), b, **t.TOL32)\n"
             "print('ok')\n")
-    run_fresh(code, SPARSE_KERNELS_CPU_SCALAR_GATHER="0")
+    for switch in ("SPARSE_KERNELS_CPU_SCALAR_GATHER", "SPARSE_KERNELS_CPU_BLOCKED"):
+        run_fresh(code, **{switch: "0"})
 
 
 def test_sparse_lstm_uses_the_view_for_inference_only():
@@ -163,17 +238,17 @@ def test_bad_sliced_view_is_rejected():
         op(*args, hh_sliced_values=view[0], hh_slice_ptr=view[2])
 
 
-def test_opcheck_lstm_layer_with_sliced_view():
+@pytest.mark.parametrize("form", FORMS)
+def test_opcheck_lstm_layer_with_sliced_view(form):
     hidden = 13
     values, row_ptr, col_idx = _lstm_weight(hidden, 4)
     g = torch.Generator().manual_seed(9)
     gates = torch.randn(3, 1, 4 * hidden, generator=g, requires_grad=True)
     h0, c0 = torch.randn(1, hidden, generator=g), torch.randn(1, hidden, generator=g)
-    layout = csr.sliced_layout(row_ptr, col_idx, hidden, pad_col=hidden)
+    view = _view(values, row_ptr, col_idx, hidden, hidden, form)
     sizes = torch.full((3,), 1, dtype=torch.int64)
     args = (gates, h0, c0, values.requires_grad_(), row_ptr, col_idx, None, None, None, sizes, False)
-    kwargs = dict(hh_sliced_values=csr.sliced_values(values, layout), hh_sliced_cols=layout.cols,
-                  hh_slice_ptr=layout.slice_ptr)
+    kwargs = dict(hh_sliced_values=view[0], hh_sliced_cols=view[1], hh_slice_ptr=view[2])
     torch.library.opcheck(torch.ops.sparse_kernels.lstm_layer.default, args, kwargs)
 
 

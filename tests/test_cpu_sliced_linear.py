@@ -1,6 +1,7 @@
-"""The batch-1 forward of sparse_linear through W's sliced-ELLPACK view
-(csrc/cpu/sparse_linear_cpu.cpp, sliced_lanes in cpu_sliced.cpp; the AVX2
-kernel or the portable loop): the product against the plain-PyTorch
+"""The batch-1 forward of sparse_linear through W's sliced view, in both
+forms (csrc/cpu/sparse_linear_cpu.cpp; SELL-8: sliced_lanes in
+cpu_sliced.cpp, the AVX2 kernel or the portable loop; blocked: cpu_blocked.cpp,
+the AVX-512 kernel or the portable loop): the product against the plain-PyTorch
 reference, CSRWeight's use of it (one input row, no gradient to the values)
 and its cache, the gradients (which read the CSR), and the errors for a bad
 view, in Python and from the raw op."""
@@ -19,61 +20,76 @@ def _weight(out_f, in_f, seed):
     return weight_with_row_lengths(lengths, in_f, seed)
 
 
-def _view(values, row_ptr, col_idx, in_f):
-    layout = csr.sliced_layout(row_ptr, col_idx, row_ptr.numel() - 1, pad_col=in_f)
+FORMS = ["sell8", "blocked"]
+
+
+def _view(values, row_ptr, col_idx, in_f, form="sell8"):
+    rows = row_ptr.numel() - 1
+    if form == "blocked":
+        layout = csr.blocked_layout(row_ptr, col_idx, rows, in_f)
+    else:
+        layout = csr.sliced_layout(row_ptr, col_idx, rows, pad_col=in_f)
     return csr.sliced_values(values, layout), layout.cols, layout.slice_ptr
 
 
-def _product_pair(out_f, in_f, seed, with_bias):
+def _product_pair(out_f, in_f, seed, with_bias, form="sell8"):
     values, row_ptr, col_idx = _weight(out_f, in_f, seed)
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(1, in_f, generator=g)
     bias = torch.randn(out_f, generator=g) if with_bias else None
-    got = ops.sparse_linear(x, values, row_ptr, col_idx, bias, sliced=_view(values, row_ptr, col_idx, in_f))
+    got = ops.sparse_linear(x, values, row_ptr, col_idx, bias, sliced=_view(values, row_ptr, col_idx, in_f, form))
     want = reference.sparse_linear(x.double(), values.double(), row_ptr, col_idx, (out_f, in_f),
                                    None if bias is None else bias.double())
     return got, want
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("out_f,in_f", [(1, 1), (5, 7), (8, 1), (13, 40), (64, 100), (203, 150), (4000, 300)])
-def test_batch1_forward_with_sliced_view_matches_reference(out_f, in_f, with_bias, threads):
+@pytest.mark.parametrize("out_f,in_f", [(1, 1), (5, 7), (8, 1), (13, 40), (64, 100), (203, 150), (33, 129),
+                                        (4000, 300)])
+def test_batch1_forward_with_sliced_view_matches_reference(out_f, in_f, with_bias, form, threads):
     # Row lengths 0-100 (empty rows, sub-8 tails, odd and even multiples of
-    # 8), output counts that leave a partial last slice; 4000 x 300 is over
-    # the threshold where the slices are split over threads.
-    got, want = _product_pair(out_f, in_f, seed=out_f + in_f, with_bias=with_bias)
+    # 8), output counts that leave a partial last slice, inputs of one, part
+    # of one and more than two 64-column blocks; 4000 x 300 is over the
+    # threshold where the slices are split over threads.
+    got, want = _product_pair(out_f, in_f, seed=out_f + in_f, with_bias=with_bias, form=form)
     assert got.shape == (1, out_f)
     torch.testing.assert_close(got.double(), want, **TOL32)
 
 
-def test_sliced_view_of_no_entries():
+@pytest.mark.parametrize("form", FORMS)
+def test_sliced_view_of_no_entries(form):
     row_ptr, col_idx, values = torch.zeros(10, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), torch.zeros(0)
     bias = torch.randn(9)
     got = ops.sparse_linear(torch.randn(1, 4), values, row_ptr, col_idx, bias,
-                            sliced=_view(values, row_ptr, col_idx, 4))
+                            sliced=_view(values, row_ptr, col_idx, 4, form))
     torch.testing.assert_close(got, bias.unsqueeze(0))
 
 
-def test_padding_reads_the_zero_slot_not_a_column():
+@pytest.mark.parametrize("form", FORMS)
+def test_padding_reads_the_zero_slot_not_a_column(form):
     # Row lengths 1 and 9 in one slice: the short row's padding entries must
-    # add 0 even where x holds inf or NaN in columns that row does not use.
+    # add 0 even where x holds inf or NaN in columns that row does not use
+    # (the blocked form masks them: its padding lanes have no column).
     values, row_ptr, col_idx = weight_with_row_lengths([1, 9], 12, seed=3)
     x = torch.randn(1, 12)
     unused = sorted(set(range(12)) - set(col_idx[:1].tolist()))
     x[0, unused[0]], x[0, unused[1]] = float("inf"), float("nan")
-    got = ops.sparse_linear(x, values, row_ptr, col_idx, sliced=_view(values, row_ptr, col_idx, 12))
+    got = ops.sparse_linear(x, values, row_ptr, col_idx, sliced=_view(values, row_ptr, col_idx, 12, form))
     assert got[0, 0] == values[0] * x[0, int(col_idx[0])]
 
 
 def test_portable_sliced_linear_loop_matches_reference():
-    # The loop that runs without AVX2+FMA, forced by the switch in a fresh
-    # process; and SPARSE_KERNELS_CPU_SLICED=0, which reads the CSR instead.
+    # The loops that run without AVX2+FMA (SELL-8) and without AVX-512 (the
+    # blocked form), forced by the switches in a fresh process; and
+    # SPARSE_KERNELS_CPU_SLICED=0, which reads the CSR instead.
     code = ("import torch, test_cpu_sliced_linear as t\n"
-            "for out_f, in_f in ((13, 40), (4000, 300)):\n"
-            "    got, want = t._product_pair(out_f, in_f, seed=out_f, with_bias=True)\n"
-            "    torch.testing.assert_close(got.double(), want, **t.TOL32)\n"
+            "for form in t.FORMS:\n"
+            "    for out_f, in_f in ((13, 40), (4000, 300)):\n"
+            "        got, want = t._product_pair(out_f, in_f, seed=out_f, with_bias=True, form=form)\n"
+            "        torch.testing.assert_close(got.double(), want, **t.TOL32)\n"
             "print('ok')\n")
-    for switch in ("SPARSE_KERNELS_CPU_SCALAR_GATHER", "SPARSE_KERNELS_CPU_SLICED"):
+    for switch in ("SPARSE_KERNELS_CPU_SCALAR_GATHER", "SPARSE_KERNELS_CPU_BLOCKED", "SPARSE_KERNELS_CPU_SLICED"):
         run_fresh(code, **{switch: "0"})
 
 
@@ -196,7 +212,7 @@ def test_bad_sliced_view_is_rejected():
         op(*args, sliced_values=view[0], sliced_cols=bad_cols, slice_ptr=view[2])
     with pytest.raises(RuntimeError, match="all or none"):
         op(*args, sliced_values=view[0], slice_ptr=view[2])
-    with pytest.raises(RuntimeError, match="float32 values, int32 cols"):
+    with pytest.raises(RuntimeError, match=r"float32 values, int32 \(SELL-8\) or uint8 \(blocked\) cols"):
         op(*args, sliced_values=view[0].double(), sliced_cols=view[1], slice_ptr=view[2])
 
 
@@ -210,9 +226,10 @@ def test_cuda_refuses_a_sliced_view():
                                                slice_ptr=view[2])
 
 
-def test_opcheck_sparse_linear_with_sliced_view():
+@pytest.mark.parametrize("form", FORMS)
+def test_opcheck_sparse_linear_with_sliced_view(form):
     values, row_ptr, col_idx = _weight(19, 11, seed=6)
-    view = _view(values, row_ptr, col_idx, 11)
+    view = _view(values, row_ptr, col_idx, 11, form)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, 11, generator=g, requires_grad=True)
     bias = torch.randn(19, generator=g, requires_grad=True)
@@ -235,3 +252,46 @@ def test_torch_compile_batch1_linear_matches_eager(any_size):
     torch.testing.assert_close(got, want, **TOL32)
     torch.testing.assert_close(got2, want2, **TOL32)
     assert not torch.allclose(want, want2)
+
+
+def test_bad_blocked_view_is_rejected():
+    # 70 columns: two 64-column blocks, the second holding 6 columns.
+    values, row_ptr, col_idx = _weight(13, 70, seed=2)
+    lanes, cols, slice_ptr = _view(values, row_ptr, col_idx, 70, "blocked")
+    x = torch.randn(1, 70)
+    with pytest.raises(ValueError, match="blocked form"):
+        ops.sparse_linear(x, values, row_ptr, col_idx, sliced=(lanes[:-1], cols[:-1], slice_ptr))
+    op = torch.ops.sparse_kernels.sparse_linear
+    args = (x, values, row_ptr, col_idx, None, None, None, None)
+
+    def call(v=lanes, c=cols, p=slice_ptr):
+        return op(*args, sliced_values=v, sliced_cols=c, slice_ptr=p)
+
+    want = reference.sparse_linear(x.double(), values.double(), row_ptr, col_idx, (13, 70))
+    torch.testing.assert_close(call().double(), want, **TOL32)  # the valid view passes (and is cached)
+    segments = int(slice_ptr[1])  # one slice of 16 rows
+    first_slot, block = slice_ptr[2:3 + segments], slice_ptr[3 + segments:]
+    last = int((block == 1).nonzero()[0])  # a segment of the 6-column block
+    live = cols[16 * int(first_slot[last]): 16 * int(first_slot[last + 1])] != csr.BLOCKED_PAD
+    bad_cols = cols.clone()
+    bad_cols[16 * int(first_slot[last]) + int(live.nonzero()[0])] = 6
+    with pytest.raises(RuntimeError, match=r"column offset in \[0, 6\)"):
+        call(c=bad_cols)
+    bad_ptr = slice_ptr.clone()
+    bad_ptr[3 + segments + last] = 2
+    with pytest.raises(RuntimeError, match=r"block of segment .* must be in \[0, 2\)"):
+        call(p=bad_ptr)
+    bad_ptr = slice_ptr.clone()
+    bad_ptr[2 + segments] -= 1
+    with pytest.raises(RuntimeError, match="slot offsets must run from 0 to the slot count"):
+        call(p=bad_ptr)
+    with pytest.raises(RuntimeError, match="segments \\+ 1 slot offsets"):
+        call(p=slice_ptr[:-1])
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        call(v=lanes[:-1], c=cols[:-1])
+    # A view checked once is checked again after an in-place change (the cache keys on the version).
+    changed = cols.clone()
+    call(c=changed)
+    changed[16 * int(first_slot[last]) + int(live.nonzero()[0])] = 63
+    with pytest.raises(RuntimeError, match=r"column offset in \[0, 6\)"):
+        call(c=changed)

@@ -25,7 +25,7 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const OptTensor& hh_slice_ptr) {
            const int64_t hidden = c0.size(-1);
            const std::optional<sparse_kernels::cpu::SlicedView> sliced = sparse_kernels::cpu::sliced_view_arg(
-               hh_sliced_values, hh_sliced_cols, hh_slice_ptr, values, 4 * ((hidden + 7) / 8), hidden,
+               hh_sliced_values, hh_sliced_cols, hh_slice_ptr, values, 4, hidden, hidden,
                {"lstm_layer", "hh_sliced_values", "hh_sliced_cols", "hh_slice_ptr"});
            if (sparse_kernels::cpu::fused_lstm_layer_applies(input_gates, hr_values.has_value())) {
              sparse_kernels::layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx,

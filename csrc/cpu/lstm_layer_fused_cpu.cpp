@@ -22,6 +22,7 @@ namespace {
 // Units per block of the batch-1 path: the block's 4 x 64 pre-activations
 // are one SIMD cell loop.
 constexpr int64_t kUnitBlock = 64;
+static_assert(kUnitBlock % 16 == 0, "step_batch1 writes whole slices of a sliced view into pre");
 
 // The cell over n lanes: pre = [i | f | g | o], `stride` apart.
 SK_CPU_CLONES void cell_lanes_f32(const float* pre, int64_t stride, const float* c_prev, float* h,
@@ -45,7 +46,7 @@ void cell_lanes(const double* pre, int64_t stride, const double* c_prev, double*
 
 // Unit ranges of about equal work (the four gate rows' nonzeros, plus one
 // per unit for its cell), `chunks` of them, each starting at a multiple of
-// `align` units (a slice of the sliced view is 8 units of one gate).
+// `align` units (a slice of the sliced view is 8 or 16 units of one gate).
 std::vector<int64_t> unit_chunks(const int32_t* ptr, int64_t hidden, int64_t chunks, int64_t align) {
   const int64_t groups = (hidden + align - 1) / align;
   std::vector<int64_t> prefix(groups + 1, 0);
@@ -78,12 +79,10 @@ struct FusedLstm {
   // `width` lanes, or plain vectors at batch 1.
   T* h_buffers[2];
   T* c;
-  // W_hh's sliced view (float32 only; null without one): slices of 8 units
-  // of one gate, `slices_per_gate` per gate; h_buffers[.][hidden] is 0, the
-  // padding's column.
-  const float* sliced_values = nullptr;
-  const int32_t* sliced_cols = nullptr;
-  const int64_t* slice_ptr = nullptr;
+  // W_hh's sliced view (float32 only; null without one): slices of 8 or 16
+  // units of one gate (view->rows_per_slice()), `slices_per_gate` per gate;
+  // the h buffers hold zeros past `hidden` (sliced_x_length).
+  const SlicedView* sliced = nullptr;
   int64_t slices_per_gate = 0;
 
   // Batch 1: blocks of units, four gathered dot products per unit.
@@ -97,12 +96,14 @@ struct FusedLstm {
       const int64_t n = std::min(kUnitBlock, u_end - u0);
       bool done = false;
       if constexpr (std::is_same_v<T, float>) {
-        if (slice_ptr != nullptr) {
-          // u0 is a multiple of 8 (unit_chunks' alignment): the block's rows
-          // of gate g are that gate's slices from u0 / 8, 8 sums a register.
+        if (sliced != nullptr) {
+          // u0 is a multiple of the slice height (unit_chunks' alignment):
+          // the block's rows of gate g are that gate's slices from u0 / height,
+          // a slice's sums in one register (kUnitBlock is whole slices).
+          const int64_t height = sliced->rows_per_slice();
           for (int g = 0; g < 4; ++g)
-            sliced_lanes(sliced_values, sliced_cols, slice_ptr, g * slices_per_gate + u0 / 8, (n + 7) / 8, h_cur,
-                         pre + g * kUnitBlock);
+            view_lanes(*sliced, g * slices_per_gate + u0 / height, (n + height - 1) / height, h_cur,
+                       pre + g * kUnitBlock);
           done = true;
         }
       }
@@ -185,8 +186,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor output = make(hidden), gates = make(4 * hidden), cells = make(hidden);
   const at::Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const int64_t width = state_width(batch);
-  // One entry past each h buffer stays 0: the sliced view's padding column.
-  const int64_t h_stride = width * hidden + 1;
+  // Past each h buffer's `hidden` entries zeros stay: the SELL-8 view's
+  // padding column, the blocked view's last 64-column block.
+  const int64_t h_stride = std::max(width * hidden + 1, sliced_x_length(hidden));
   at::Tensor h_state = at::zeros({2, h_stride}, options);
   at::Tensor c_state = at::empty({width * hidden}, options);
   load_state(h0.data_ptr<T>(), batch, hidden, h_state.data_ptr<T>());
@@ -200,11 +202,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   int64_t align = 1;
   if constexpr (std::is_same_v<T, float>) {
     if (sliced != nullptr && batch == 1 && sliced_view_enabled()) {
-      loop.sliced_values = sliced->values.data_ptr<float>();
-      loop.sliced_cols = sliced->cols.data_ptr<int32_t>();
-      loop.slice_ptr = sliced->slice_ptr.data_ptr<int64_t>();
-      loop.slices_per_gate = (hidden + 7) / 8;
-      align = 8;
+      loop.sliced = sliced;
+      align = sliced->rows_per_slice();
+      loop.slices_per_gate = (hidden + align - 1) / align;
     }
   }
   const std::vector<int64_t> bounds =

@@ -14,34 +14,46 @@ namespace sparse_kernels::cpu {
 
 namespace {
 
-// One input row through W's sliced view: slices of 8 rows, each 8 sums in one
-// register (no horizontal add per row), threads over nnz-balanced runs of
-// slices. x is copied with a zero at the padding column (in_features), so
-// that padding adds exactly 0 whatever x holds.
+// One input row through W's sliced view (either form, cpu_sliced.h): a
+// slice's 8 or 16 sums in one register (no horizontal add per row), threads
+// over runs of slices balanced by their stored entries. x is copied with
+// zeros past in_features (the SELL-8 padding column, the last 64-column
+// block), so that padding adds exactly 0 whatever x holds.
 at::Tensor sliced_linear_row(const at::Tensor& input, const SlicedView& view, int64_t out_features,
                              const at::Tensor& bias) {
-  const int64_t in_features = input.size(1), slices = view.slice_ptr.numel() - 1;
-  std::vector<float> x(in_features + 1, 0.0f);
+  const int64_t in_features = input.size(1), slices = view.slices, height = view.rows_per_slice();
+  std::vector<float> x(sliced_x_length(in_features), 0.0f);
   std::copy_n(input.data_ptr<float>(), in_features, x.begin());
-  at::Tensor lanes = at::empty({slices * 8}, input.options());
-  const float* v = view.values.data_ptr<float>();
-  const int32_t* cols = view.cols.data_ptr<int32_t>();
+  at::Tensor lanes = at::empty({slices * height}, input.options());
   const int64_t* sp = view.slice_ptr.data_ptr<int64_t>();
   float* out = lanes.data_ptr<float>();
   const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
   auto run = [&](int64_t s0, int64_t s1) {
-    sliced_lanes(v, cols, sp, s0, s1 - s0, x.data(), out + 8 * s0);
+    view_lanes(view, s0, s1 - s0, x.data(), out + height * s0);
     if (b != nullptr)
-      for (int64_t r = 8 * s0; r < std::min(8 * s1, out_features); ++r) out[r] += b[r];
+      for (int64_t r = height * s0; r < std::min(height * s1, out_features); ++r) out[r] += b[r];
   };
+  // Entries before each slice: SELL-8's offsets; the blocked form's slot
+  // offsets of each slice's first segment (16 entries a slot).
+  auto entries_before = [&](int64_t s) {
+    return view.blocked() ? 16 * sp[slices + 1 + sp[s]] : sp[s];
+  };
+  const int64_t entries = entries_before(slices);
   const int64_t threads = at::get_num_threads();
-  if (threads == 1 || sp[slices] + 8 * slices < kMinParallelWork) {
+  if (threads == 1 || entries + height * slices < kMinParallelWork) {
     run(0, slices);
   } else {
     // Chunk c starts at the first slice whose offset reaches c / threads of the entries.
     std::vector<int64_t> bounds(threads + 1, slices);
-    for (int64_t c = 0; c < threads; ++c)
-      bounds[c] = std::lower_bound(sp, sp + slices, sp[slices] * c / threads) - sp;
+    for (int64_t c = 0; c < threads; ++c) {
+      int64_t lo = 0, hi = slices;  // the first slice s with entries_before(s) >= target
+      const int64_t target = entries * c / threads;
+      while (lo < hi) {
+        const int64_t mid = (lo + hi) / 2;
+        if (entries_before(mid) < target) lo = mid + 1; else hi = mid;
+      }
+      bounds[c] = lo;
+    }
     at::parallel_for(0, threads, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c)
         if (bounds[c] < bounds[c + 1]) run(bounds[c], bounds[c + 1]);
@@ -130,11 +142,11 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
            sparse_kernels::check_sparse_linear_index16(row_ptr, col_idx, input.size(1), col_ptr,
                                                        row_idx, col_idx16, row_order, row_idx16,
                                                        col_order);
-           // W's sliced view (float32; slices of 8 rows, padding column
-           // in_features), read at batch 1 in place of the CSR.
+           // W's sliced view (float32; one segment of out_features rows,
+           // padding column in_features), read at batch 1 in place of the CSR.
            const int64_t out_features = row_ptr.numel() - 1;
            const auto sliced = sparse_kernels::cpu::sliced_view_arg(
-               sliced_values, sliced_cols, slice_ptr, values, (out_features + 7) / 8, input.size(1),
+               sliced_values, sliced_cols, slice_ptr, values, 1, out_features, input.size(1),
                {"sparse_linear", "sliced_values", "sliced_cols", "slice_ptr"});
            return sparse_kernels::cpu::sparse_linear(input, values, row_ptr,
                                                      col_idx, bias, sliced);

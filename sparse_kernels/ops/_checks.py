@@ -218,10 +218,13 @@ def _check_recurrent_weight(label, values, row_ptr, col_idx, csc, ref: torch.Ten
     return csc
 
 
-def _check_sliced_view(name: str, sliced, weight_values: torch.Tensor, slices: int) -> tuple:
+def _check_sliced_view(name: str, sliced, weight_values: torch.Tensor, segments: int, segment_rows: int) -> tuple:
     """The op's three arguments for ``sliced`` = (values, cols, slice_ptr), a
-    weight's sliced-ELLPACK view (CSRWeight.sliced_view) of ``slices`` slices
-    of 8 rows, or () for None. Its columns are checked by the op (cached)."""
+    weight's sliced view (CSRWeight.sliced_view) over ``segments`` segments of
+    ``segment_rows`` rows, in either form: SELL-8 (int32 cols; slices of 8
+    rows, slice_ptr of slices + 1 offsets) or blocked (uint8 cols; slices of 16
+    rows, slice_ptr of three runs), or () for None. The op checks the columns
+    and offsets (cached)."""
     if sliced is None:
         return ()
     if not (isinstance(sliced, (tuple, list)) and len(sliced) == 3 and all(isinstance(t, torch.Tensor) for t in sliced)):
@@ -231,10 +234,21 @@ def _check_sliced_view(name: str, sliced, weight_values: torch.Tensor, slices: i
         raise ValueError(f"{name} is read by the CPU's float32 kernels only; got {weight_values.dtype} weights on "
                          f"{weight_values.device}")
     values, cols, slice_ptr = sliced
+    if cols.dtype == torch.uint8:  # the blocked form
+        slices = segments * -(-segment_rows // 16)
+        if (values.dtype != torch.float32 or slice_ptr.dtype != torch.int64 or values.dim() != 1
+                or cols.shape != values.shape or values.numel() % 16 or slice_ptr.dim() != 1
+                or slice_ptr.numel() < slices + 2):
+            raise ValueError(f"{name} (blocked form) must be float32 values and uint8 cols of one length, a "
+                             f"multiple of 16, and int64 slice_ptr of at least {slices + 2} entries ({slices} "
+                             f"slices of 16 rows), got {values.dtype} {tuple(values.shape)}, {cols.dtype} "
+                             f"{tuple(cols.shape)} and {slice_ptr.dtype} {tuple(slice_ptr.shape)}")
+        return values, cols, slice_ptr
+    slices = segments * -(-segment_rows // 8)
     if (values.dtype != torch.float32 or cols.dtype != torch.int32 or slice_ptr.dtype != torch.int64
             or values.dim() != 1 or cols.shape != values.shape or slice_ptr.shape != (slices + 1,)):
-        raise ValueError(f"{name} must be float32 values and int32 cols of one length and int64 slice_ptr of "
-                         f"{slices + 1} entries (one per slice of 8 rows, plus one), got {values.dtype} "
-                         f"{tuple(values.shape)}, {cols.dtype} {tuple(cols.shape)} and {slice_ptr.dtype} "
-                         f"{tuple(slice_ptr.shape)}")
+        raise ValueError(f"{name} must be float32 values and int32 (or uint8: the blocked form) cols of one length "
+                         f"and int64 slice_ptr of {slices + 1} entries (one per slice of 8 rows, plus one), got "
+                         f"{values.dtype} {tuple(values.shape)}, {cols.dtype} {tuple(cols.shape)} and "
+                         f"{slice_ptr.dtype} {tuple(slice_ptr.shape)}")
     return values, cols, slice_ptr

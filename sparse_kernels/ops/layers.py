@@ -35,9 +35,10 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     forward's split, made once per topology), so that the CUDA forward copies
     nothing to the host; None plans on each call (one copy of row_ptr).
     ``hh_sliced``: ``CSRWeight.sliced_view(hidden)`` of W_hh (padding column hidden),
-    (values, cols, slice_ptr) of its sliced-ELLPACK layout holding these very
-    hh_values, which the CPU's float32 batch-1 step reads instead of the CSR
-    (eight rows' sums in one register); for CPU float32 inputs without a
+    (values, cols, slice_ptr) of its sliced layout (SELL-8, or the blocked form
+    on CPUs with AVX-512) holding these very hh_values, which the CPU's float32
+    batch-1 step reads instead of the CSR (8 or 16 rows' sums in one
+    register); for CPU float32 inputs without a
     projection only. The forward's result is the same up to the order of
     the additions; the backward reads the CSR.
     """
@@ -77,7 +78,7 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     if hh_sliced is not None and projection is not None:
         raise ValueError("hh_sliced is read by the LSTM without a projection only (proj_size = 0)")
     sliced_args = dict(zip(("hh_sliced_values", "hh_sliced_cols", "hh_slice_ptr"),
-                           _check_sliced_view("hh_sliced", hh_sliced, hh_values, 4 * -(-hidden // 8))))
+                           _check_sliced_view("hh_sliced", hh_sliced, hh_values, 4, hidden)))
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
                                            *_csc_args(hh_csc),
                                            batch_sizes, bool(reverse), *(hr_args or (None,) * 6), *plan_args,

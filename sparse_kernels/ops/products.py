@@ -30,9 +30,10 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     in place of the int32 ones (in <= 65536, resp. out <= 65536); never
     built here (CSRWeight caches them on CUDA), ignored by the CPU.
     ``sliced``: ``CSRWeight.sliced_view(out_features)`` of W, (values, cols,
-    slice_ptr) of its sliced-ELLPACK layout holding these very values (CPU,
-    float32), which the kernel reads instead of the CSR when the input is one
-    row (batch-1 inference; the backward reads the CSR).
+    slice_ptr) of its sliced layout (SELL-8, or the blocked form on CPUs with
+    AVX-512) holding these very values (CPU, float32), which the kernel reads
+    instead of the CSR when the input is one row (batch-1 inference; the
+    backward reads the CSR).
     ``validate`` checks the CSR structure (O(nnz)) and the given indices;
     CSRWeight validates once and passes False. Differentiable in input,
     values and bias.
@@ -66,7 +67,7 @@ def sparse_linear(input: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tens
     if csc_index16 is not None:
         csc_index16 = _check_index16("csc_index16", csc_index16, csc.col_ptr, csc.row_idx, out_features,
                                      validate)
-    sliced_args = _check_sliced_view("sliced", sliced, values, -(-out_features // 8))
+    sliced_args = _check_sliced_view("sliced", sliced, values, 1, out_features)
     # Not reshape(-1, in_features): with in_features = 0 the -1 is ambiguous.
     # 2-D input as it is (two reshapes are ~2 us of a batch-1 call).
     flat = input if input.dim() == 2 else input.reshape(math.prod(input.shape[:-1]), in_features)

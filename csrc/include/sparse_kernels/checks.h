@@ -96,7 +96,7 @@ struct TensorKey {
 // The checks passed on this thread: (kind, tensors, bound), bounded in size.
 class ValidatedIndices {
  public:
-  enum Kind { kCompressed, kCompressedSorted, kBounds, kTransposed };
+  enum Kind { kCompressed, kCompressedSorted, kBounds, kTransposed, kBlockedView };
 
   // Whether this exact check (or a stricter one: sorted for unsorted, a
   // smaller bound) already passed on these tensors in their current state.
