@@ -25,7 +25,6 @@ whole-layer ops (lstm_layer, gru_layer, rnn_layer, rhn_layer).
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
@@ -50,13 +49,30 @@ __all__ = ["BSRWeight", "CSRWeight", "INIT_SCALES", "SparseWeight", "validate_bs
 # would double the weight's memory for nothing.
 SLICED_MIN_NNZ = 1 << 16
 SLICED_MAX_NNZ = 1 << 20
+# With the blocked form (AVX-512 CPUs) the view pays up to 1.68M nonzeros and
+# more: 1.45-1.49x the CSR at 8192 x 2048 (BENCHMARKS.md, session O).
+BLOCKED_MAX_NNZ = 1 << 21
+
+# When sliced_view builds the blocked form (else SELL-8): its padding (slots x
+# 16 lanes per stored entry) at most BLOCKED_MAX_FILL, and its bytes (5 per
+# lane) at most BLOCKED_MAX_BYTES. Measured one thread (BENCHMARKS.md, session
+# O): at 6000 x 1500 the blocked form is 1.46-1.9x the SELL-8 loop from 3% to
+# 33% density (2.43-1.32 lanes an entry, 3-20 MB), but 16384 x 4096 at 1% (3.62
+# lanes an entry: segments of ~2 slots, their set-up dominates) ran 0.38x, and
+# at 3-5% (25-35 MB, past this host's 32 MiB L3, read from DRAM) 0.69-0.85x.
+BLOCKED_MAX_FILL = 2.5
+BLOCKED_MAX_BYTES = 20 << 20
 
 
-@functools.cache
+# Whether this CPU runs the blocked form (the C++ side's answer, fixed for the
+# process: AVX-512F/VL/BW present, SPARSE_KERNELS_CPU_BLOCKED not 0); read
+# once here, so that a compiled forward sees a constant.
+_BLOCKED_VIEW = bool(build_info().get("cpu_blocked_view", False))
+
+
 def blocked_view_supported() -> bool:
-    """Whether sliced_view builds the blocked form here (the C++ side's
-    answer: AVX-512F/VL/BW present, SPARSE_KERNELS_CPU_BLOCKED not 0)."""
-    return bool(build_info().get("cpu_blocked_view", False))
+    """Whether sliced_view may build the blocked form here."""
+    return _BLOCKED_VIEW
 
 
 # How a new sparse weight's stored values are scaled (``init_scale``):
@@ -404,10 +420,13 @@ class CSRWeight(SparseWeight):
         with one segment per gate; ops.sparse_linear's ``sliced`` with one
         segment): on CPUs with AVX-512F/VL/BW the blocked form of
         ``csr.blocked_layout`` (slices of 16 rows within segments of
-        ``segment_rows`` rows, entries by 64-column block; 1.7-1.9x the other
-        form's speed, BENCHMARKS.md session O), elsewhere the sliced-ELLPACK
-        layout of ``csr.sliced_layout`` (slices of 8 rows, padding column
-        in_features). build_info()["cpu_blocked_view"] says which.
+        ``segment_rows`` rows, entries by 64-column block; 1.5-1.9x the other
+        form's speed, BENCHMARKS.md session O) where its padding and size are
+        within BLOCKED_MAX_FILL and BLOCKED_MAX_BYTES, elsewhere the
+        sliced-ELLPACK layout of ``csr.sliced_layout`` (slices of 8 rows,
+        padding column in_features). build_info()["cpu_blocked_view"] says
+        whether this CPU runs the blocked form; the dtype of ``cols`` (uint8 or
+        int32) which form a view is.
         Cached until the pattern or the values change: meant for inference,
         where they stay put (after a training step the next call rebuilds it,
         O(nnz)). Plain attributes, not buffers: derived data no state_dict
@@ -421,9 +440,13 @@ class CSRWeight(SparseWeight):
         key = self._sliced_key
         if (key is None or key[0] != pattern or key[1].data_ptr() != values.data_ptr()
                 or key[1].dtype != values.dtype or key[1].numel() != values.numel() or key[2] != values._version):
+            layout = None
             if blocked_view_supported():
                 layout = csr_format.blocked_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
-            else:
+                lanes = layout.cols.numel()
+                if lanes > BLOCKED_MAX_FILL * max(self.nnz, 1) or 5 * lanes > BLOCKED_MAX_BYTES:
+                    layout = None
+            if layout is None:
                 layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
             self._sliced = (csr_format.sliced_values(values, layout), layout.cols, layout.slice_ptr)
             self._sliced_key = (pattern, values.detach(), values._version)
@@ -472,10 +495,12 @@ class CSRWeight(SparseWeight):
         # One input row on the CPU in float32 (batch-1 inference): the sliced
         # view (eight rows' sums in one register), cached while the values
         # stay put; not while they are being trained (each step would re-copy
-        # them), nor for sizes where it does not pay (SLICED_MIN/MAX_NNZ).
+        # them), nor for sizes where it does not pay (SLICED_MIN/MAX_NNZ,
+        # BLOCKED_MAX_NNZ where the blocked form runs).
         sliced = None
         if (isinstance(input, torch.Tensor) and input.device.type == "cpu" and input.dtype == torch.float32
-                and values.dtype == torch.float32 and SLICED_MIN_NNZ <= values.numel() <= SLICED_MAX_NNZ
+                and values.dtype == torch.float32 and SLICED_MIN_NNZ <= values.numel()
+                and values.numel() <= (BLOCKED_MAX_NNZ if blocked_view_supported() else SLICED_MAX_NNZ)
                 and self.out_features > 0
                 and input.numel() == self.in_features and not (torch.is_grad_enabled() and values.requires_grad)):
             sliced = self.sliced_view(self.out_features)

@@ -108,7 +108,7 @@ def test_blocked_layout_of_an_empty_pattern():
         csr.blocked_layout(row_ptr, col_idx, 5, in_features=5)
 
 
-def test_sliced_view_builds_the_form_this_cpu_runs():
+def test_sliced_view_builds_the_form_this_cpu_runs(monkeypatch):
     # build_info says whether the blocked kernel runs here; the cached view follows it,
     # and SPARSE_KERNELS_CPU_BLOCKED=0 (read at load) gives the SELL-8 form.
     blocked = build_info()["cpu_blocked_view"]
@@ -116,6 +116,13 @@ def test_sliced_view_builds_the_form_this_cpu_runs():
     model = SparseLSTM(20, 24, density=0.5)
     view = model.weight_hh_l0.sliced_view(24)
     assert view[1].dtype == (torch.uint8 if blocked else torch.int32)
+    if blocked:
+        # Where the blocked form would pad too much (1% density: segments of
+        # about one slot) or be too large, the view is SELL-8.
+        sparse = SparseLSTM(400, 24, density=0.01).weight_ih_l0
+        assert sparse.sliced_view(24)[1].dtype == torch.int32
+        monkeypatch.setattr(storage, "BLOCKED_MAX_BYTES", 100)
+        assert SparseLSTM(20, 24, density=0.5).weight_hh_l0.sliced_view(24)[1].dtype == torch.int32
     code = ("import torch, sparse_kernels as sk\n"
             "assert sk.build_info()['cpu_blocked_view'] is False\n"
             "m = sk.SparseLSTM(20, 24, density=0.5)\n"

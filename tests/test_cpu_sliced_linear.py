@@ -101,6 +101,7 @@ def any_size(monkeypatch):
 
 def test_large_weights_keep_the_csr(monkeypatch):
     monkeypatch.setattr(storage, "SLICED_MAX_NNZ", 1000)
+    monkeypatch.setattr(storage, "BLOCKED_MAX_NNZ", 1000)
     lin = SparseLinear(100, 200, density=0.1)
     assert lin.weight.nnz > storage.SLICED_MAX_NNZ
     monkeypatch.setattr(storage, "SLICED_MIN_NNZ", 1)
