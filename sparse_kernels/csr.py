@@ -199,6 +199,7 @@ def sliced_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: in
 BLOCKED_SLICE_ROWS = 16  # rows per slice of the blocked view: one AVX-512 register of float32 sums
 BLOCKED_COLUMNS = 64  # columns of x per block: four AVX-512 registers, picked by two permutes
 BLOCKED_PAD = 0x40  # a blocked view's lane byte where the row has no more entries in the block
+BLOCKED_DENSE_CELLS = 1 << 22  # blocked_layout counts in a dense (slice, block) array up to this many cells
 
 
 def blocked_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: int, in_features: int) -> SlicedLayout:
@@ -239,10 +240,19 @@ def blocked_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: i
     run_start = torch.cummax(torch.where(starts, position, torch.zeros_like(position)), 0).values
     rank = position - run_start
     # Segments: the distinct (slice, block) pairs in order; each as long as its longest run.
-    segment_key, segment_of_entry = torch.unique(slice_of_entry * blocks + block, sorted=True, return_inverse=True)
+    cell = slice_of_entry * blocks + block
+    if slices * blocks <= BLOCKED_DENSE_CELLS:
+        # One counter per (slice, block) cell: no sort (3x faster at 6000 x 1500).
+        longest = torch.zeros(slices * blocks, dtype=torch.int64, device=device)
+        longest.scatter_reduce_(0, cell, rank + 1, reduce="amax")
+        segment_key = longest.nonzero().squeeze(1)
+        length = longest[segment_key]
+        segment_of_entry = (torch.cumsum(longest > 0, 0) - 1)[cell]
+    else:
+        segment_key, segment_of_entry = torch.unique(cell, sorted=True, return_inverse=True)
+        length = torch.zeros(segment_key.numel(), dtype=torch.int64, device=device)
+        length.scatter_reduce_(0, segment_of_entry, rank + 1, reduce="amax")
     segments = segment_key.numel()
-    length = torch.zeros(segments, dtype=torch.int64, device=device)
-    length.scatter_reduce_(0, segment_of_entry, rank + 1, reduce="amax")
     first_slot = torch.zeros(segments + 1, dtype=torch.int64, device=device)
     torch.cumsum(length, 0, out=first_slot[1:])
     first_segment = torch.zeros(slices + 1, dtype=torch.int64, device=device)
