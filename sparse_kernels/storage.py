@@ -440,17 +440,21 @@ class CSRWeight(SparseWeight):
         key = self._sliced_key
         if (key is None or key[0] != pattern or key[1].data_ptr() != values.data_ptr()
                 or key[1].dtype != values.dtype or key[1].numel() != values.numel() or key[2] != values._version):
-            layout = None
-            if blocked_view_supported():
-                layout = csr_format.blocked_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
-                lanes = layout.cols.numel()
-                if lanes > BLOCKED_MAX_FILL * max(self.nnz, 1) or 5 * lanes > BLOCKED_MAX_BYTES:
-                    layout = None
-            if layout is None:
-                layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, pattern[1], self.in_features)
-            self._sliced = (csr_format.sliced_values(values, layout), layout.cols, layout.slice_ptr)
+            with torch.inference_mode(False):  # ordinary tensors: the op's checks of them are cached (checks.h)
+                self._sliced = self._build_sliced_view(values, pattern[1])
             self._sliced_key = (pattern, values.detach(), values._version)
         return self._sliced
+
+    def _build_sliced_view(self, values: torch.Tensor, segment_rows: int) -> tuple:
+        layout = None
+        if blocked_view_supported():
+            layout = csr_format.blocked_layout(self.row_ptr, self.col_idx, segment_rows, self.in_features)
+            lanes = layout.cols.numel()
+            if lanes > BLOCKED_MAX_FILL * max(self.nnz, 1) or 5 * lanes > BLOCKED_MAX_BYTES:
+                layout = None
+        if layout is None:
+            layout = csr_format.sliced_layout(self.row_ptr, self.col_idx, segment_rows, self.in_features)
+        return csr_format.sliced_values(values, layout), layout.cols, layout.slice_ptr
 
     @torch.compiler.disable  # host work on a cache: run eagerly under torch.compile, its results enter as inputs
     def _cached_lstm_plan(self, max_blocks: int) -> tuple[torch.Tensor, int]:

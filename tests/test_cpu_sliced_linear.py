@@ -278,6 +278,11 @@ def test_bad_blocked_view_is_rejected():
     bad_cols[16 * int(first_slot[last]) + int(live.nonzero()[0])] = 6
     with pytest.raises(RuntimeError, match=r"column offset in \[0, 6\)"):
         call(c=bad_cols)
+    bad_cols = cols.clone()
+    assert int(block[0]) == 0
+    bad_cols[0] = csr.BLOCKED_PAD + 1  # past the mark, in the first segment (block 0, whole)
+    with pytest.raises(RuntimeError, match=r"column offset in \[0, 64\) or the padding mark 64, got 65"):
+        call(c=bad_cols)
     bad_ptr = slice_ptr.clone()
     bad_ptr[3 + segments + last] = 2
     with pytest.raises(RuntimeError, match=r"block of segment .* must be in \[0, 2\)"):

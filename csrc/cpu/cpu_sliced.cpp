@@ -3,6 +3,7 @@
 // form's kernel is cpu_blocked.cpp).
 #include "sparse_kernels/cpu_sliced.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -67,13 +68,26 @@ void check_blocked_view(SlicedView& view, int64_t slices, int64_t pad_col, const
   Cache& cache = Cache::of_this_thread();
   const bool cacheable = detail::all_cacheable({&view.cols, &view.slice_ptr});
   if (cacheable && cache.contains(Cache::kBlockedView, {&view.cols, &view.slice_ptr}, pad_col)) return;
+  // The padding mark is 64, one past the last offset of a whole block: every
+  // lane byte must be <= 64 (one vectorised pass), and those of a partial last
+  // block (pad_col not a multiple of 64) below its width or 64.
+  static_assert(kBlockedPad == 64, "the padding mark sits one past a whole block's offsets");
   const uint8_t* bytes = view.cols.data_ptr<uint8_t>();
-  for (int64_t g = 0; g < segments; ++g) {
-    const int64_t limit = std::min<int64_t>(64, pad_col - 64 * block[g]);  // columns of the block that exist
-    for (int64_t e = 16 * first_slot[g]; e < 16 * first_slot[g + 1]; ++e)
-      TORCH_CHECK(bytes[e] == kBlockedPad || bytes[e] < limit, names.op, ": ", names.cols, " entry ", e,
-                  " (segment ", g, ", block ", block[g], ") must be a column offset in [0, ", limit, ") or the "
-                  "padding mark ", int(kBlockedPad), ", got ", int(bytes[e]));
+  auto report = [&](int64_t g, int64_t e, int64_t limit) {
+    TORCH_CHECK(false, names.op, ": ", names.cols, " entry ", e, " (segment ", g, ", block ", block[g],
+                ") must be a column offset in [0, ", limit, ") or the padding mark ", int(kBlockedPad), ", got ",
+                int(bytes[e]));
+  };
+  uint8_t largest = 0;
+  for (int64_t e = 0; e < entries; ++e) largest = std::max(largest, bytes[e]);
+  const int64_t partial = pad_col % 64;
+  if (largest > kBlockedPad || partial != 0) {
+    for (int64_t g = 0; g < segments; ++g) {
+      const int64_t limit = std::min<int64_t>(64, pad_col - 64 * block[g]);  // columns of the block that exist
+      if (limit == 64 && largest <= kBlockedPad) continue;
+      for (int64_t e = 16 * first_slot[g]; e < 16 * first_slot[g + 1]; ++e)
+        if (bytes[e] != kBlockedPad && bytes[e] >= limit) report(g, e, limit);
+    }
   }
   if (cacheable) cache.add(Cache::kBlockedView, {&view.cols, &view.slice_ptr}, pad_col);
 }
