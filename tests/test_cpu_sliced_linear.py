@@ -8,6 +8,7 @@ view, in Python and from the raw op."""
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
 from sparse_kernels import SparseLinear, csr, ops, reference, storage
@@ -301,3 +302,17 @@ def test_bad_blocked_view_is_rejected():
     changed[16 * int(first_slot[last]) + int(live.nonzero()[0])] = 63
     with pytest.raises(RuntimeError, match=r"column offset in \[0, 6\)"):
         call(c=changed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(out_f=st.integers(1, 70), in_f=st.integers(1, 200), density=st.floats(0.0, 0.7), seed=st.integers(0, 999),
+       form=st.sampled_from(FORMS))
+def test_any_pattern_through_either_view_matches_reference(out_f, in_f, density, seed, form):
+    # Random row lengths (empty rows, full rows), partial slices and blocks.
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.binomial(torch.full((out_f,), float(in_f)), torch.full((out_f,), density), generator=g)
+    values, row_ptr, col_idx = weight_with_row_lengths([int(n) for n in lengths], in_f, seed)
+    x = torch.randn(1, in_f, generator=g)
+    got = ops.sparse_linear(x, values, row_ptr, col_idx, sliced=_view(values, row_ptr, col_idx, in_f, form))
+    want = reference.sparse_linear(x.double(), values.double(), row_ptr, col_idx, (out_f, in_f))
+    torch.testing.assert_close(got.double(), want, **TOL32)
