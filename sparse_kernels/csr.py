@@ -242,7 +242,7 @@ def blocked_layout(row_ptr: torch.Tensor, col_idx: torch.Tensor, segment_rows: i
     # Segments: the distinct (slice, block) pairs in order; each as long as its longest run.
     cell = slice_of_entry * blocks + block
     if slices * blocks <= BLOCKED_DENSE_CELLS:
-        # One counter per (slice, block) cell: no sort (3x faster at 6000 x 1500).
+        # One counter per (slice, block) cell: no sort (2.7x faster at 6000 x 1500).
         longest = torch.zeros(slices * blocks, dtype=torch.int64, device=device)
         longest.scatter_reduce_(0, cell, rank + 1, reduce="amax")
         segment_key = longest.nonzero().squeeze(1)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from .bsr import block_norms, bsr_to_dense
-from .csr import row_indices
+from .csr import BLOCKED_COLUMNS, BLOCKED_PAD, BLOCKED_SLICE_ROWS, row_indices
 
 
 def csr_to_dense(values: torch.Tensor, row_ptr: torch.Tensor, col_idx: torch.Tensor, shape) -> torch.Tensor:
@@ -44,13 +44,14 @@ def blocked_rows(values, cols, slice_ptr, slices, x):
                                                output_size=segments)
     segment_of_slot = torch.repeat_interleave(torch.arange(segments), first_slot.diff(),
                                               output_size=int(first_slot[-1]))
-    segment_of_entry = segment_of_slot.repeat_interleave(16)
-    lane = torch.arange(values.numel()) % 16
-    live = cols != 0x40
-    column = block[segment_of_entry] * 64 + cols.long()
+    height = BLOCKED_SLICE_ROWS
+    segment_of_entry = segment_of_slot.repeat_interleave(height)
+    lane = torch.arange(values.numel()) % height
+    live = cols != BLOCKED_PAD
+    column = block[segment_of_entry] * BLOCKED_COLUMNS + cols.long()
     products = torch.where(live, values * x[torch.where(live, column, 0)], 0)
-    out = values.new_zeros(slices * 16)
-    return out.index_add(0, slice_of_segment[segment_of_entry] * 16 + lane, products)
+    out = values.new_zeros(slices * height)
+    return out.index_add(0, slice_of_segment[segment_of_entry] * height + lane, products)
 
 
 def sparse_linear_input_grad(grad_output, values, row_ptr, col_idx, shape):

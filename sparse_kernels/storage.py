@@ -56,7 +56,7 @@ BLOCKED_MAX_NNZ = 1 << 21
 # When sliced_view builds the blocked form (else SELL-8): its padding (slots x
 # 16 lanes per stored entry) at most BLOCKED_MAX_FILL, and its bytes (5 per
 # lane) at most BLOCKED_MAX_BYTES. Measured one thread (BENCHMARKS.md, session
-# O): at 6000 x 1500 the blocked form is 1.46-1.9x the SELL-8 loop from 3% to
+# O): at 6000 x 1500 the blocked form is 1.46-2.4x the SELL-8 loop from 3% to
 # 33% density (2.43-1.32 lanes an entry, 3-20 MB), but 16384 x 4096 at 1% (3.62
 # lanes an entry: segments of ~2 slots, their set-up dominates) ran 0.38x, and
 # at 3-5% (25-35 MB, past this host's 32 MiB L3, read from DRAM) 0.69-0.85x.
@@ -420,8 +420,8 @@ class CSRWeight(SparseWeight):
         with one segment per gate; ops.sparse_linear's ``sliced`` with one
         segment): on CPUs with AVX-512F/VL/BW the blocked form of
         ``csr.blocked_layout`` (slices of 16 rows within segments of
-        ``segment_rows`` rows, entries by 64-column block; 1.5-1.9x the other
-        form's speed, BENCHMARKS.md session O) where its padding and size are
+        ``segment_rows`` rows, entries by 64-column block; through the ops
+        1.45-1.78x the other form's speed, BENCHMARKS.md session O) where its padding and size are
         within BLOCKED_MAX_FILL and BLOCKED_MAX_BYTES, elsewhere the
         sliced-ELLPACK layout of ``csr.sliced_layout`` (slices of 8 rows,
         padding column in_features). build_info()["cpu_blocked_view"] says

@@ -40,3 +40,16 @@ def cpu_flags() -> set[str]:
             return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     except OSError:
         return set()
+
+
+def sliced_view_of(values, row_ptr, col_idx, segment_rows, in_f, form="sell8"):
+    """(values, cols, slice_ptr) of a CSR's sliced view in the given form,
+    "sell8" (csr.sliced_layout, padding column in_f) or "blocked"
+    (csr.blocked_layout): what CSRWeight.sliced_view returns, built directly."""
+    from sparse_kernels import csr
+
+    if form == "blocked":
+        layout = csr.blocked_layout(row_ptr, col_idx, segment_rows, in_f)
+    else:
+        layout = csr.sliced_layout(row_ptr, col_idx, segment_rows, pad_col=in_f)
+    return csr.sliced_values(values, layout), layout.cols, layout.slice_ptr

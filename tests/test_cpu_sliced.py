@@ -10,19 +10,11 @@ of it (inference only) and its cache, and the errors for a bad view."""
 import pytest
 import torch
 
-from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
+from csr_helpers import ROW_LENGTHS, run_fresh, sliced_view_of, weight_with_row_lengths
 from sparse_kernels import SparseLSTM, build_info, csr, ops, reference, storage
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
 FORMS = ["sell8", "blocked"]
-
-
-def _view(values, row_ptr, col_idx, segment_rows, in_f, form):
-    if form == "blocked":
-        layout = csr.blocked_layout(row_ptr, col_idx, segment_rows, in_f)
-    else:
-        layout = csr.sliced_layout(row_ptr, col_idx, segment_rows, pad_col=in_f)
-    return csr.sliced_values(values, layout), layout.cols, layout.slice_ptr
 
 
 def _lstm_weight(hidden, seed):
@@ -30,6 +22,19 @@ def _lstm_weight(hidden, seed):
                for u in range(hidden)]
     values, row_ptr, col_idx = weight_with_row_lengths(lengths, hidden, seed)
     return values * 0.3, row_ptr, col_idx  # gates off saturation: the products decide the result
+
+
+def _assert_lanes_hold_the_rows(lanes, want, segment_rows, height):
+    """Row r of a view's rows (segments of segment_rows, slices of `height`)
+    is lane r % height of its slice and holds want[r]; every other lane is 0."""
+    rows, per_segment = want.numel(), -(-segment_rows // height)
+    row = torch.arange(rows)
+    within = row % segment_rows
+    lane_of_row = (row // segment_rows * per_segment + within // height) * height + within % height
+    torch.testing.assert_close(lanes[lane_of_row], want)
+    padding = torch.ones(lanes.numel(), dtype=torch.bool)
+    padding[lane_of_row] = False
+    assert bool((lanes[padding] == 0).all())
 
 
 @pytest.mark.parametrize("segment_rows,in_f", [(1, 7), (5, 40), (8, 1), (13, 100), (64, 100)])
@@ -45,13 +50,7 @@ def test_sliced_layout_holds_the_csr(segment_rows, in_f):
     x = torch.cat([torch.randn(in_f, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])  # + padding's 0
     lanes = reference.sliced_rows(sliced.double(), layout.cols, layout.slice_ptr, x)
     want = reference.sparse_linear(x[:in_f], values.double(), row_ptr, col_idx, (rows, in_f))
-    row = torch.arange(rows)
-    lane_of_row = (row // segment_rows * per_segment + row % segment_rows // 8) * 8 + row % segment_rows % 8
-    torch.testing.assert_close(lanes[lane_of_row], want)
-    # Every lane that is no row is padding: zero values at the padding column.
-    padding = torch.ones(lanes.numel(), dtype=torch.bool)
-    padding[lane_of_row] = False
-    assert bool((lanes[padding] == 0).all())
+    _assert_lanes_hold_the_rows(lanes, want, segment_rows, height=8)  # padding: zero values at the padding column
     assert int((layout.cols == in_f).sum()) == sliced.numel() - values.numel()
 
 
@@ -91,12 +90,7 @@ def test_blocked_layout_holds_the_csr(segment_rows, in_f, monkeypatch):
     x[:in_f] = torch.randn(in_f, dtype=torch.float64)
     lanes = reference.blocked_rows(sliced.double(), layout.cols, layout.slice_ptr, slices, x)
     want = reference.sparse_linear(x[:in_f], values.double(), row_ptr, col_idx, (rows, in_f))
-    row = torch.arange(rows)
-    lane_of_row = (row // segment_rows * per_segment + row % segment_rows // 16) * 16 + row % segment_rows % 16
-    torch.testing.assert_close(lanes[lane_of_row], want)
-    padding = torch.ones(lanes.numel(), dtype=torch.bool)
-    padding[lane_of_row] = False
-    assert bool((lanes[padding] == 0).all())
+    _assert_lanes_hold_the_rows(lanes, want, segment_rows, height=16)
     # Every entry is placed once; the rest is padding: value 0 and the padding mark.
     assert torch.unique(layout.dest).numel() == values.numel()
     pad = layout.cols == csr.BLOCKED_PAD
@@ -140,7 +134,7 @@ def _layer_pair(hidden, steps, seed, form="sell8"):
     g = torch.Generator().manual_seed(seed + 1)
     gates = torch.randn(steps, 1, 4 * hidden, generator=g)
     h0, c0 = torch.randn(1, hidden, generator=g), torch.randn(1, hidden, generator=g)
-    view = _view(values, row_ptr, col_idx, hidden, hidden, form)
+    view = sliced_view_of(values, row_ptr, col_idx, hidden, hidden, form)
     csc = csr.csr_transpose(row_ptr, col_idx, hidden)
     got = ops.lstm_layer(gates, h0, c0, values, row_ptr, col_idx, csc, hh_sliced=view)
     want = reference.lstm_layer(gates.double(), h0.double(), c0.double(), values.double(), row_ptr, col_idx)
@@ -256,7 +250,7 @@ def test_opcheck_lstm_layer_with_sliced_view(form):
     g = torch.Generator().manual_seed(9)
     gates = torch.randn(3, 1, 4 * hidden, generator=g, requires_grad=True)
     h0, c0 = torch.randn(1, hidden, generator=g), torch.randn(1, hidden, generator=g)
-    view = _view(values, row_ptr, col_idx, hidden, hidden, form)
+    view = sliced_view_of(values, row_ptr, col_idx, hidden, hidden, form)
     sizes = torch.full((3,), 1, dtype=torch.int64)
     args = (gates, h0, c0, values.requires_grad_(), row_ptr, col_idx, None, None, None, sizes, False)
     kwargs = dict(hh_sliced_values=view[0], hh_sliced_cols=view[1], hh_slice_ptr=view[2])

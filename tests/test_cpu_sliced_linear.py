@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from csr_helpers import ROW_LENGTHS, run_fresh, weight_with_row_lengths
+from csr_helpers import ROW_LENGTHS, run_fresh, sliced_view_of, weight_with_row_lengths
 from sparse_kernels import SparseLinear, csr, ops, reference, storage
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
@@ -25,12 +25,7 @@ FORMS = ["sell8", "blocked"]
 
 
 def _view(values, row_ptr, col_idx, in_f, form="sell8"):
-    rows = row_ptr.numel() - 1
-    if form == "blocked":
-        layout = csr.blocked_layout(row_ptr, col_idx, rows, in_f)
-    else:
-        layout = csr.sliced_layout(row_ptr, col_idx, rows, pad_col=in_f)
-    return csr.sliced_values(values, layout), layout.cols, layout.slice_ptr
+    return sliced_view_of(values, row_ptr, col_idx, row_ptr.numel() - 1, in_f, form)
 
 
 def _product_pair(out_f, in_f, seed, with_bias, form="sell8"):

@@ -31,9 +31,10 @@ void check_sell8_view(SlicedView& view, int64_t slices, int64_t pad_col, const S
   check_index_bounds(view.cols, pad_col + 1, what.c_str());
 }
 
-// The blocked form's three runs of slice_ptr (O(slices + segments)), then
-// every lane byte against its segment's block (O(entries), cached per
-// (cols, slice_ptr) state like check_index_bounds).
+// The blocked form: its lengths (O(1), every call), then the three runs of
+// slice_ptr and every lane byte against its segment's block (O(slices +
+// segments + entries)), cached per (cols, slice_ptr) state like
+// check_index_bounds, so that a batch-1 call with a cached view pays O(1).
 void check_blocked_view(SlicedView& view, int64_t slices, int64_t pad_col, const SlicedViewNames& names) {
   const int64_t entries = view.values.numel(), slots = entries / 16;
   TORCH_CHECK(view.cols.numel() == entries && entries % 16 == 0, names.op, ": a blocked view's ", names.values,
@@ -48,45 +49,40 @@ void check_blocked_view(SlicedView& view, int64_t slices, int64_t pad_col, const
               names.slice_ptr, " must hold slices + 1 segment offsets, segments + 1 slot offsets and a block per "
               "segment (", slices + 2 + 2 * std::max<int64_t>(segments, 0), " entries for ", segments,
               " segments), got ", view.slice_ptr.numel());
-  TORCH_CHECK(sp[0] == 0, names.op, ": ", names.slice_ptr, " must start at 0, got ", sp[0]);
+  const int64_t* first_slot = sp + slices + 1;
+  const int64_t* block = first_slot + segments + 1;
+  TORCH_CHECK(sp[0] == 0 && first_slot[0] == 0 && first_slot[segments] == slots, names.op, ": ", names.slice_ptr,
+              " must start at 0 and its slot offsets must run from 0 to the slot count ", slots, ", got ", sp[0],
+              ", ", first_slot[0], " and ", first_slot[segments]);
+  using Cache = detail::ValidatedIndices;
+  Cache& cache = Cache::of_this_thread();
+  const bool cacheable = detail::all_cacheable({&view.cols, &view.slice_ptr});
+  if (cacheable && cache.contains(Cache::kBlockedView, {&view.cols, &view.slice_ptr}, pad_col)) return;
   for (int64_t s = 0; s < slices; ++s)
     TORCH_CHECK(sp[s + 1] >= sp[s], names.op, ": ", names.slice_ptr, "'s segment offsets must be non-decreasing, "
                 "broken at slice ", s);
-  const int64_t* first_slot = sp + slices + 1;
-  const int64_t* block = first_slot + segments + 1;
   const int64_t blocks = (pad_col + 63) / 64;
-  TORCH_CHECK(first_slot[0] == 0 && first_slot[segments] == slots, names.op, ": ", names.slice_ptr,
-              "'s slot offsets must run from 0 to the slot count ", slots, ", got ", first_slot[0], " and ",
-              first_slot[segments]);
   for (int64_t g = 0; g < segments; ++g) {
     TORCH_CHECK(first_slot[g + 1] >= first_slot[g], names.op, ": ", names.slice_ptr,
                 "'s slot offsets must be non-decreasing, broken at segment ", g);
     TORCH_CHECK(block[g] >= 0 && block[g] < blocks, names.op, ": ", names.slice_ptr, "'s block of segment ", g,
                 " must be in [0, ", blocks, ") (", pad_col, " columns), got ", block[g]);
   }
-  using Cache = detail::ValidatedIndices;
-  Cache& cache = Cache::of_this_thread();
-  const bool cacheable = detail::all_cacheable({&view.cols, &view.slice_ptr});
-  if (cacheable && cache.contains(Cache::kBlockedView, {&view.cols, &view.slice_ptr}, pad_col)) return;
   // The padding mark is 64, one past the last offset of a whole block: every
   // lane byte must be <= 64 (one vectorised pass), and those of a partial last
   // block (pad_col not a multiple of 64) below its width or 64.
   static_assert(kBlockedPad == 64, "the padding mark sits one past a whole block's offsets");
   const uint8_t* bytes = view.cols.data_ptr<uint8_t>();
-  auto report = [&](int64_t g, int64_t e, int64_t limit) {
-    TORCH_CHECK(false, names.op, ": ", names.cols, " entry ", e, " (segment ", g, ", block ", block[g],
-                ") must be a column offset in [0, ", limit, ") or the padding mark ", int(kBlockedPad), ", got ",
-                int(bytes[e]));
-  };
   uint8_t largest = 0;
   for (int64_t e = 0; e < entries; ++e) largest = std::max(largest, bytes[e]);
-  const int64_t partial = pad_col % 64;
-  if (largest > kBlockedPad || partial != 0) {
+  if (largest > kBlockedPad || pad_col % 64 != 0) {
     for (int64_t g = 0; g < segments; ++g) {
       const int64_t limit = std::min<int64_t>(64, pad_col - 64 * block[g]);  // columns of the block that exist
       if (limit == 64 && largest <= kBlockedPad) continue;
       for (int64_t e = 16 * first_slot[g]; e < 16 * first_slot[g + 1]; ++e)
-        if (bytes[e] != kBlockedPad && bytes[e] >= limit) report(g, e, limit);
+        TORCH_CHECK(bytes[e] == kBlockedPad || bytes[e] < limit, names.op, ": ", names.cols, " entry ", e,
+                    " (segment ", g, ", block ", block[g], ") must be a column offset in [0, ", limit,
+                    ") or the padding mark ", int(kBlockedPad), ", got ", int(bytes[e]));
     }
   }
   if (cacheable) cache.add(Cache::kBlockedView, {&view.cols, &view.slice_ptr}, pad_col);

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..csr import CSCIndex, INDEX16_MAX_COLS, INDEX_DTYPE, Index16, csr_transpose, validate_csr
+from ..csr import (BLOCKED_SLICE_ROWS, CSCIndex, INDEX16_MAX_COLS, INDEX_DTYPE, SLICE_ROWS, Index16,
+                   csr_transpose, validate_csr)
 
 _ops = torch.ops.sparse_kernels
 _FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -235,7 +236,7 @@ def _check_sliced_view(name: str, sliced, weight_values: torch.Tensor, segments:
                          f"{weight_values.device}")
     values, cols, slice_ptr = sliced
     if cols.dtype == torch.uint8:  # the blocked form
-        slices = segments * -(-segment_rows // 16)
+        slices = segments * -(-segment_rows // BLOCKED_SLICE_ROWS)
         if (values.dtype != torch.float32 or slice_ptr.dtype != torch.int64 or values.dim() != 1
                 or cols.shape != values.shape or values.numel() % 16 or slice_ptr.dim() != 1
                 or slice_ptr.numel() < slices + 2):
@@ -244,7 +245,7 @@ def _check_sliced_view(name: str, sliced, weight_values: torch.Tensor, segments:
                              f"slices of 16 rows), got {values.dtype} {tuple(values.shape)}, {cols.dtype} "
                              f"{tuple(cols.shape)} and {slice_ptr.dtype} {tuple(slice_ptr.shape)}")
         return values, cols, slice_ptr
-    slices = segments * -(-segment_rows // 8)
+    slices = segments * -(-segment_rows // SLICE_ROWS)
     if (values.dtype != torch.float32 or cols.dtype != torch.int32 or slice_ptr.dtype != torch.int64
             or values.dim() != 1 or cols.shape != values.shape or slice_ptr.shape != (slices + 1,)):
         raise ValueError(f"{name} must be float32 values and int32 (or uint8: the blocked form) cols of one length "
