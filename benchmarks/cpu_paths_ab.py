@@ -30,7 +30,7 @@ thresholds.
   (SPARSE_KERNELS_CPU_BLOCKED=0: the SELL-8 form instead) runs on CPUs with
   AVX-512F/VL/BW: SparseLinear 1500 -> 6000 at 90% (the module's view), W
   8192 x 2048 at 90% with its view passed to ops.sparse_linear (the module
-  keeps the CSR above storage.SLICED_MAX_NNZ), and SparseLSTM inference at
+  keeps the CSR above storage.csr_weight.SLICED_MAX_NNZ), and SparseLSTM inference at
   batch 1, T 35: 2 x 1500 at 90% (lstm_ratios.py's model) and 1 x 1500 at 67%.
 """
 

@@ -99,7 +99,7 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // W_hh's CSR offsets hh_row_ptr (int32, 4H + 1 entries; a CUDA one is
   // copied to the host): at most max_blocks blocks, values of value_bytes
   // bytes. -> int64 CPU [smem_bytes, unit_start_0, ..., unit_start_blocks].
-  // Host work only; a CSRWeight caches it per topology (storage.py,
+  // Host work only; a CSRWeight caches it per topology (storage/csr_weight.py,
   // persistent_lstm_plan).
   m.def("lstm_persistent_plan(Tensor hh_row_ptr, int max_blocks, int value_bytes) -> Tensor");
   // BPTT through lstm_layer; each weight's value gradient is one SDDMM over

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from csr_helpers import ROW_LENGTHS, run_fresh, sliced_view_of, weight_with_row_lengths
-from sparse_kernels import SparseLSTM, build_info, csr, ops, reference, storage
+from sparse_kernels import SparseLSTM, build_info, csr, ops, reference
+from sparse_kernels.storage import csr_weight
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
 FORMS = ["sell8", "blocked"]
@@ -110,7 +111,7 @@ def test_sliced_view_builds_the_form_this_cpu_runs(monkeypatch):
     # build_info says whether the blocked kernel runs here; the cached view follows it,
     # and SPARSE_KERNELS_CPU_BLOCKED=0 (read at load) gives the SELL-8 form.
     blocked = build_info()["cpu_blocked_view"]
-    assert storage.blocked_view_supported() == blocked
+    assert csr_weight.blocked_view_supported() == blocked
     model = SparseLSTM(20, 24, density=0.5)
     view = model.weight_hh_l0.sliced_view(24)
     assert view[1].dtype == (torch.uint8 if blocked else torch.int32)
@@ -119,7 +120,7 @@ def test_sliced_view_builds_the_form_this_cpu_runs(monkeypatch):
         # about one slot) or be too large, the view is SELL-8.
         sparse = SparseLSTM(400, 24, density=0.01).weight_ih_l0
         assert sparse.sliced_view(24)[1].dtype == torch.int32
-        monkeypatch.setattr(storage, "BLOCKED_MAX_BYTES", 100)
+        monkeypatch.setattr(csr_weight, "BLOCKED_MAX_BYTES", 100)
         assert SparseLSTM(20, 24, density=0.5).weight_hh_l0.sliced_view(24)[1].dtype == torch.int32
     code = ("import torch, sparse_kernels as sk\n"
             "assert sk.build_info()['cpu_blocked_view'] is False\n"

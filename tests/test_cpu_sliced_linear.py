@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from csr_helpers import ROW_LENGTHS, run_fresh, sliced_view_of, weight_with_row_lengths
-from sparse_kernels import SparseLinear, csr, ops, reference, storage
+from sparse_kernels import SparseLinear, csr, ops, reference
+from sparse_kernels.storage import csr_weight
 
 TOL32 = dict(atol=2e-5, rtol=2e-4)
 
@@ -92,15 +93,15 @@ def test_portable_sliced_linear_loop_matches_reference():
 @pytest.fixture
 def any_size(monkeypatch):
     """CSRWeight reads the view for small weights too (as it does from SLICED_MIN_NNZ on)."""
-    monkeypatch.setattr(storage, "SLICED_MIN_NNZ", 1)
+    monkeypatch.setattr(csr_weight, "SLICED_MIN_NNZ", 1)
 
 
 def test_large_weights_keep_the_csr(monkeypatch):
-    monkeypatch.setattr(storage, "SLICED_MAX_NNZ", 1000)
-    monkeypatch.setattr(storage, "BLOCKED_MAX_NNZ", 1000)
+    monkeypatch.setattr(csr_weight, "SLICED_MAX_NNZ", 1000)
+    monkeypatch.setattr(csr_weight, "BLOCKED_MAX_NNZ", 1000)
     lin = SparseLinear(100, 200, density=0.1)
-    assert lin.weight.nnz > storage.SLICED_MAX_NNZ
-    monkeypatch.setattr(storage, "SLICED_MIN_NNZ", 1)
+    assert lin.weight.nnz > csr_weight.SLICED_MAX_NNZ
+    monkeypatch.setattr(csr_weight, "SLICED_MIN_NNZ", 1)
     with torch.no_grad():
         y = lin(torch.ones(1, 100))
     assert lin.weight._sliced_key is None
@@ -109,12 +110,12 @@ def test_large_weights_keep_the_csr(monkeypatch):
 
 def test_small_weights_keep_the_csr():
     lin = SparseLinear(30, 50, density=0.3)
-    assert lin.weight.nnz < storage.SLICED_MIN_NNZ
+    assert lin.weight.nnz < csr_weight.SLICED_MIN_NNZ
     with torch.no_grad():
         lin(torch.randn(1, 30))
     assert lin.weight._sliced_key is None
     big = SparseLinear(1000, 700, density=0.1)
-    assert big.weight.nnz >= storage.SLICED_MIN_NNZ
+    assert big.weight.nnz >= csr_weight.SLICED_MIN_NNZ
     x = torch.randn(1, 1000)
     with torch.no_grad():
         y = big(x)

@@ -2,7 +2,7 @@
 // the blocks (csrc/cuda/lstm_persistent.h, torch-free host code), made from a
 // host copy of W_hh's row offsets; the plan is always a CPU tensor. A
 // CSRWeight on CUDA makes it once per topology from row_ptr.cpu() and keeps
-// the result (sparse_kernels/storage.py), so that no forward copies to the
+// the result (sparse_kernels/storage/csr_weight.py), so that no forward copies to the
 // host. Registered for CPU and CUDA row_ptr alike (host work either way; a
 // CUDA row_ptr is copied to the host first), here rather than in
 // csrc/cuda/ so that CPU-only builds have it too.
