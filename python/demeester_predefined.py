@@ -6,15 +6,14 @@ the predefined-sparse LSTM."""
 
 from dataclasses import replace
 
-from recipe import LMConfig, lm_corpus, main, run_rows
+from recipe import LMConfig, lm_corpus, main, run_rows, sparse_settings
 
 
 def run(args):
     hidden = 1500 if args.paper else 200
     base = LMConfig(hidden_size=hidden, embedding_size=hidden, num_layers=1, dropout=0.5 if args.paper else 0.2,
                     epochs=40 if args.paper else 4, lr=20.0, clip=0.25,
-                    momentum=0.0, init_scale="dense",
-                    sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
+                    momentum=0.0, **sparse_settings(args))
     rows = [("Dense", replace(base, method="dense"))]
     for s in (0.5, 0.75):
         rows.append((f"Predefined {s:.0%}", replace(base, method="predefined", sparsity=s)))

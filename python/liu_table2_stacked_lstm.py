@@ -15,15 +15,14 @@ def run(args):
                         init_scale="dense", sparse_lr_scale="none")
         small = {0.67: 700, 0.80: 490}  # the paper's small dense sizes
     else:
-        # Momentum SGD (lr 1, momentum 0.9, clip 10) with the library's fan-in
-        # init and sqrt(density) lr scale: the library's defaults before session
-        # F, under which this preset shows the paper's ordering (every sparse
-        # method ahead of small dense, within 0.7-3.4% of dense). Under today's
-        # train-lm optimiser (SGD lr 20, clip 0.25), chosen at 2 x 650, this
-        # 2 x 200 4-epoch preset ends worse for every model (dense 21.80 against
-        # 20.08; docs/quality.md).
+        # Momentum SGD (lr 1, momentum 0.9, clip 10) with the library's sparse
+        # defaults (fan-in init, each sparse weight's lr / its density): every
+        # sparse method ahead of dense and of small dense, as in the paper
+        # (docs/quality.md, session P). Under today's train-lm optimiser (SGD lr
+        # 20, clip 0.25), chosen at 2 x 650, this 2 x 200 4-epoch preset ends
+        # worse for every model (dense 21.80 against 20.08).
         base = LMConfig(hidden_size=200, embedding_size=200, num_layers=2, dropout=0.2, epochs=4,
-                        batch_size=20, bptt=35, lr=1.0, momentum=0.9, clip=10.0, sparse_lr_scale="sqrt_fan_in")
+                        batch_size=20, bptt=35, lr=1.0, momentum=0.9, clip=10.0)
         small = {s: round(200 * (1 - s) ** 0.5) for s in (0.67, 0.80)}
     rows = [("Dense", replace(base, method="dense"))]
     for s in (0.67, 0.80):

@@ -24,8 +24,7 @@ def run(args):
     else:
         base = LMConfig(model="rhn", hidden_size=128, embedding_size=128, num_layers=1, depth=3, dropout=0.2,
                         epochs=4, lr=20.0, clip=0.25, tie_weights=True,
-                        momentum=0.0, init_scale="dense",
-                        sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
+                        momentum=0.0)
         small_hidden = 128 * 0.472 ** 0.5
     small = round(small_hidden)
     rows = [("Dense", replace(base, method="dense")),

@@ -15,9 +15,7 @@ def run(args):
                         init_scale="dense", sparse_lr_scale="none")
     else:
         base = LMConfig(hidden_size=200, embedding_size=200, num_layers=2, dropout=0.2, epochs=4, lr=20.0,
-                        clip=0.25, momentum=0.0, sparsity=0.67, method="st-rnn",
-                        init_scale="dense",
-                        sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
+                        clip=0.25, momentum=0.0, sparsity=0.67, method="st-rnn")
     # sparse_kernels.dst redistributes by sparse momentum in its "snfs" method
     # (which regrows by gradient, where the paper's ST-LSTM + sparse momentum
     # regrows at random); "st-rnn" is the no-redistribution row.

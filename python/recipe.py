@@ -43,6 +43,14 @@ def cls_data(args, quick_docs: int = 2_000):
     return synthetic_classification_data(docs, max(docs // 4, 30), max_length=100)
 
 
+def sparse_settings(args) -> dict:
+    """The sparse weights' initial values and learning rate: under --paper one
+    lr for every weight over a dense init, as the papers' code; otherwise the
+    library's defaults (fan-in init, each sparse weight's lr divided by its
+    density: LMConfig's)."""
+    return dict(init_scale="dense", sparse_lr_scale="none") if args.paper else {}
+
+
 def shrink(config, args):
     """--tiny: the same experiment at smoke-test size."""
     if not args.tiny:

@@ -6,7 +6,7 @@ hidden neurons (the same function), then trained on with IHT."""
 import torch
 from dataclasses import replace
 
-from recipe import LMConfig, lm_corpus, main, run_rows
+from recipe import LMConfig, lm_corpus, main, run_rows, sparse_settings
 from sparse_kernels.train import train_lm
 from sparse_kernels.train.models import grow_language_model
 
@@ -15,8 +15,7 @@ def run(args):
     hidden = 1000 if args.paper else 128
     base = LMConfig(model="rnn", hidden_size=hidden, embedding_size=hidden, num_layers=1, dropout=0.0,
                     epochs=20 if args.paper else 4, lr=1.0 if args.paper else 2.0, clip=0.25,
-                    momentum=0.0, init_scale="dense",
-                    sparse_lr_scale="sqrt_fan_in")  # this preset's tuning, from before issue #17's LM defaults
+                    momentum=0.0, **sparse_settings(args))
     corpus = lm_corpus(args)
     rows = [("Dense Elman", replace(base, method="dense"))]
     rows += [(f"IHT {s:.0%}", replace(base, method="iht", sparsity=s)) for s in (0.8, 0.9)]
