@@ -301,6 +301,50 @@ def test_snfs_keeps_the_total_and_moves_budget_by_momentum():
         validate_csr(w.row_ptr, w.col_idx, w.shape, w.values)
 
 
+def test_st_rnn_with_momentum_redistribution_moves_counts_by_mean_momentum():
+    # Liu et al. Table 7's "ST-LSTM + sparse momentum": each layer prunes its share by magnitude, the
+    # regrow budget then goes to the layers in proportion to their stored weights' mean |momentum|.
+    torch.manual_seed(7)
+    model = nn.Sequential(SparseLinear(40, 30, density=0.3), SparseLinear(30, 20, density=0.3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    dst = DynamicSparsity(model, optimizer, "st-rnn", total_steps=10, update_every=1, prune_rate=0.5,
+                          decay="constant", redistribute="momentum")
+    assert dst.redistribute == "momentum"
+    weights = list(dst.weights.values())
+    before = [w.nnz for w in weights]
+    scale = (3.0, 1.0)  # the first layer's mean |momentum| is three times the second's
+    for w, k in zip(weights, scale):
+        optimizer.state[w.values]["momentum_buffer"] = k * (torch.rand(w.nnz) + 0.5)
+    means = [float(optimizer.state[w.values]["momentum_buffer"].abs().mean()) for w in weights]
+    pruned = [round(0.5 * n) for n in before]
+    budget = sum(pruned)
+    share = [math.floor(m / sum(means) * budget) for m in means]
+    share[means.index(max(means))] += budget - sum(share)
+    assert dst.step()
+    assert [w.nnz for w in weights] == [n - p + g for n, p, g in zip(before, pruned, share)]
+    assert sum(w.nnz for w in weights) == sum(before)
+    assert weights[0].nnz > before[0] and weights[1].nnz < before[1]
+    for w in weights:
+        validate_csr(w.row_ptr, w.col_idx, w.shape, w.values)
+
+
+def test_redistribution_defaults_and_bad_settings():
+    model = nn.Sequential(SparseLinear(12, 10, density=0.3), SparseLinear(10, 8, density=0.3))
+    momentum = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert DynamicSparsity(model, momentum, "snfs", total_steps=5).redistribute == "momentum"
+    assert DynamicSparsity(model, momentum, "st-rnn", total_steps=5).redistribute == "none"
+    assert DynamicSparsity(model, momentum, "snfs", total_steps=5, redistribute="none").redistribute == "none"
+    with pytest.raises(ValueError, match="redistribute must be one of"):
+        DynamicSparsity(model, momentum, "st-rnn", total_steps=5, redistribute="gradient")
+    with pytest.raises(ValueError, match="method must be one of"):
+        DynamicSparsity(model, momentum, "gradual", total_steps=5, redistribute="momentum")
+    with pytest.raises(ValueError, match="granularity must be 'tensor'"):
+        DynamicSparsity(model, momentum, "st-rnn", total_steps=5, granularity="row", redistribute="momentum")
+    plain = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match="keeps no momentum"):
+        DynamicSparsity(model, plain, "st-rnn", total_steps=5, redistribute="momentum")
+
+
 @pytest.mark.parametrize("optimizer_name,beta", [("sgd", 0.9), ("adam", 0.8), ("sgd", 0.0)])
 def test_snfs_regrows_where_the_windowed_momentum_is_largest(optimizer_name, beta):
     """The oracle: the dense gradient of every step (grad_y^T x at every

@@ -18,7 +18,7 @@ CASES = {
     "liu_table3_rhn": (4, ["dst", "SparseRHN"]),
     "liu_table4_classification": (2, ["dst"]),
     "liu_sensitivity": (5, ["dst"]),
-    "liu_table7_sparse_momentum": (4, ["dst"]),
+    "liu_table7_sparse_momentum": (6, ["dst"]),
     "narang_gradual_pruning": (4, ["dst"]),
     "demeester_predefined": (7, ["dst"]),
     "shao_elman_iht": (5, ["dst", "SparseRNN"]),

@@ -41,6 +41,7 @@ _GRADIENT_GROWTH = ("rigl", "snfs")
 # just after. The others' updates are the sparsification itself (gradual
 # pruning, IHT's threshold): a model is scored after them.
 REGROWING_METHODS = ("st-rnn", "set", "rigl", "snfs")
+REDISTRIBUTIONS = ("none", "momentum")
 _GRANULARITIES = ("tensor", "gate", "row")
 _SEED_BOUND = 2**62
 
@@ -120,7 +121,14 @@ class DynamicSparsity:
     are kept), ``allow_repick`` (may regrow what was just pruned),
     ``grow_init`` ("zero" | "uniform" in +-1/sqrt(in_features) | a callable
     ``(weight, count, generator) -> count values`` (count slots: for a
-    BSRWeight count blocks, count * bh * bw values)).
+    BSRWeight count blocks, count * bh * bw values)), ``redistribute``
+    ("momentum" | "none"; default "momentum" for "snfs", "none" otherwise):
+    "momentum" hands each update's regrow budget to the layers in proportion
+    to the mean |momentum| of their stored weights (Dettmers & Zettlemoyer's
+    redistribution); with a regrowing method other than "snfs" that is Liu et
+    al.'s Table 7 "ST-LSTM + sparse momentum" (st-rnn: the counts move between
+    layers, each layer still regrows at random). It needs the optimizer's
+    momentum (SGD momentum, Adam's first moment) and ``granularity="tensor"``.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, method: str = "st-rnn", *,
@@ -129,7 +137,7 @@ class DynamicSparsity:
                  grow_init: str | None = None, stop_fraction: float | None = None, block_rows: int = 256,
                  final_density: float = 0.1, start_step: int = 0, end_step: int | None = None,
                  target_density: float | None = None, n_blocks: int | None = None, schedule: str = "cubic",
-                 ramp_step: int | None = None, momentum_window: int = 8):
+                 ramp_step: int | None = None, momentum_window: int = 8, redistribute: str | None = None):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -158,6 +166,15 @@ class DynamicSparsity:
             raise ValueError(f"momentum_window must be a positive int, got {momentum_window!r}")
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if redistribute is None:
+            redistribute = "momentum" if method == "snfs" else "none"
+        if redistribute not in REDISTRIBUTIONS:
+            raise ValueError(f"redistribute must be one of {REDISTRIBUTIONS}, got {redistribute!r}")
+        if redistribute == "momentum" and method not in REGROWING_METHODS:
+            raise ValueError(f"redistribute='momentum' moves the regrow budget between layers: method must be "
+                             f"one of {REGROWING_METHODS}, got {method!r}")
+        if redistribute == "momentum" and granularity != "tensor":
+            raise ValueError("redistribute='momentum' moves whole layers' counts: granularity must be 'tensor'")
         self.model, self.optimizer, self.method = model, optimizer, method
         self.weights = find_sparse_weights(model)
         if not self.weights:
@@ -170,6 +187,10 @@ class DynamicSparsity:
         self.prune_rate, self.decay, self.granularity = float(prune_rate), decay, granularity
         self.allow_repick, self.grow_init, self.block_rows = bool(allow_repick), grow_init, int(block_rows)
         self.momentum_window = momentum_window if method == "snfs" else 1
+        self.redistribute = redistribute
+        if redistribute == "momentum" and not any(self._momentum_beta(w) > 0 for w in self.weights.values()):
+            warnings.warn("redistribute='momentum': the optimizer keeps no momentum for the sparse weights, so "
+                          "every layer scores 0 and the regrow budget stays where it was pruned")
         self.stop_step = int(round(float(stop_fraction) * total_steps))
         self.final_density, self.start_step = float(final_density), int(start_step)
         self.end_step = int(end_step) if end_step is not None else total_steps
@@ -362,7 +383,7 @@ class DynamicSparsity:
                 if not self.allow_repick:  # SET near density 1: only the free room can be regrown
                     room = row_groups.diff() * self.weights[name].grid_shape[1] - slot_groups.diff()
                     counts[name] = torch.minimum(counts[name], room)
-        if self.method == "snfs":
+        if self.redistribute == "momentum":
             counts = self._redistribute(plans, counts)
         return counts
 
