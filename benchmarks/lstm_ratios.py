@@ -2,7 +2,7 @@
 targets. Prints times and ratios (no thresholds).
 
     python benchmarks/lstm_ratios.py [--hidden 1500] [--layers 2] [--steps 35] [--batch 20]
-                                     [--densities 0.1 0.33] [--repeats 5]
+                                     [--densities 0.1 0.33] [--repeats 5] [--rounds 1]
 
 - training step: forward, backward and SGD (momentum 0.9) of a stacked LSTM
   over (T, B, H) inputs, at each density;
@@ -13,6 +13,11 @@ targets. Prints times and ratios (no thresholds).
 
 Absolute times on a shared machine are noisy; the ratios within one run are
 what to read. The runs of the models alternate, so that load shifts hit both.
+--rounds N repeats the whole side-by-side measurement N times in this process
+and prints each round's ratios and their minimum, median and maximum (the
+table then reads the medians of each model's round medians): on the Zen 4
+host nn.LSTM's own time moved 0.05-0.18 s between runs minutes apart, so one
+round's ratio says little about a target at the edge.
 """
 
 from __future__ import annotations
@@ -82,7 +87,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--densities", type=float, nargs="+", default=[0.1, 0.33])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="side-by-side measurements, each reported")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     torch.manual_seed(0)
     h, layers = args.hidden, args.layers
     dense = nn.LSTM(h, h, layers)
@@ -90,17 +98,32 @@ def main(argv=None) -> None:
     x = torch.randn(args.steps, args.batch, h)
     x1 = torch.randn(args.steps, 1, h)
     print(f"LSTM {layers} layers, H {h}, T {args.steps}; training batch {args.batch}, inference batch 1; "
-          f"threads {torch.get_num_threads()}, fp32, medians of {args.repeats}")
+          f"threads {torch.get_num_threads()}, fp32, medians of {args.repeats}"
+          + (f", {args.rounds} rounds" if args.rounds > 1 else ""))
 
     def sgd(model):
         return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     optimizers = {"dense": sgd(dense), **{d: sgd(m) for d, m in sparse.items()}}
-    train = time_side_by_side(
-        {"dense": _training_step(dense, x, optimizers["dense"]),
-         **{d: _training_step(m, x, optimizers[d]) for d, m in sparse.items()}}, args.repeats)
-    infer = time_side_by_side(
-        {"dense": _inference(dense, x1), **{d: _inference(m, x1) for d, m in sparse.items()}}, args.repeats)
+    train_fns = {"dense": _training_step(dense, x, optimizers["dense"]),
+                 **{d: _training_step(m, x, optimizers[d]) for d, m in sparse.items()}}
+    infer_fns = {"dense": _inference(dense, x1), **{d: _inference(m, x1) for d, m in sparse.items()}}
+    rounds = []
+    for r in range(args.rounds):
+        rounds.append((time_side_by_side(train_fns, args.repeats), time_side_by_side(infer_fns, args.repeats)))
+        if args.rounds > 1:
+            train_r, infer_r = rounds[-1]
+            print(f"round {r + 1}: nn.LSTM train {train_r['dense']:.3f} s, infer {infer_r['dense']:.4f} s; "
+                  + "; ".join(f"density {d:g}: train {train_r['dense'] / train_r[d]:.2f}x, "
+                              f"infer {infer_r['dense'] / infer_r[d]:.2f}x" for d in sparse))
+    if args.rounds > 1:
+        for kind, index in (("train", 0), ("infer", 1)):
+            for d in sparse:
+                ratios = sorted(rnd[index]["dense"] / rnd[index][d] for rnd in rounds)
+                print(f"over {args.rounds} rounds, {kind} at density {d:g}: nn.LSTM / ours min {ratios[0]:.2f}x, "
+                      f"median {_median(ratios):.2f}x, max {ratios[-1]:.2f}x")
+    train = {name: _median([rnd[0][name] for rnd in rounds]) for name in train_fns}
+    infer = {name: _median([rnd[1][name] for rnd in rounds]) for name in infer_fns}
     print(f"{'model':<22}{'train step s':>13}{'nn.LSTM/ours':>13}{'infer b1 s':>12}{'nn.LSTM/ours':>13}"
           f"{'W_hh memory / needed':>22}")
     print(f"{'nn.LSTM':<22}{train['dense']:>13.3f}{'':>13}{infer['dense']:>12.4f}")
