@@ -4,15 +4,13 @@ sparsity; perplexity, parameters, FLOPs normalised by dense."""
 
 from dataclasses import replace
 
-from recipe import LMConfig, lm_corpus, main, run_rows
+from recipe import LMConfig, lm_corpus, main, run_rows, sparse_settings
 
 
 def run(args):
     if args.paper:  # the paper's settings (section 4.1.1)
         base = LMConfig(hidden_size=1500, embedding_size=1500, num_layers=2, dropout=0.65, epochs=100, lr=2.0,
-                        momentum=0.9, clip=10.0, lr_decay=1.33, batch_size=20, bptt=35,
-                        # masks over a dense init and one lr for all weights, as the paper's code
-                        init_scale="dense", sparse_lr_scale="none")
+                        momentum=0.9, clip=10.0, lr_decay=1.33, batch_size=20, bptt=35, **sparse_settings(args))
         small = {0.67: 700, 0.80: 490}  # the paper's small dense sizes
     else:
         # Momentum SGD (lr 1, momentum 0.9, clip 10) with the library's sparse

@@ -9,7 +9,7 @@ and on the RHN output; the hidden units get none."""
 
 from dataclasses import replace
 
-from recipe import LMConfig, lm_corpus, main, run_rows
+from recipe import LMConfig, lm_corpus, main, run_rows, sparse_settings
 
 SPARSITY = 1 - 11.1 / 23.5
 
@@ -18,8 +18,7 @@ def run(args):
     if args.paper:  # section 4.1.2: lr 2, decay 1.11, 200 epochs, weight tying
         base = LMConfig(model="rhn", hidden_size=830, embedding_size=830, num_layers=1, depth=10, dropout=0.65,
                         epochs=200, lr=2.0, momentum=0.9, lr_decay=1.11, clip=10.0, tie_weights=True,
-                        # masks over a dense init and one lr for all weights, as the paper's code
-                        init_scale="dense", sparse_lr_scale="none")
+                        **sparse_settings(args))
         small_hidden = 830 * 0.472 ** 0.5
     else:
         base = LMConfig(model="rhn", hidden_size=128, embedding_size=128, num_layers=1, depth=3, dropout=0.2,

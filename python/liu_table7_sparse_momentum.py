@@ -4,15 +4,13 @@ initialisation (the RHN half runs with the table 3 recipe's model)."""
 
 from dataclasses import replace
 
-from recipe import LMConfig, lm_corpus, main, run_rows
+from recipe import LMConfig, lm_corpus, main, run_rows, sparse_settings
 
 
 def run(args):
     if args.paper:
         base = LMConfig(hidden_size=1500, embedding_size=1500, num_layers=2, dropout=0.65, epochs=100, lr=2.0,
-                        momentum=0.9, clip=10.0, sparsity=0.67, method="st-rnn",
-                        # masks over a dense init and one lr for all weights, as the paper's code
-                        init_scale="dense", sparse_lr_scale="none")
+                        momentum=0.9, clip=10.0, sparsity=0.67, method="st-rnn", **sparse_settings(args))
     else:
         # Table 2's quick preset (momentum SGD lr 1, momentum 0.9, clip 10): the
         # redistribution scores layers by their momentum, which plain SGD does not keep.
