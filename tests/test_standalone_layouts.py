@@ -1,7 +1,9 @@
-"""benchmarks/standalone/batch1_layouts.cpp (issue #18's measurement of
-column-blocked batch-1 layouts) compiles, every kernel it times agrees with a
-float64 sum on small matrices (empty rows, nnz = 0, a single column, sizes that
-are not whole slices or blocks), and its check fails when a kernel is wrong."""
+"""The standalone programs of benchmarks/standalone (issue #18's measurements):
+batch1_layouts.cpp (column-blocked batch-1 layouts) and batch20_tile_pairs.cpp
+(one-pass kernels for the batch-20 per-step product) compile, every kernel they
+time agrees with a float64 sum on small matrices (empty rows, nnz = 0, a single
+column, sizes that are not whole slices, blocks or 16-value runs), and their
+checks fail when a kernel is wrong."""
 
 import platform
 import shutil
@@ -12,17 +14,18 @@ import pytest
 
 from csr_helpers import cpu_flags
 
-SOURCE = Path(__file__).resolve().parents[1] / "benchmarks" / "standalone" / "batch1_layouts.cpp"
+STANDALONE = Path(__file__).resolve().parents[1] / "benchmarks" / "standalone"
 BLOCKED_FLAGS = {"avx512f", "avx512vl", "avx512bw"}
+TILE_PAIR_KERNELS = {"two_passes", "fused16+8", "fused16+4"}
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine() != "x86_64",
                                 reason="the standalone benchmark is x86-64 code built with g++")
 
 
-def _build(tmp_path: Path, *defines: str) -> Path:
-    binary = tmp_path / "batch1_layouts"
-    subprocess.run(["g++", "-O2", "-std=c++17", "-Wno-psabi", *defines, "-o", str(binary), str(SOURCE)],
-                   check=True, capture_output=True)
+def _build(tmp_path: Path, *defines: str, program: str = "batch1_layouts") -> Path:
+    binary = tmp_path / program
+    subprocess.run(["g++", "-O2", "-std=c++17", "-Wno-psabi", *defines, "-o", str(binary),
+                    str(STANDALONE / f"{program}.cpp")], check=True, capture_output=True)
     return binary
 
 
@@ -31,17 +34,22 @@ def binary(tmp_path_factory) -> Path:
     return _build(tmp_path_factory.mktemp("batch1_layouts"))
 
 
+@pytest.fixture(scope="module")
+def tile_pairs(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("batch20_tile_pairs"), program="batch20_tile_pairs")
+
+
 def _run(binary: Path, rows: int, cols: int, density: float) -> subprocess.CompletedProcess:
     return subprocess.run([str(binary), str(rows), str(cols), str(density), "3"], capture_output=True, text=True)
 
 
 def _kernel_rows(stdout: str) -> dict[str, float]:
-    """kernel name -> its max error, from the table the program prints."""
+    """kernel name -> its max error (the table's last column), from the table the program prints."""
     rows = {}
     for line in stdout.splitlines()[2:]:
         fields = line.split()
-        if len(fields) == 6:
-            rows[fields[0]] = float(fields[5])
+        if len(fields) >= 5 and not line.startswith(("FAILED", "no ")):
+            rows[fields[0]] = float(fields[-1])
     return rows
 
 
@@ -63,3 +71,25 @@ def test_a_wrong_half_of_the_column_block_is_caught(tmp_path):
     assert result.returncode == 1, result.stdout
     assert "FAILED" in result.stdout
     assert _kernel_rows(result.stdout)["blk64x16"] > 1e-4
+
+
+@pytest.mark.skipif(not {"avx512f", "avx512vl", "fma"} <= cpu_flags(),
+                    reason="the batch-20 kernels need AVX-512F, VL and FMA")
+@pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (50, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
+                                               (30, 257, 0.9)])
+def test_every_batch20_kernel_matches_the_float64_sum(tile_pairs, rows, cols, density):
+    result = _run(tile_pairs, rows, cols, density)
+    assert result.returncode == 0, result.stdout + result.stderr
+    errors = _kernel_rows(result.stdout)
+    assert set(errors) == TILE_PAIR_KERNELS, result.stdout
+    assert all(error <= 1e-4 for error in errors.values()), result.stdout
+
+
+@pytest.mark.skipif(not {"avx512f", "avx512vl", "fma"} <= cpu_flags(),
+                    reason="the batch-20 kernels need AVX-512F, VL and FMA")
+def test_a_wrong_row_of_the_4_lane_tile_is_caught(tmp_path):
+    result = _run(_build(tmp_path, "-DPLANT_WRONG_TAIL_COLUMN", program="batch20_tile_pairs"), 64, 200, 0.2)
+    assert result.returncode == 1, result.stdout
+    assert "FAILED" in result.stdout
+    errors = _kernel_rows(result.stdout)
+    assert errors["fused16+4"] > 1e-4 and errors["two_passes"] <= 1e-4, result.stdout

@@ -27,7 +27,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -36,6 +35,8 @@
 #include <random>
 #include <utility>
 #include <vector>
+
+#include "random_csr.h"
 
 namespace {
 
@@ -293,18 +294,6 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512vbmi2,fma"))) void packed
   }
 }
 
-template <typename F>
-double median_seconds(F f, int repeats) {
-  std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -313,18 +302,11 @@ int main(int argc, char** argv) {
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 301;
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::uniform_real_distribution<double> coin(0.0, 1.0);
-  std::vector<int32_t> ptr(rows + 1, 0), idx;
-  std::vector<float> v;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j)
-      if (coin(rng) < density) {
-        idx.push_back(static_cast<int32_t>(j));
-        v.push_back(uniform(rng));
-      }
-    ptr[r + 1] = static_cast<int32_t>(idx.size());
-  }
-  const int64_t nnz = static_cast<int64_t>(idx.size());
+  const standalone::RandomCsr w = standalone::random_csr(rows, cols, density, rng);
+  const std::vector<int32_t>& ptr = w.ptr;
+  const std::vector<int32_t>& idx = w.idx;
+  const std::vector<float>& v = w.values;
+  const int64_t nnz = w.nnz();
   // x padded to whole 64-column blocks plus the sliced view's zero padding column.
   std::vector<float> x((cols + 63) / 64 * 64 + 1, 0.0f);
   for (int64_t j = 0; j < cols; ++j) x[j] = uniform(rng);
@@ -371,9 +353,9 @@ int main(int argc, char** argv) {
   };
   std::vector<float> out((rows + 15) / 16 * 16, 0.0f);
   auto cleared = [&]() -> float* { std::fill(out.begin(), out.end(), NAN); return out.data(); };
-  report("csr", median_seconds([&] { csr_kernel(ptr.data(), idx.data(), v.data(), x.data(), out.data(), rows); }, repeats),
+  report("csr", standalone::median_seconds([&] { csr_kernel(ptr.data(), idx.data(), v.data(), x.data(), out.data(), rows); }, repeats),
          1.0, 8.0, (csr_kernel(ptr.data(), idx.data(), v.data(), x.data(), cleared(), rows), out.data()));
-  report("sell8", median_seconds([&] { sell8_kernel(v8.data(), c8.data(), sp8.data(), slices8, x.data(), out.data()); }, repeats),
+  report("sell8", standalone::median_seconds([&] { sell8_kernel(v8.data(), c8.data(), sp8.data(), slices8, x.data(), out.data()); }, repeats),
          sp8[slices8] / per, 8.0 * sp8[slices8] / per,
          (sell8_kernel(v8.data(), c8.data(), sp8.data(), slices8, x.data(), cleared()), out.data()));
   if (!avx512) {
@@ -393,7 +375,7 @@ int main(int argc, char** argv) {
   for (const Variant& variant : variants) {
     if (variant.kernel == nullptr) continue;
     const Blocked b = build_blocked(ptr, idx, v, rows, cols, variant.lanes, variant.block, variant.packed);
-    const double seconds = median_seconds([&] { variant.kernel(b, x.data(), out.data()); }, repeats);
+    const double seconds = standalone::median_seconds([&] { variant.kernel(b, x.data(), out.data()); }, repeats);
     variant.kernel(b, x.data(), cleared());
     report(variant.name, seconds, b.slots() * variant.lanes / per, b.bytes() / per, out.data());
   }
