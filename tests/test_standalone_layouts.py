@@ -17,6 +17,8 @@ from csr_helpers import cpu_flags
 STANDALONE = Path(__file__).resolve().parents[1] / "benchmarks" / "standalone"
 BLOCKED_FLAGS = {"avx512f", "avx512vl", "avx512bw"}
 TILE_PAIR_KERNELS = {"two_passes", "fused16+8", "fused16+4"}
+needs_avx512_fma = pytest.mark.skipif(not {"avx512f", "avx512vl", "fma"} <= cpu_flags(),
+                                      reason="the batch-20 kernels need AVX-512F, VL and FMA")
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine() != "x86_64",
                                 reason="the standalone benchmark is x86-64 code built with g++")
@@ -73,8 +75,7 @@ def test_a_wrong_half_of_the_column_block_is_caught(tmp_path):
     assert _kernel_rows(result.stdout)["blk64x16"] > 1e-4
 
 
-@pytest.mark.skipif(not {"avx512f", "avx512vl", "fma"} <= cpu_flags(),
-                    reason="the batch-20 kernels need AVX-512F, VL and FMA")
+@needs_avx512_fma
 @pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (50, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
                                                (30, 257, 0.9)])
 def test_every_batch20_kernel_matches_the_float64_sum(tile_pairs, rows, cols, density):
@@ -85,8 +86,7 @@ def test_every_batch20_kernel_matches_the_float64_sum(tile_pairs, rows, cols, de
     assert all(error <= 1e-4 for error in errors.values()), result.stdout
 
 
-@pytest.mark.skipif(not {"avx512f", "avx512vl", "fma"} <= cpu_flags(),
-                    reason="the batch-20 kernels need AVX-512F, VL and FMA")
+@needs_avx512_fma
 def test_a_wrong_row_of_the_4_lane_tile_is_caught(tmp_path):
     result = _run(_build(tmp_path, "-DPLANT_WRONG_TAIL_COLUMN", program="batch20_tile_pairs"), 64, 200, 0.2)
     assert result.returncode == 1, result.stdout

@@ -297,9 +297,11 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512vbmi2,fma"))) void packed
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int64_t rows = argc > 1 ? std::atol(argv[1]) : 6000, cols = argc > 2 ? std::atol(argv[2]) : 1500;
-  const double density = argc > 3 ? std::atof(argv[3]) : 0.1;
-  const int repeats = argc > 4 ? std::atoi(argv[4]) : 301;
+  // Plain variables, not a structured binding: C++17 lambdas cannot capture those.
+  const standalone::Args args = standalone::parse_args(argc, argv, 301);
+  const int64_t rows = args.rows, cols = args.cols;
+  const double density = args.density;
+  const int repeats = args.repeats;
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const standalone::RandomCsr w = standalone::random_csr(rows, cols, density, rng);

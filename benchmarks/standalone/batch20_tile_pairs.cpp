@@ -172,9 +172,11 @@ SK_AVX512 void fused(const int32_t* ptr, const int32_t* idx, const float* v, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int64_t rows = argc > 1 ? std::atol(argv[1]) : 6000, cols = argc > 2 ? std::atol(argv[2]) : 1500;
-  const double density = argc > 3 ? std::atof(argv[3]) : 0.1;
-  const int repeats = argc > 4 ? std::atoi(argv[4]) : 201;
+  // Plain variables, not a structured binding: C++17 lambdas cannot capture those.
+  const standalone::Args args = standalone::parse_args(argc, argv, 201);
+  const int64_t rows = args.rows, cols = args.cols;
+  const double density = args.density;
+  const int repeats = args.repeats;
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const standalone::RandomCsr w = standalone::random_csr(rows, cols, density, rng);
@@ -234,18 +236,16 @@ int main(int argc, char** argv) {
   };
   auto f8 = [&] { fused<8>(ptr.data(), idx.data(), v.data(), rows, x16.data(), x8.data(), y16.data(), yt.data()); };
   auto f4 = [&] { fused<4>(ptr.data(), idx.data(), v.data(), rows, x16.data(), x4.data(), y16.data(), yt.data()); };
-  double seconds = standalone::median_seconds(two, repeats);
-  cleared();
-  two();
-  report("two_passes", seconds, 8);
-  seconds = standalone::median_seconds(f8, repeats);
-  cleared();
-  f8();
-  report("fused16+8", seconds, 8);
-  seconds = standalone::median_seconds(f4, repeats);
-  cleared();
-  f4();
-  report("fused16+4", seconds, 4);
+  // Timed, then run once more on cleared outputs and checked.
+  auto measure = [&](const char* name, auto kernel, int tail_width) {
+    const double seconds = standalone::median_seconds(kernel, repeats);
+    cleared();
+    kernel();
+    report(name, seconds, tail_width);
+  };
+  measure("two_passes", two, 8);
+  measure("fused16+8", f8, 8);
+  measure("fused16+4", f4, 4);
   if (!ok) std::printf("FAILED: a kernel's result differs from the float64 sum by more than 1e-4\n");
   return ok ? 0 : 1;
 }

@@ -1,14 +1,29 @@
-// What the standalone programs of this folder share: the random CSR matrix
-// they time their kernels on, and the median of repeated timings.
+// What the standalone programs of this folder share: their command line, the
+// random CSR matrix they time their kernels on, and the median of repeated
+// timings.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
 namespace standalone {
+
+// The programs' command line: [rows cols density [repeats]], W 6000 x 1500 at
+// 10% by default (W_hh of a 1500-unit LSTM at 90% sparsity).
+struct Args {
+  int64_t rows, cols;
+  double density;
+  int repeats;
+};
+
+inline Args parse_args(int argc, char** argv, int default_repeats) {
+  return {argc > 1 ? std::atol(argv[1]) : 6000, argc > 2 ? std::atol(argv[2]) : 1500,
+          argc > 3 ? std::atof(argv[3]) : 0.1, argc > 4 ? std::atoi(argv[4]) : default_repeats};
+}
 
 // W (rows x cols) in CSR: each entry kept with probability `density`,
 // columns sorted within a row, values uniform in (-1, 1) from `rng`.
