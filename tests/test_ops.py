@@ -131,6 +131,33 @@ def test_input_grad_csr_parallel_paths(threads, n):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_grad_csr_batch1_loop_adds_as_the_tile_loop(dtype):
+    """Batch 1 has a loop of its own (cpu_spmm.h, scatter_rows at n = 1) that
+    adds the same products in the same order as the batch-tile loop of wider
+    batches: on one thread its result equals each row of a wider batch made of
+    copies of that row, bit for bit (empty rows included)."""
+    generator = torch.Generator().manual_seed(11)
+    dense = torch.randn(300, 257, dtype=dtype, generator=generator)
+    dense *= torch.rand(300, 257, generator=generator) < 0.3
+    dense[40:60] = 0  # empty rows
+    csr = dense.to_sparse_csr()
+    p = {"values": csr.values(), "row_ptr": csr.crow_indices().int(), "col_idx": csr.col_indices().int(),
+         "shape": (300, 257)}
+    grad_out = torch.randn(1, 300, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = ops.sparse_linear_input_grad_csr(grad_out, p["values"], p["row_ptr"], p["col_idx"], 257)
+        wide = ops.sparse_linear_input_grad_csr(grad_out.expand(5, 300), p["values"], p["row_ptr"], p["col_idx"],
+                                                257)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(wide, one.expand(5, 257))
+    want = reference.sparse_linear_input_grad(grad_out, p["values"], p["row_ptr"], p["col_idx"], p["shape"])
+    torch.testing.assert_close(one, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [15, 16, 37, 300])
 def test_value_grad_wide_batches_match_reference(dtype, n):
     """The SDDMM's eight-at-a-time path (N >= 16): rows of 22-23 nonzeros

@@ -1,6 +1,7 @@
 """The standalone programs of benchmarks/standalone (issue #18's measurements):
-batch1_layouts.cpp (column-blocked batch-1 layouts) and batch20_tile_pairs.cpp
-(one-pass kernels for the batch-20 per-step product) compile, every kernel they
+batch1_layouts.cpp (column-blocked batch-1 layouts), batch20_tile_pairs.cpp
+(one-pass kernels for the batch-20 per-step product) and batch1_scatter.cpp
+(the batch-1 input gradient's scatter) compile, every kernel they
 time agrees with a float64 sum on small matrices (empty rows, nnz = 0, a single
 column, sizes that are not whole slices, blocks or 16-value runs), and their
 checks fail when a kernel is wrong."""
@@ -37,12 +38,34 @@ def binary(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def scatter(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("batch1_scatter"), program="batch1_scatter")
+
+
+@pytest.fixture(scope="module")
 def tile_pairs(tmp_path_factory) -> Path:
     return _build(tmp_path_factory.mktemp("batch20_tile_pairs"), program="batch20_tile_pairs")
 
 
 def _run(binary: Path, rows: int, cols: int, density: float) -> subprocess.CompletedProcess:
     return subprocess.run([str(binary), str(rows), str(cols), str(density), "3"], capture_output=True, text=True)
+
+
+def _errors_with_planted_bug(tmp_path: Path, define: str, program: str) -> dict[str, float]:
+    """Each kernel's max error from `program` built with the planted bug `define`; the program must fail."""
+    result = _run(_build(tmp_path, define, program=program), 64, 200, 0.2)
+    assert result.returncode == 1, result.stdout
+    assert "FAILED" in result.stdout
+    return _kernel_rows(result.stdout)
+
+
+def _checked_errors(binary: Path, rows: int, cols: int, density: float) -> dict[str, float]:
+    """Each kernel's max error from a run that must pass its own float64 check."""
+    result = _run(binary, rows, cols, density)
+    assert result.returncode == 0, result.stdout + result.stderr
+    errors = _kernel_rows(result.stdout)
+    assert all(error <= 1e-4 for error in errors.values()), result.stdout
+    return errors
 
 
 def _kernel_rows(stdout: str) -> dict[str, float]:
@@ -59,37 +82,38 @@ def _kernel_rows(stdout: str) -> dict[str, float]:
 @pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (200, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
                                                (130, 257, 0.05)])
 def test_every_kernel_matches_the_float64_sum(binary, rows, cols, density):
-    result = _run(binary, rows, cols, density)
-    assert result.returncode == 0, result.stdout + result.stderr
-    kernels = _kernel_rows(result.stdout)
+    kernels = _checked_errors(binary, rows, cols, density)
     expected = {"csr", "sell8"} | ({"blk32x16", "blk64x16", "blk64x8"} if BLOCKED_FLAGS <= cpu_flags() else set())
-    assert expected <= set(kernels), result.stdout
-    assert all(error <= 1e-4 for error in kernels.values()), result.stdout
+    assert expected <= set(kernels), kernels
 
 
 @pytest.mark.skipif(not BLOCKED_FLAGS <= cpu_flags(), reason="the blocked kernels need AVX-512F, VL and BW")
 def test_a_wrong_half_of_the_column_block_is_caught(tmp_path):
-    result = _run(_build(tmp_path, "-DPLANT_WRONG_HALF"), 64, 200, 0.2)
-    assert result.returncode == 1, result.stdout
-    assert "FAILED" in result.stdout
-    assert _kernel_rows(result.stdout)["blk64x16"] > 1e-4
+    errors = _errors_with_planted_bug(tmp_path, "-DPLANT_WRONG_HALF", "batch1_layouts")
+    assert errors["blk64x16"] > 1e-4, errors
 
 
 @needs_avx512_fma
 @pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (50, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
                                                (30, 257, 0.9)])
 def test_every_batch20_kernel_matches_the_float64_sum(tile_pairs, rows, cols, density):
-    result = _run(tile_pairs, rows, cols, density)
-    assert result.returncode == 0, result.stdout + result.stderr
-    errors = _kernel_rows(result.stdout)
-    assert set(errors) == TILE_PAIR_KERNELS, result.stdout
-    assert all(error <= 1e-4 for error in errors.values()), result.stdout
+    assert set(_checked_errors(tile_pairs, rows, cols, density)) == TILE_PAIR_KERNELS
 
 
 @needs_avx512_fma
 def test_a_wrong_row_of_the_4_lane_tile_is_caught(tmp_path):
-    result = _run(_build(tmp_path, "-DPLANT_WRONG_TAIL_COLUMN", program="batch20_tile_pairs"), 64, 200, 0.2)
-    assert result.returncode == 1, result.stdout
-    assert "FAILED" in result.stdout
-    errors = _kernel_rows(result.stdout)
-    assert errors["fused16+4"] > 1e-4 and errors["two_passes"] <= 1e-4, result.stdout
+    errors = _errors_with_planted_bug(tmp_path, "-DPLANT_WRONG_TAIL_COLUMN", "batch20_tile_pairs")
+    assert errors["fused16+4"] > 1e-4 and errors["two_passes"] <= 1e-4, errors
+
+
+@pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (200, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
+                                               (130, 257, 0.05), (30, 40, 1.0)])
+def test_every_batch1_scatter_matches_the_float64_sum(scatter, rows, cols, density):
+    expected = {"library", "loads8"} | ({"avx512"} if "avx512f" in cpu_flags() else set())
+    assert set(_checked_errors(scatter, rows, cols, density)) == expected
+
+
+@pytest.mark.skipif("avx512f" not in cpu_flags(), reason="the scatter's avx512 kernel needs AVX-512F")
+def test_a_short_masked_tail_of_the_avx512_scatter_is_caught(tmp_path):
+    errors = _errors_with_planted_bug(tmp_path, "-DPLANT_SHORT_TAIL", "batch1_scatter")
+    assert errors["avx512"] > 1e-4 and errors["library"] <= 1e-4, errors

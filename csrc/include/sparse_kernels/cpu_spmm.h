@@ -204,6 +204,18 @@ inline __attribute__((always_inline)) void scatter_rows(const int32_t* ptr, cons
                                                         const T* v, const T* dense_t, T* out_t,
                                                         int64_t n, int64_t c0, int64_t c1,
                                                         int64_t r0, int64_t r1) {
+  if (n == 1) {
+    // Batch 1: one float per row and column, so no batch tile to address.
+    // The tile loop's idx * n + j0 per nonzero and per-row set-up made the op
+    // 1.2x slower on one thread and 1.5x on two (W 8192 x 2048 and 6000 x 1500
+    // at 10%, BENCHMARKS.md "Session S"). The same additions in the same
+    // order as scatter_tile<T, 1>.
+    for (int64_t r = r0; r < r1; ++r) {
+      const T g = dense_t[r];
+      for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) out_t[idx[k]] += v[k] * g;
+    }
+    return;
+  }
   int64_t j0 = c0;
   for (; j0 + 16 <= c1; j0 += 16) scatter_tile<T, 16>(ptr, idx, v, dense_t, out_t, n, j0, r0, r1);
   if (j0 + 8 <= c1) {
