@@ -141,19 +141,17 @@ def test_input_grad_csr_batch1_loop_adds_as_the_tile_loop(dtype):
     dense *= torch.rand(300, 257, generator=generator) < 0.3
     dense[40:60] = 0  # empty rows
     csr = dense.to_sparse_csr()
-    p = {"values": csr.values(), "row_ptr": csr.crow_indices().int(), "col_idx": csr.col_indices().int(),
-         "shape": (300, 257)}
+    values, row_ptr, col_idx = csr.values(), csr.crow_indices().int(), csr.col_indices().int()
     grad_out = torch.randn(1, 300, dtype=dtype)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = ops.sparse_linear_input_grad_csr(grad_out, p["values"], p["row_ptr"], p["col_idx"], 257)
-        wide = ops.sparse_linear_input_grad_csr(grad_out.expand(5, 300), p["values"], p["row_ptr"], p["col_idx"],
-                                                257)
+        one = ops.sparse_linear_input_grad_csr(grad_out, values, row_ptr, col_idx, 257)
+        wide = ops.sparse_linear_input_grad_csr(grad_out.expand(5, 300), values, row_ptr, col_idx, 257)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(wide, one.expand(5, 257))
-    want = reference.sparse_linear_input_grad(grad_out, p["values"], p["row_ptr"], p["col_idx"], p["shape"])
+    want = reference.sparse_linear_input_grad(grad_out, values, row_ptr, col_idx, (300, 257))
     torch.testing.assert_close(one, want, **TOL[dtype])
 
 

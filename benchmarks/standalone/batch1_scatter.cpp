@@ -1,6 +1,6 @@
 // The batch-1 input gradient by scatter, grad_x = W^T grad_y, one thread: the
-// library's loop (csrc/include/sparse_kernels/cpu_spmm.h, scatter_tile at
-// W = 1: one load, multiply-add and store of grad_x per nonzero) against two
+// library's loop (csrc/include/sparse_kernels/cpu_spmm.h, scatter_rows at
+// n = 1: one load, multiply-add and store of grad_x per nonzero) against two
 // variants (issue #18, BENCHMARKS.md "Session S"). A standalone program, not
 // part of the build:
 //

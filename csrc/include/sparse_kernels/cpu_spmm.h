@@ -205,7 +205,8 @@ inline __attribute__((always_inline)) void scatter_rows(const int32_t* ptr, cons
                                                         int64_t n, int64_t c0, int64_t c1,
                                                         int64_t r0, int64_t r1) {
   if (n == 1) {
-    // Batch 1: one float per row and column, so no batch tile to address.
+    // Batch 1: one float per row and column, so no batch tile to address
+    // (the only batch columns are then [c0, c1) = [0, 1)).
     // The tile loop's idx * n + j0 per nonzero and per-row set-up made the op
     // 1.2x slower on one thread and 1.5x on two (W 8192 x 2048 and 6000 x 1500
     // at 10%, BENCHMARKS.md "Session S"). The same additions in the same
