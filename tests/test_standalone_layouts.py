@@ -1,7 +1,8 @@
 """The standalone programs of benchmarks/standalone (issue #18's measurements):
 batch1_layouts.cpp (column-blocked batch-1 layouts), batch20_tile_pairs.cpp
-(one-pass kernels for the batch-20 per-step product) and batch1_scatter.cpp
-(the batch-1 input gradient's scatter) compile, every kernel they
+(one-pass kernels for the batch-20 per-step product), batch1_scatter.cpp
+(the batch-1 input gradient's scatter) and batch4_layouts.cpp (tiles and
+column-blocked layouts at batch 2-4) compile, every kernel they
 time agrees with a float64 sum on small matrices (empty rows, nnz = 0, a single
 column, sizes that are not whole slices, blocks or 16-value runs), and their
 checks fail when a kernel is wrong."""
@@ -45,6 +46,11 @@ def scatter(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tile_pairs(tmp_path_factory) -> Path:
     return _build(tmp_path_factory.mktemp("batch20_tile_pairs"), program="batch20_tile_pairs")
+
+
+@pytest.fixture(scope="module")
+def batch4(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("batch4_layouts"), program="batch4_layouts")
 
 
 def _run(binary: Path, rows: int, cols: int, density: float) -> subprocess.CompletedProcess:
@@ -117,3 +123,19 @@ def test_every_batch1_scatter_matches_the_float64_sum(scatter, rows, cols, densi
 def test_a_short_masked_tail_of_the_avx512_scatter_is_caught(tmp_path):
     errors = _errors_with_planted_bug(tmp_path, "-DPLANT_SHORT_TAIL", "batch1_scatter")
     assert errors["avx512"] > 1e-4 and errors["library"] <= 1e-4, errors
+
+
+@pytest.mark.skipif(not {"avx2", "fma"} <= cpu_flags(), reason="the tile loops need AVX2 and FMA")
+@pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (200, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
+                                               (130, 257, 0.05), (30, 40, 1.0)])
+def test_every_batch4_kernel_matches_the_float64_sum(batch4, rows, cols, density):
+    layouts = {"tile8", "tile4"} | ({"blk64", "blk32", "blk16"} if BLOCKED_FLAGS <= cpu_flags() else set())
+    expected = {f"{layout}.b{batch}" for layout in layouts for batch in (2, 3, 4)}
+    assert set(_checked_errors(batch4, rows, cols, density)) == expected
+
+
+@pytest.mark.skipif(not BLOCKED_FLAGS | {"fma"} <= cpu_flags(), reason="the blocked kernels need AVX-512F, VL and BW")
+def test_a_wrong_row_of_x_in_the_batch4_blocked_kernels_is_caught(tmp_path):
+    errors = _errors_with_planted_bug(tmp_path, "-DPLANT_WRONG_ROW", "batch4_layouts")
+    assert all(errors[f"blk{block}.b{batch}"] > 1e-4 for block in (64, 32, 16) for batch in (2, 3, 4)), errors
+    assert all(errors[f"tile{lanes}.b{batch}"] <= 1e-4 for lanes in (8, 4) for batch in (2, 3, 4)), errors
