@@ -14,7 +14,7 @@
 //
 // Kernels, each at B = 2, 3 and 4 rows of x (the name's suffix):
 //   tile8    the library's 8-lane tile loop (cpu_tiled.cpp's AVX2 form): x^T (cols, 8), eight accumulators
-//   tile4    the same over x^T (cols, 4) in 128-bit registers (x^T half the bytes: in L1 at 2048 columns)
+//   tile4    the same over x^T (cols, 4) in 128-bit registers (x^T half the bytes: 32 KB at 2048 columns)
 //   blk64    slices of 16 rows, 64-column blocks (the library's blocked view): a slot's 16 offsets decoded
 //            once, then per row of x two permutes, a blend and an FMA
 //   blk32    32-column blocks: one two-source permute per row of x and slot, more padding slots
