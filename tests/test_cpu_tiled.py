@@ -77,6 +77,14 @@ INPUT_GRAD_SHAPES = [
     (130, 12, 1, 0.5),      # one input feature
     (140, 30, 20, 0.0),     # nnz = 0
     (700, 96, 80, 0.1),
+    # Past 2048 rows of W, W^T is built and multiplied in column panels of
+    # at most 2048 of them: two panels of 1025 and 1024, three of 1500 (a batch
+    # of 8-lane and 16-lane tiles), rows of W^T empty in some panels only,
+    # one input feature.
+    (128, 2049, 7, 0.3),
+    (136, 4500, 30, 0.05),
+    (130, 4500, 300, 0.002),
+    (129, 5000, 1, 0.5),
 ]
 
 
@@ -112,19 +120,42 @@ def _same_bits_on_one_and_two_threads(fn):
     return results
 
 
-def test_input_grad_through_the_parallel_transpose():
-    # 96k nonzeros over 400 columns: W^T is built by the counting sort's
-    # parallel path (a chunk of rows per thread). It must give the serial
-    # sort's W^T exactly (rows ascending in each column), so the products, in
-    # the same order, agree bit for bit; and both match the reference.
-    values, row_ptr, col_idx = _weight(800, 400, 0.3, seed=11)
+# W (out, in, density, seed): 96k nonzeros over 400 columns, one panel; 80k
+# in W 5000 x 40, whose W^T is built in three column panels.
+@pytest.mark.parametrize("shape", [(800, 400, 0.3, 11), (5000, 40, 0.4, 13)], ids=str)
+def test_input_grad_through_the_parallel_transpose(shape):
+    # W^T is built by the counting sort's parallel path (a chunk of rows per
+    # thread). It must give the serial sort's W^T exactly (rows ascending in
+    # each column), so the products, in the same order, agree bit for bit;
+    # and both match the reference.
+    out_f, in_f, density, seed = shape
+    values, row_ptr, col_idx = _weight(out_f, in_f, density, seed=seed)
     assert col_idx.numel() >= 1 << 16
-    gy = torch.randn(130, 800, generator=torch.Generator().manual_seed(12))
+    gy = torch.randn(130, out_f, generator=torch.Generator().manual_seed(seed + 1))
     one, two = _same_bits_on_one_and_two_threads(
-        lambda: torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, 400))
+        lambda: torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, in_f))
     assert torch.equal(one, two)
-    want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (800, 400))
+    want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (out_f, in_f))
     torch.testing.assert_close(two.double(), want, **TOL32)
+
+
+@pytest.mark.parametrize("filled", ["first", "last"])
+def test_input_grad_in_panels_with_panels_of_no_entries(filled):
+    # W 4500 x 64 (three panels of 1500 rows) whose nonzeros all lie in 300
+    # rows of the first panel, or of the last: every row of W^T is empty in
+    # the other panels. Those after the first must add nothing to what it
+    # wrote; an empty first panel must still write each row (zeros).
+    values, row_ptr, col_idx = _weight(300, 64, 0.2, seed=15)
+    empty = torch.zeros(4200, dtype=row_ptr.dtype)
+    if filled == "first":
+        row_ptr = torch.cat([row_ptr, empty + row_ptr[-1]])
+    else:
+        row_ptr = torch.cat([empty, row_ptr])
+    gy = torch.randn(140, 4500, generator=torch.Generator().manual_seed(16))
+    got = torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, 64)
+    want = reference.sparse_linear_input_grad(gy.double(), values.double(), row_ptr, col_idx, (4500, 64))
+    assert want.abs().sum() > 0
+    torch.testing.assert_close(got.double(), want, **TOL32)
 
 
 # (N, out, in, density) for the value gradient (an SDDMM): batch 1 (the
@@ -258,7 +289,9 @@ def _tile_products_for_the_avx512_comparison():
     """Products over 16- and 8-lane tiles (batches 20 and 35, bias and none)
     and a fused LSTM layer's forward and backward (batch 20), float32. Rows
     of about 20 nonzeros (products) and 26 (the layer's W_hh): each kernel's
-    runs of 16 or 8 nonzeros, its runs of 4 and its tail all run."""
+    runs of 16 or 8 nonzeros, its runs of 4 and its tail all run. And an
+    input gradient over W^T in two column panels (batch 136: 16- and 8-lane
+    tiles), whose second panel adds to what the first wrote."""
     results = []
     for n, bias in ((20, False), (35, True)):
         values, row_ptr, col_idx = _weight(300, 200, 0.1, seed=n)
@@ -269,6 +302,9 @@ def _tile_products_for_the_avx512_comparison():
     leaves, row_ptr, col_idx, csc, sizes = _fused_problem(5, 20, 64, 0.4, [20, 20, 17, 9, 3], torch.float32, seed=4)
     out = ops.lstm_layer(*leaves[:4], row_ptr, col_idx, csc, sizes)
     grads = torch.autograd.grad(out, leaves, [torch.ones_like(t) for t in out])
+    values, row_ptr, col_idx = _weight(2100, 30, 0.3, seed=6)
+    gy = torch.randn(136, 2100, generator=torch.Generator().manual_seed(7))
+    results.append(torch.ops.sparse_kernels.sparse_linear_input_grad_csr(gy, values, row_ptr, col_idx, 30))
     return results + [t.detach() for t in out] + list(grads)
 
 
@@ -284,6 +320,6 @@ def test_avx512_tile_kernels_give_the_avx2_bits(tmp_path):
     run_fresh(code, SPARSE_KERNELS_CPU_AVX512="0")
     avx2 = torch.load(out)
     here_results = _tile_products_for_the_avx512_comparison()
-    assert len(avx2) == len(here_results) == 9  # 2 products, 3 layer outputs, 4 gradients
+    assert len(avx2) == len(here_results) == 10  # 2 products, an input gradient, 3 layer outputs, 4 gradients
     for a, b in zip(here_results, avx2):
         assert torch.equal(a, b)

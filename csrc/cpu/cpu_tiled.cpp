@@ -23,15 +23,16 @@
 namespace sparse_kernels::cpu {
 namespace {
 
-// One row of W against one tile: out[0:W] = b + sum_k v[k] x_tile[idx[k], 0:W].
+// One row of W against one tile: out[0:W] = b + sum_k v[k] x_tile[idx[k], 0:W]
+// (kAccumulate: out[0:W] += the sum, for the panels of W^T below).
 // Portable: four independent accumulator sets, so that the compiler's SIMD
 // code does not wait on one chain of additions.
-template <int W>
+template <int W, bool kAccumulate = false>
 inline void tile_row_portable(const int32_t* idx, const float* v, int32_t k0, int32_t k1,
                               const float* x_tile, float b, float* out) {
   float acc[4][W];
   for (int j = 0; j < W; ++j) {
-    acc[0][j] = b;
+    acc[0][j] = kAccumulate ? out[j] : b;
     acc[1][j] = acc[2][j] = acc[3][j] = 0.0f;
   }
   int32_t k = k0;
@@ -69,14 +70,41 @@ SK_CPU_CLONES void tiled_rows_portable(const int32_t* ptr, const int32_t* idx, c
   }
 }
 
+// W^T in column panels (cpu_csr_transpose.h): panel p's rows start at
+// t_ptr + p * rows; the first panel writes each row of y, the others add to
+// it. Rows [r0, r1), every tile.
+SK_CPU_CLONES void tiled_panels_portable(const int32_t* t_ptr, int64_t panels, const int32_t* idx,
+                                         const float* v, const float* x_tiles, int64_t in_features,
+                                         float* y_tiles, int64_t rows, int64_t width, int64_t r0, int64_t r1) {
+  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
+    const float* x_tile = x_tiles + j0 * in_features;
+    float* y_tile = y_tiles + j0 * rows;
+    const bool wide = tile_width(j0, width) == 16;
+    for (int64_t p = 0; p < panels; ++p) {
+      const int32_t* ptr = t_ptr + p * rows;
+      for (int64_t r = r0; r < r1; ++r) {
+        if (wide) {
+          p == 0 ? tile_row_portable<16, false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
+                 : tile_row_portable<16, true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16);
+        } else {
+          p == 0 ? tile_row_portable<8, false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
+                 : tile_row_portable<8, true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8);
+        }
+      }
+    }
+  }
+}
+
 #if SK_TILED_HAS_AVX2_KERNEL
 // 16 lanes = two registers per nonzero; four nonzeros per iteration into four
 // register pairs (eight chains: two FMA units x four cycles of latency).
+template <bool kAccumulate = false>
 __attribute__((target("avx2,fma"))) inline void tile_row16_avx2(const int32_t* idx, const float* v,
                                                                  int32_t k0, int32_t k1,
                                                                  const float* x_tile, float b,
                                                                  float* out) {
-  __m256 a0 = _mm256_set1_ps(b), a1 = a0;
+  __m256 a0 = kAccumulate ? _mm256_loadu_ps(out) : _mm256_set1_ps(b);
+  __m256 a1 = kAccumulate ? _mm256_loadu_ps(out + 8) : a0;
   __m256 b0 = _mm256_setzero_ps(), b1 = b0, c0 = b0, c1 = b0, d0 = b0, d1 = b0;
   int32_t k = k0;
   for (; k + 4 <= k1; k += 4) {
@@ -121,12 +149,13 @@ __attribute__((target("avx2,fma"), always_inline)) inline void tile_row8_finish(
 }
 
 // 8 lanes = one register per nonzero; eight nonzeros per iteration.
+template <bool kAccumulate = false>
 __attribute__((target("avx2,fma"))) inline void tile_row8_avx2(const int32_t* idx, const float* v,
                                                                 int32_t k0, int32_t k1,
                                                                 const float* x_tile, float b,
                                                                 float* out) {
   __m256 acc[8];
-  acc[0] = _mm256_set1_ps(b);
+  acc[0] = kAccumulate ? _mm256_loadu_ps(out) : _mm256_set1_ps(b);
   for (int c = 1; c < 8; ++c) acc[c] = _mm256_setzero_ps();
   int32_t k = k0;
   for (; k + 8 <= k1; k += 8) {
@@ -183,10 +212,12 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline LaneI
   return l;
 }
 
+template <bool kAccumulate = false>
 __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void tile_row16_avx512(
     const LaneIndices<16>& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
     float b, float* out) {
-  __m512 a = _mm512_set1_ps(b), c1 = _mm512_setzero_ps(), c2 = c1, c3 = c1;
+  __m512 a = kAccumulate ? _mm512_loadu_ps(out) : _mm512_set1_ps(b);
+  __m512 c1 = _mm512_setzero_ps(), c2 = c1, c3 = c1;
   int64_t k = k0;
   for (; k + 16 <= k1; k += 16) {
     const __m512 w = _mm512_loadu_ps(v + k);
@@ -222,11 +253,12 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void 
 // loaded once and broadcast from the register (vpermps on 256 bits, AVX-512VL,
 // whose 32 registers hold the eight lane indices beside the eight
 // accumulators); 1.2x standalone at batch 20's 8-lane tile (session N).
+template <bool kAccumulate = false>
 __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void tile_row8_avx512(
     const LaneIndices<8>& lanes, const int32_t* idx, const float* v, int32_t k0, int32_t k1, const float* x_tile,
     float b, float* out) {
   __m256 acc[8];
-  acc[0] = _mm256_set1_ps(b);
+  acc[0] = kAccumulate ? _mm256_loadu_ps(out) : _mm256_set1_ps(b);
   for (int c = 1; c < 8; ++c) acc[c] = _mm256_setzero_ps();
   int64_t k = k0;
   for (; k + 8 <= k1; k += 8) {
@@ -269,6 +301,27 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_row_list_avx512(c
       tile_row16_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
     } else {
       tile_row8_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
+    }
+  }
+}
+
+// The panels of W^T (tiled_panels_portable) against one tile of W = 16 or 8 lanes.
+template <int W>
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_panels_avx512(const int32_t* t_ptr, int64_t panels,
+                                                                             const int32_t* idx, const float* v,
+                                                                             const float* x_tile, float* y_tile,
+                                                                             int64_t rows, int64_t r0, int64_t r1) {
+  const LaneIndices<W> lanes = lane_indices<W>();
+  for (int64_t p = 0; p < panels; ++p) {
+    const int32_t* ptr = t_ptr + p * rows;
+    for (int64_t r = r0; r < r1; ++r) {
+      if constexpr (W == 16) {
+        p == 0 ? tile_row16_avx512<false>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
+               : tile_row16_avx512<true>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16);
+      } else {
+        p == 0 ? tile_row8_avx512<false>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
+               : tile_row8_avx512<true>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8);
+      }
     }
   }
 }
@@ -328,6 +381,37 @@ __attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr,
       tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
     } else {
       tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void tiled_panels_avx2(const int32_t* t_ptr, int64_t panels, const int32_t* idx,
+                                                           const float* v, const float* x_tiles,
+                                                           int64_t in_features, float* y_tiles, int64_t rows,
+                                                           int64_t width, int64_t r0, int64_t r1) {
+  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
+    const float* x_tile = x_tiles + j0 * in_features;
+    float* y_tile = y_tiles + j0 * rows;
+    const bool wide = tile_width(j0, width) == 16;
+    if (tile_avx512_enabled()) {
+      if (wide) {
+        tile_panels_avx512<16>(t_ptr, panels, idx, v, x_tile, y_tile, rows, r0, r1);
+      } else {
+        tile_panels_avx512<8>(t_ptr, panels, idx, v, x_tile, y_tile, rows, r0, r1);
+      }
+      continue;
+    }
+    for (int64_t p = 0; p < panels; ++p) {
+      const int32_t* ptr = t_ptr + p * rows;
+      for (int64_t r = r0; r < r1; ++r) {
+        if (wide) {
+          p == 0 ? tile_row16_avx2<false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
+                 : tile_row16_avx2<true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16);
+        } else {
+          p == 0 ? tile_row8_avx2<false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
+                 : tile_row8_avx2<true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8);
+        }
+      }
     }
   }
 }
@@ -617,6 +701,34 @@ at::Tensor tiled_sparse_linear(const at::Tensor& input, const at::Tensor& values
                         y_tiles.data_ptr<float>(), out_features, width, r0, r1);
   }, width);
   return unpack_tiles(y_tiles, n, out_features);
+}
+
+at::Tensor tiled_sparse_linear_panels(const at::Tensor& input, const at::Tensor& values,
+                                      const at::Tensor& panel_ptr, const at::Tensor& col_idx, int64_t panels) {
+  const int64_t n = input.size(0), in_features = input.size(1);
+  const int64_t rows = (panel_ptr.numel() - 1) / panels, width = tiled_width(n);
+  const int32_t* pp = panel_ptr.data_ptr<int32_t>();
+  // Each row's nonzeros over all panels, for the threads' nnz-balanced ranges.
+  std::vector<int32_t> row_total(rows + 1, 0);
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t r = 0; r < rows; ++r) row_total[r + 1] += pp[p * rows + r + 1] - pp[p * rows + r];
+  for (int64_t r = 0; r < rows; ++r) row_total[r + 1] += row_total[r];
+  const at::Tensor x_tiles = pack_tiles(input);
+  at::Tensor y_tiles = at::empty({width * rows}, input.options());
+  const int32_t* ci = col_idx.data_ptr<int32_t>();
+  const float* v = values.data_ptr<float>();
+  parallel_over_rows(row_total.data(), rows, [&](int64_t r0, int64_t r1) {
+#if SK_TILED_HAS_AVX2_KERNEL
+    if (cpu_has_avx2_fma()) {
+      tiled_panels_avx2(pp, panels, ci, v, x_tiles.data_ptr<float>(), in_features, y_tiles.data_ptr<float>(), rows,
+                        width, r0, r1);
+      return;
+    }
+#endif
+    tiled_panels_portable(pp, panels, ci, v, x_tiles.data_ptr<float>(), in_features, y_tiles.data_ptr<float>(), rows,
+                          width, r0, r1);
+  }, width);
+  return unpack_tiles(y_tiles, n, rows);
 }
 
 bool tiled_value_grad_enabled(const at::Tensor& input) {

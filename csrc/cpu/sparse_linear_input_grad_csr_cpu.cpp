@@ -26,19 +26,31 @@ namespace sparse_kernels::cpu {
 // 256-700 (BENCHMARKS.md, issue #18).
 constexpr int64_t kTransposedInputGradMinBatch = 128;
 
+// Past this many rows of W (rows of the packed grad_output tile, 64 bytes
+// each at 16 lanes: 128 KiB), W^T is built in column panels of at most this
+// many and its product runs panel by panel (cpu_tiled.h): one tile of 6000
+// rows read whole ran 1.16-1.2x slower (BENCHMARKS.md, session V).
+constexpr int64_t kInputGradPanelRows = 2048;
+
 namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 at::Tensor input_grad_through_transpose(const at::Tensor& grad_output, const at::Tensor& values,
                                         const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                         int64_t in_features) {
   const int64_t out_features = row_ptr.numel() - 1, nnz = col_idx.numel();
-  const at::Tensor t_ptr = at::empty({in_features + 1}, row_ptr.options());
+  // Near-equal panels of at most kInputGradPanelRows rows of W.
+  const int64_t panel_rows = ceil_div(out_features, transpose_panels(out_features, kInputGradPanelRows));
+  const int64_t panels = transpose_panels(out_features, panel_rows);
+  const at::Tensor t_ptr = at::empty({panels * in_features + 1}, row_ptr.options());
   const at::Tensor t_idx = at::empty({nnz}, col_idx.options());
   const at::Tensor t_values = at::empty({nnz}, values.options());
   transpose_csr_into(row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(), values.data_ptr<float>(),
                      out_features, in_features, t_ptr.data_ptr<int32_t>(), t_idx.data_ptr<int32_t>(),
-                     t_values.data_ptr<float>());
-  return tiled_sparse_linear(grad_output, t_values, t_ptr, t_idx, at::Tensor());
+                     t_values.data_ptr<float>(), panels == 1 ? 0 : panel_rows);
+  if (panels == 1) return tiled_sparse_linear(grad_output, t_values, t_ptr, t_idx, at::Tensor());
+  return tiled_sparse_linear_panels(grad_output, t_values, t_ptr, t_idx, panels);
 }
 
 }  // namespace

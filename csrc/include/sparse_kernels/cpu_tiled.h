@@ -145,6 +145,16 @@ at::Tensor tiled_sparse_linear(const at::Tensor& input, const at::Tensor& values
                                const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                const at::Tensor& bias);
 
+// The same product over a W^T built in column panels (transpose_csr_into
+// with panel_rows; panel_ptr: panels * rows + 1 entries): (N, in) -> (N, rows),
+// each row of y summed panel by panel, so that a panel's nonzeros read only
+// its rows of the x tile (panel_rows x 16 floats). At in = 6000 the whole
+// tile (375 KiB) is read with too little reuse per line to stay in L2 beside
+// W^T's stream: 1.16-1.2x standalone with panels of 2000 (BENCHMARKS.md,
+// session V).
+at::Tensor tiled_sparse_linear_panels(const at::Tensor& input, const at::Tensor& values,
+                                      const at::Tensor& panel_ptr, const at::Tensor& col_idx, int64_t panels);
+
 // The value gradient (the SDDMM at W's stored nonzeros) on tiles of both
 // operands: grad_output (N, out) and input (N, in), float32 contiguous ->
 // (nnz). Taken where tiled_value_grad_enabled(input): the tiled product's
