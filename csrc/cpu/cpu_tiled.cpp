@@ -24,7 +24,7 @@ namespace sparse_kernels::cpu {
 namespace {
 
 // One row of W against one tile: out[0:W] = b + sum_k v[k] x_tile[idx[k], 0:W]
-// (kAccumulate: out[0:W] += the sum, for the panels of W^T below).
+// (kAccumulate: out[0:W] += the sum, for the panels of W^T).
 // Portable: four independent accumulator sets, so that the compiler's SIMD
 // code does not wait on one chain of additions.
 template <int W, bool kAccumulate = false>
@@ -53,44 +53,24 @@ inline void tile_row_portable(const int32_t* idx, const float* v, int32_t k0, in
   for (int j = 0; j < W; ++j) out[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
 }
 
+// Rows [r0, r1) of W against every tile: y = bias + W x, or, with
+// accumulate, y += W x (bias unused): the panels of W^T
+// (tiled_sparse_linear_panels), the first writing each row, the others adding.
 SK_CPU_CLONES void tiled_rows_portable(const int32_t* ptr, const int32_t* idx, const float* v,
                                        const float* bias, const float* x_tiles, int64_t in_features,
                                        float* y_tiles, int64_t out_features, int64_t width,
-                                       int64_t r0, int64_t r1) {
+                                       int64_t r0, int64_t r1, bool accumulate) {
   for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
     const float* x_tile = x_tiles + j0 * in_features;
     float* y_tile = y_tiles + j0 * out_features;
     if (tile_width(j0, width) == 16) {
       for (int64_t r = r0; r < r1; ++r)
-        tile_row_portable<16>(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+        accumulate ? tile_row_portable<16, true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
+                   : tile_row_portable<16>(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
     } else {
       for (int64_t r = r0; r < r1; ++r)
-        tile_row_portable<8>(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
-    }
-  }
-}
-
-// W^T in column panels (cpu_csr_transpose.h): panel p's rows start at
-// t_ptr + p * rows; the first panel writes each row of y, the others add to
-// it. Rows [r0, r1), every tile.
-SK_CPU_CLONES void tiled_panels_portable(const int32_t* t_ptr, int64_t panels, const int32_t* idx,
-                                         const float* v, const float* x_tiles, int64_t in_features,
-                                         float* y_tiles, int64_t rows, int64_t width, int64_t r0, int64_t r1) {
-  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
-    const float* x_tile = x_tiles + j0 * in_features;
-    float* y_tile = y_tiles + j0 * rows;
-    const bool wide = tile_width(j0, width) == 16;
-    for (int64_t p = 0; p < panels; ++p) {
-      const int32_t* ptr = t_ptr + p * rows;
-      for (int64_t r = r0; r < r1; ++r) {
-        if (wide) {
-          p == 0 ? tile_row_portable<16, false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
-                 : tile_row_portable<16, true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16);
-        } else {
-          p == 0 ? tile_row_portable<8, false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
-                 : tile_row_portable<8, true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8);
-        }
-      }
+        accumulate ? tile_row_portable<8, true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
+                   : tile_row_portable<8>(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
     }
   }
 }
@@ -273,18 +253,21 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"), always_inline)) inline void 
   tile_row8_finish(acc, idx, v, k, k1, x_tile, out);
 }
 
-// Rows [r0, r1) of W against one tile of W = 16 or 8 lanes (bias may be null).
+// Rows [r0, r1) of W against one tile of W = 16 or 8 lanes (bias may be
+// null; accumulate: tiled_rows_portable).
 template <int W>
 __attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_rows_avx512(const int32_t* ptr, const int32_t* idx,
                                                                            const float* v, const float* bias,
                                                                            const float* x_tile, float* y_tile,
-                                                                           int64_t r0, int64_t r1) {
+                                                                           int64_t r0, int64_t r1, bool accumulate) {
   const LaneIndices<W> lanes = lane_indices<W>();
   for (int64_t r = r0; r < r1; ++r) {
     if constexpr (W == 16) {
-      tile_row16_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+      accumulate ? tile_row16_avx512<true>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
+                 : tile_row16_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
     } else {
-      tile_row8_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+      accumulate ? tile_row8_avx512<true>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
+                 : tile_row8_avx512(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
     }
   }
 }
@@ -301,27 +284,6 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_row_list_avx512(c
       tile_row16_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
     } else {
       tile_row8_avx512(lanes, idx, v, ptr[rows[i]], ptr[rows[i] + 1], x_tile, 0.0f, out + i * out_stride);
-    }
-  }
-}
-
-// The panels of W^T (tiled_panels_portable) against one tile of W = 16 or 8 lanes.
-template <int W>
-__attribute__((target("avx512f,avx512vl,avx2,fma"))) void tile_panels_avx512(const int32_t* t_ptr, int64_t panels,
-                                                                             const int32_t* idx, const float* v,
-                                                                             const float* x_tile, float* y_tile,
-                                                                             int64_t rows, int64_t r0, int64_t r1) {
-  const LaneIndices<W> lanes = lane_indices<W>();
-  for (int64_t p = 0; p < panels; ++p) {
-    const int32_t* ptr = t_ptr + p * rows;
-    for (int64_t r = r0; r < r1; ++r) {
-      if constexpr (W == 16) {
-        p == 0 ? tile_row16_avx512<false>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
-               : tile_row16_avx512<true>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16);
-      } else {
-        p == 0 ? tile_row8_avx512<false>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
-               : tile_row8_avx512<true>(lanes, idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8);
-      }
     }
   }
 }
@@ -343,22 +305,24 @@ __attribute__((target("avx2,fma"))) void tiled_rows_avx2(const int32_t* ptr, con
                                                          const float* v, const float* bias,
                                                          const float* x_tiles, int64_t in_features,
                                                          float* y_tiles, int64_t out_features,
-                                                         int64_t width, int64_t r0, int64_t r1) {
+                                                         int64_t width, int64_t r0, int64_t r1, bool accumulate) {
   for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
     const float* x_tile = x_tiles + j0 * in_features;
     float* y_tile = y_tiles + j0 * out_features;
     if (tile_avx512_enabled()) {
       if (tile_width(j0, width) == 16) {
-        tile_rows_avx512<16>(ptr, idx, v, bias, x_tile, y_tile, r0, r1);
+        tile_rows_avx512<16>(ptr, idx, v, bias, x_tile, y_tile, r0, r1, accumulate);
       } else {
-        tile_rows_avx512<8>(ptr, idx, v, bias, x_tile, y_tile, r0, r1);
+        tile_rows_avx512<8>(ptr, idx, v, bias, x_tile, y_tile, r0, r1, accumulate);
       }
     } else if (tile_width(j0, width) == 16) {
       for (int64_t r = r0; r < r1; ++r)
-        tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
+        accumulate ? tile_row16_avx2<true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
+                   : tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 16);
     } else {
       for (int64_t r = r0; r < r1; ++r)
-        tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
+        accumulate ? tile_row8_avx2<true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
+                   : tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, bias ? bias[r] : 0.0f, y_tile + r * 8);
     }
   }
 }
@@ -381,37 +345,6 @@ __attribute__((target("avx2,fma"))) void tiled_row_list_avx2(const int32_t* ptr,
       tile_row16_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
     } else {
       tile_row8_avx2(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, out + i * out_stride);
-    }
-  }
-}
-
-__attribute__((target("avx2,fma"))) void tiled_panels_avx2(const int32_t* t_ptr, int64_t panels, const int32_t* idx,
-                                                           const float* v, const float* x_tiles,
-                                                           int64_t in_features, float* y_tiles, int64_t rows,
-                                                           int64_t width, int64_t r0, int64_t r1) {
-  for (int64_t j0 = 0; j0 < width; j0 += tile_width(j0, width)) {
-    const float* x_tile = x_tiles + j0 * in_features;
-    float* y_tile = y_tiles + j0 * rows;
-    const bool wide = tile_width(j0, width) == 16;
-    if (tile_avx512_enabled()) {
-      if (wide) {
-        tile_panels_avx512<16>(t_ptr, panels, idx, v, x_tile, y_tile, rows, r0, r1);
-      } else {
-        tile_panels_avx512<8>(t_ptr, panels, idx, v, x_tile, y_tile, rows, r0, r1);
-      }
-      continue;
-    }
-    for (int64_t p = 0; p < panels; ++p) {
-      const int32_t* ptr = t_ptr + p * rows;
-      for (int64_t r = r0; r < r1; ++r) {
-        if (wide) {
-          p == 0 ? tile_row16_avx2<false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16)
-                 : tile_row16_avx2<true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 16);
-        } else {
-          p == 0 ? tile_row8_avx2<false>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8)
-                 : tile_row8_avx2<true>(idx, v, ptr[r], ptr[r + 1], x_tile, 0.0f, y_tile + r * 8);
-        }
-      }
     }
   }
 }
@@ -641,14 +574,14 @@ at::Tensor unpack_tiles(const at::Tensor& y_tiles, int64_t n, int64_t features) 
 
 void tiled_spmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v, const float* bias,
                          const float* x_tiles, int64_t in_features, float* y_tiles,
-                         int64_t out_features, int64_t width, int64_t r0, int64_t r1) {
+                         int64_t out_features, int64_t width, int64_t r0, int64_t r1, bool accumulate) {
 #if SK_TILED_HAS_AVX2_KERNEL
   if (cpu_has_avx2_fma()) {
-    tiled_rows_avx2(ptr, idx, v, bias, x_tiles, in_features, y_tiles, out_features, width, r0, r1);
+    tiled_rows_avx2(ptr, idx, v, bias, x_tiles, in_features, y_tiles, out_features, width, r0, r1, accumulate);
     return;
   }
 #endif
-  tiled_rows_portable(ptr, idx, v, bias, x_tiles, in_features, y_tiles, out_features, width, r0, r1);
+  tiled_rows_portable(ptr, idx, v, bias, x_tiles, in_features, y_tiles, out_features, width, r0, r1, accumulate);
 }
 
 void tiled_row_list_f32(const int32_t* ptr, const int32_t* idx, const float* v, const int64_t* rows,
@@ -717,16 +650,12 @@ at::Tensor tiled_sparse_linear_panels(const at::Tensor& input, const at::Tensor&
   at::Tensor y_tiles = at::empty({width * rows}, input.options());
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   const float* v = values.data_ptr<float>();
+  // Panel p's rows start at pp + p * rows: the first panel writes each row
+  // of y, the others add to it.
   parallel_over_rows(row_total.data(), rows, [&](int64_t r0, int64_t r1) {
-#if SK_TILED_HAS_AVX2_KERNEL
-    if (cpu_has_avx2_fma()) {
-      tiled_panels_avx2(pp, panels, ci, v, x_tiles.data_ptr<float>(), in_features, y_tiles.data_ptr<float>(), rows,
-                        width, r0, r1);
-      return;
-    }
-#endif
-    tiled_panels_portable(pp, panels, ci, v, x_tiles.data_ptr<float>(), in_features, y_tiles.data_ptr<float>(), rows,
-                          width, r0, r1);
+    for (int64_t p = 0; p < panels; ++p)
+      tiled_spmm_rows_f32(pp + p * rows, ci, v, nullptr, x_tiles.data_ptr<float>(), in_features,
+                          y_tiles.data_ptr<float>(), rows, width, r0, r1, p > 0);
   }, width);
   return unpack_tiles(y_tiles, n, rows);
 }

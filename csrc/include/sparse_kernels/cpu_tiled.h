@@ -57,10 +57,11 @@ at::Tensor pack_tiles(const at::Tensor& x);
 at::Tensor unpack_tiles(const at::Tensor& y_tiles, int64_t n, int64_t features);
 
 // y tiles = W x tiles + bias for the rows [r0, r1) of W, every tile
-// (bias may be null); dispatched to the AVX2 or the portable kernel.
+// (bias may be null), or, with accumulate, y tiles += W x tiles (bias
+// unused); dispatched to the AVX2 or the portable kernel.
 void tiled_spmm_rows_f32(const int32_t* ptr, const int32_t* idx, const float* v, const float* bias,
                          const float* x_tiles, int64_t in_features, float* y_tiles,
-                         int64_t out_features, int64_t width, int64_t r0, int64_t r1);
+                         int64_t out_features, int64_t width, int64_t r0, int64_t r1, bool accumulate = false);
 
 // The row lists of the fused recurrent loops (cpu_lstm_fused.h): for
 // i < count, out[i * out_stride + 0:w] = W[rows[i]] x_tile, x_tile one tile
