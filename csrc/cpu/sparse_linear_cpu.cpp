@@ -18,18 +18,21 @@ namespace {
 // slice's 8 or 16 sums in one register (no horizontal add per row), threads
 // over runs of slices balanced by their stored entries. x is copied with
 // zeros past in_features (the SELL-8 padding column, the last 64-column
-// block), so that padding adds exactly 0 whatever x holds.
+// block), so that padding adds exactly 0 whatever x holds. The copy is a
+// tensor, whose storage starts on a cache line (a std::vector's need not):
+// the blocked form loads each 64-column block as four 64-byte vectors.
 at::Tensor sliced_linear_row(const at::Tensor& input, const SlicedView& view, int64_t out_features,
                              const at::Tensor& bias) {
   const int64_t in_features = input.size(1), slices = view.slices, height = view.rows_per_slice();
-  std::vector<float> x(sliced_x_length(in_features), 0.0f);
-  std::copy_n(input.data_ptr<float>(), in_features, x.begin());
+  const at::Tensor x_buffer = at::zeros({sliced_x_length(in_features)}, input.options());
+  float* x = x_buffer.data_ptr<float>();
+  std::copy_n(input.data_ptr<float>(), in_features, x);
   at::Tensor lanes = at::empty({slices * height}, input.options());
   const int64_t* sp = view.slice_ptr.data_ptr<int64_t>();
   float* out = lanes.data_ptr<float>();
   const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
   auto run = [&](int64_t s0, int64_t s1) {
-    view_lanes(view, s0, s1 - s0, x.data(), out + height * s0);
+    view_lanes(view, s0, s1 - s0, x, out + height * s0);
     if (b != nullptr)
       for (int64_t r = height * s0; r < std::min(height * s1, out_features); ++r) out[r] += b[r];
   };
