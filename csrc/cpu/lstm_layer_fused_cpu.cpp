@@ -187,11 +187,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const int64_t width = state_width(batch);
   // Past each h buffer's `hidden` entries zeros stay: the SELL-8 view's
-  // padding column, the blocked view's last 64-column block. The stride is
-  // whole cache lines, so that the second buffer's tiles start on a line as
-  // the first's do: at width * hidden + 1 floats every 16-lane row of x read
-  // on odd steps straddled two lines.
-  const int64_t h_stride = (std::max(width * hidden + 1, sliced_x_length(hidden)) + 15) / 16 * 16;
+  // padding column, the blocked view's last 64-column block.
+  const int64_t h_stride = fused_h_stride(width, hidden);
   at::Tensor h_state = at::zeros({2, h_stride}, options);
   at::Tensor c_state = at::empty({width * hidden}, options);
   load_state(h0.data_ptr<T>(), batch, hidden, h_state.data_ptr<T>());

@@ -22,6 +22,7 @@
 
 #include "check.h"
 #include "sparse_kernels/cpu_kernels.h"
+#include "sparse_kernels/cpu_lstm_fused.h"
 
 namespace {
 
@@ -485,6 +486,20 @@ void test_topology() {
                                    at::tensor({free_positions + 1}, at::kLong), 0));
 }
 
+// The fused LSTM forward's two h buffers: the second starts on a cache line
+// (a whole number of 16-float lines after the first) and each holds the
+// state plus the zeros the sliced views read.
+void test_fused_h_stride() {
+  for (int64_t width : {1, 8, 16, 24, 32, 40})
+    for (int64_t hidden : {1, 7, 63, 64, 65, 650, 1024, 1500}) {
+      const int64_t stride = sparse_kernels::cpu::fused_h_stride(width, hidden);
+      EXPECT_EQ(stride % 16, int64_t{0});
+      EXPECT(stride >= width * hidden + 1);
+      EXPECT(stride >= sparse_kernels::cpu::sliced_x_length(hidden));
+      EXPECT(stride < std::max(width * hidden + 1, sparse_kernels::cpu::sliced_x_length(hidden)) + 16);
+    }
+}
+
 struct Case {
   const char* name;
   void (*fn)();
@@ -502,6 +517,7 @@ const Case kCases[] = {
     {"dispatcher", test_dispatcher},
     {"argument_checks", test_argument_checks},
     {"topology", test_topology},
+    {"fused_h_stride", test_fused_h_stride},
 };
 
 }  // namespace

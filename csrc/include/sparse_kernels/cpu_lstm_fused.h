@@ -21,11 +21,25 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <tuple>
 
 #include "sparse_kernels/cpu_sliced.h"
 
 namespace sparse_kernels::cpu {
+
+// The floats from the forward's first h buffer to its second (both in one
+// allocation, which starts on a cache line): the state of `width` lanes x
+// `hidden` units, then zeros the sliced views read (sliced_x_length), rounded
+// up to whole 64-byte lines so that the second buffer's rows of x start on a
+// line as the first's do. At width * hidden + 1 every 16-lane row of x read on
+// odd steps straddled two lines: 1.5-2x the time of that step's tile product
+// (BENCHMARKS.md, session W).
+inline int64_t fused_h_stride(int64_t width, int64_t hidden) {
+  const int64_t needed = std::max(width * hidden + 1, sliced_x_length(hidden));
+  return (needed + 15) / 16 * 16;
+}
 
 // Whether the fused loop serves this call: float32/float64, no projection,
 // a non-empty problem, and SPARSE_KERNELS_CPU_FUSED_LSTM unset or not "0"
