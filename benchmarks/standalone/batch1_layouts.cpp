@@ -111,16 +111,17 @@ struct Blocked {
   int lanes = 16, block = 32;
   bool packed = false;
   std::vector<int64_t> seg_ptr{0};
-  std::vector<int32_t> seg_block, seg_len;
-  std::vector<uint16_t> mask;
-  std::vector<uint8_t> off;
-  std::vector<float> val;
+  standalone::lines<int32_t> seg_block, seg_len;
+  standalone::lines<uint16_t> mask;
+  standalone::lines<uint8_t> off;
+  standalone::lines<float> val;
   int64_t slots() const { return packed ? static_cast<int64_t>(mask.size()) : static_cast<int64_t>(val.size()) / lanes; }
   double bytes() const { return 4.0 * val.size() + off.size() + 2.0 * mask.size() + 8.0 * seg_block.size(); }
 };
 
-Blocked build_blocked(const std::vector<int32_t>& ptr, const std::vector<int32_t>& idx, const std::vector<float>& v,
-                      int64_t rows, int64_t cols, int lanes, int block, bool packed) {
+Blocked build_blocked(const standalone::lines<int32_t>& ptr, const standalone::lines<int32_t>& idx,
+                      const standalone::lines<float>& v, int64_t rows, int64_t cols, int lanes, int block,
+                      bool packed) {
   Blocked b;
   b.lanes = lanes;
   b.block = block;
@@ -309,12 +310,12 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const standalone::RandomCsr w = standalone::random_csr(rows, cols, density, rng);
-  const std::vector<int32_t>& ptr = w.ptr;
-  const std::vector<int32_t>& idx = w.idx;
-  const std::vector<float>& v = w.values;
+  const standalone::lines<int32_t>& ptr = w.ptr;
+  const standalone::lines<int32_t>& idx = w.idx;
+  const standalone::lines<float>& v = w.values;
   const int64_t nnz = w.nnz();
   // x padded to whole 64-column blocks plus the sliced view's zero padding column.
-  std::vector<float> x((cols + 63) / 64 * 64 + 1, 0.0f);
+  standalone::lines<float> x((cols + 63) / 64 * 64 + 1, 0.0f);
   for (int64_t j = 0; j < cols; ++j) x[j] = uniform(rng);
   std::vector<double> ref(rows, 0.0);
   for (int64_t r = 0; r < rows; ++r)
@@ -328,8 +329,8 @@ int main(int argc, char** argv) {
     for (int64_t r = 8 * s; r < std::min(rows, 8 * s + 8); ++r) longest = std::max<int64_t>(longest, ptr[r + 1] - ptr[r]);
     sp8[s + 1] = sp8[s] + 8 * longest;
   }
-  std::vector<float> v8(sp8[slices8], 0.0f);
-  std::vector<int32_t> c8(sp8[slices8], static_cast<int32_t>(cols));
+  standalone::lines<float> v8(sp8[slices8], 0.0f);
+  standalone::lines<int32_t> c8(sp8[slices8], static_cast<int32_t>(cols));
   for (int64_t r = 0; r < rows; ++r)
     for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) {
       const int64_t p = sp8[r / 8] + 8 * (k - ptr[r]) + r % 8;
@@ -357,7 +358,7 @@ int main(int argc, char** argv) {
     std::printf("%-12s %10.1f %10.3f %12.2f %10.2f %10.1e\n", name, seconds * 1e6, seconds / per * 1e9, slots, bytes,
                 error);
   };
-  std::vector<float> out((rows + 15) / 16 * 16, 0.0f);
+  standalone::lines<float> out((rows + 15) / 16 * 16, 0.0f);
   auto cleared = [&]() -> float* { std::fill(out.begin(), out.end(), NAN); return out.data(); };
   report("csr", standalone::median_seconds([&] { csr_kernel(ptr.data(), idx.data(), v.data(), x.data(), out.data(), rows); }, repeats),
          1.0, 8.0, (csr_kernel(ptr.data(), idx.data(), v.data(), x.data(), cleared(), rows), out.data()));

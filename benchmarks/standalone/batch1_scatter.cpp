@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const standalone::RandomCsr w = standalone::random_csr(rows, cols, args.density, rng);
-  std::vector<float> g(rows);
+  standalone::lines<float> g(rows);
   for (float& e : g) e = uniform(rng);
   std::vector<double> ref(cols, 0.0);
   for (int64_t r = 0; r < rows; ++r)
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   std::printf("W %ldx%ld, density %.3f, %ld nonzeros, batch 1, one thread, medians of %d\n", (long)rows, (long)cols,
               args.density, (long)w.nnz(), args.repeats);
   std::printf("%-12s %10s %10s %12s %10s\n", "kernel", "us", "ns/nnz", "vs library", "max error");
-  std::vector<float> out(cols);
+  standalone::lines<float> out(cols);
   bool ok = true;
   double baseline = 0.0;
   const double per = static_cast<double>(std::max<int64_t>(w.nnz(), 1));

@@ -180,14 +180,14 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const standalone::RandomCsr w = standalone::random_csr(rows, cols, density, rng);
-  const std::vector<int32_t>& ptr = w.ptr;
-  const std::vector<int32_t>& idx = w.idx;
-  const std::vector<float>& v = w.values;
+  const standalone::lines<int32_t>& ptr = w.ptr;
+  const standalone::lines<int32_t>& idx = w.idx;
+  const standalone::lines<float>& v = w.values;
   const int64_t nnz = w.nnz();
   // x (cols, 20 lanes) and its three tiles: lanes 0-15; lanes 16-19 and four zeros; lanes 16-19.
-  std::vector<float> x(cols * kLanes);
+  standalone::lines<float> x(cols * kLanes);
   for (float& e : x) e = uniform(rng);
-  std::vector<float> x16(cols * 16), x8(cols * 8, 0.0f), x4(cols * 4);
+  standalone::lines<float> x16(cols * 16), x8(cols * 8, 0.0f), x4(cols * 4);
   for (int64_t c = 0; c < cols; ++c)
     for (int j = 0; j < kLanes; ++j) {
       if (j < 16) x16[c * 16 + j] = x[c * kLanes + j];
@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
   std::printf("W %ldx%ld, density %.3f, %ld nonzeros, batch %d, one thread, medians of %d\n", (long)rows, (long)cols,
               density, (long)nnz, kLanes, repeats);
   std::printf("%-12s %10s %10s %12s %10s\n", "kernel", "us", "ns/nnz", "vs two", "max error");
-  std::vector<float> y16(rows * 16), yt(rows * 8);
+  standalone::lines<float> y16(rows * 16), yt(rows * 8);
   bool ok = true;
   double baseline = 0.0;
   const double per = static_cast<double>(std::max<int64_t>(nnz, 1));

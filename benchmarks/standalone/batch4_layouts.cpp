@@ -49,9 +49,9 @@ constexpr uint8_t kPad = 0x40;  // a padding entry's offset (value 0, masked out
 struct Blocked {
   int block = 64;
   std::vector<int64_t> seg_ptr{0};
-  std::vector<int32_t> seg_block, seg_len;
-  std::vector<uint8_t> off;
-  std::vector<float> val;
+  standalone::lines<int32_t> seg_block, seg_len;
+  standalone::lines<uint8_t> off;
+  standalone::lines<float> val;
   double slots_per_nnz(int64_t nnz) const { return nnz ? double(val.size()) / nnz : 0.0; }
   double bytes_per_nnz(int64_t nnz) const { return nnz ? (5.0 * val.size() + 8.0 * seg_block.size()) / nnz : 0.0; }
 };
@@ -197,7 +197,7 @@ void run_batch(Problem& p) {
   std::mt19937 rng(100 + B);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const int64_t xs = (cols + 63) / 64 * 64, os = (rows + 15) / 16 * 16;
-  std::vector<float> x(B * xs, 0.0f), xt8(cols * 8, 0.0f), xt4(cols * 4, 0.0f);
+  standalone::lines<float> x(B * xs, 0.0f), xt8(cols * 8, 0.0f), xt4(cols * 4, 0.0f);
   for (int l = 0; l < B; ++l)
     for (int64_t j = 0; j < cols; ++j) xt8[j * 8 + l] = xt4[j * 4 + l] = x[l * xs + j] = uniform(rng);
   std::vector<double> ref(B * rows, 0.0);
@@ -205,7 +205,7 @@ void run_batch(Problem& p) {
     for (int64_t r = 0; r < rows; ++r)
       for (int32_t k = p.w.ptr[r]; k < p.w.ptr[r + 1]; ++k) ref[l * rows + r] += double(p.w.values[k]) * x[l * xs + p.w.idx[k]];
   // out[l * lane_stride + r * row_stride] against the float64 sums, after a run on a NaN-filled buffer.
-  std::vector<float> out(std::max<int64_t>(B * os, rows * 8));
+  standalone::lines<float> out(std::max<int64_t>(B * os, rows * 8));
   auto error_of = [&](auto&& call, int64_t lane_stride, int64_t row_stride) {
     std::fill(out.begin(), out.end(), NAN);
     call();
