@@ -18,9 +18,12 @@ from csr_helpers import cpu_flags
 
 STANDALONE = Path(__file__).resolve().parents[1] / "benchmarks" / "standalone"
 BLOCKED_FLAGS = {"avx512f", "avx512vl", "avx512bw"}
-TILE_PAIR_KERNELS = {"two_passes", "fused16+8", "fused16+4"}
+TILE_PAIR_KERNELS_AVX512 = {"two_passes", "fused16+8", "fused16+4"}
+TILE_PAIR_KERNELS_AVX2 = {"two_passes_avx2", "pair_exact_avx2", "pair4_avx2", "pair4_perm_avx2", "passes16+4_avx2"}
 needs_avx512_fma = pytest.mark.skipif(not {"avx512f", "avx512vl", "fma"} <= cpu_flags(),
                                       reason="the batch-20 kernels need AVX-512F, VL and FMA")
+needs_avx2_fma = pytest.mark.skipif(not {"avx2", "fma"} <= cpu_flags(),
+                                    reason="the batch-20 kernels need AVX2 and FMA")
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or platform.machine() != "x86_64",
                                 reason="the standalone benchmark is x86-64 code built with g++")
@@ -99,11 +102,23 @@ def test_a_wrong_half_of_the_column_block_is_caught(tmp_path):
     assert errors["blk64x16"] > 1e-4, errors
 
 
-@needs_avx512_fma
+@needs_avx2_fma
 @pytest.mark.parametrize("rows,cols,density", [(37, 70, 0.3), (50, 1, 0.5), (20, 100, 0.0), (64, 200, 0.2),
                                                (30, 257, 0.9)])
 def test_every_batch20_kernel_matches_the_float64_sum(tile_pairs, rows, cols, density):
-    assert set(_checked_errors(tile_pairs, rows, cols, density)) == TILE_PAIR_KERNELS
+    # (and pair_exact_avx2 gives two_passes_avx2's bits: the program fails otherwise)
+    flags = cpu_flags()
+    expected = TILE_PAIR_KERNELS_AVX2 | (TILE_PAIR_KERNELS_AVX512 if {"avx512f", "avx512vl"} <= flags else set())
+    assert set(_checked_errors(tile_pairs, rows, cols, density)) == expected
+
+
+@needs_avx2_fma
+def test_a_pair_summed_in_another_order_is_caught(tmp_path):
+    # Within rounding of the float64 sum, but not the two passes' bits.
+    binary = _build(tmp_path, "-DPLANT_PAIR_CHAIN", program="batch20_tile_pairs")
+    result = _run(binary, 64, 200, 0.2)
+    assert result.returncode == 1 and "pair_exact_avx2 differs from two_passes_avx2" in result.stdout, result.stdout
+    assert all(error <= 1e-4 for error in _kernel_rows(result.stdout).values()), result.stdout
 
 
 @needs_avx512_fma
