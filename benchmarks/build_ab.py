@@ -9,12 +9,14 @@ shared machine is not counted; on more threads, wall-clock time. Prints each
 round's medians, the median over the rounds and old / new; no thresholds.
 
     python benchmarks/build_ab.py --old /tmp/old_tree --new . [--rounds 4] [--threads 1]
-                                  [--what linear lstm step] [--hidden 1500] [--repeats 11]
+                                  [--what linear lstm step input_grad1] [--hidden 1500] [--repeats 11]
 
 float32, 90% sparse, T 35, batch 20:
 - linear: SparseLinear H -> 4H at batch 20 and 700 (T x B), no gradient;
 - lstm: one SparseLSTM layer of H units: forward (no gradient), forward + backward;
-- step: a two-layer SparseLSTM's training step (SGD with momentum 0.9).
+- step: a two-layer SparseLSTM's training step (SGD with momentum 0.9);
+- input_grad1: the batch-1 input gradient (sparse_linear_input_grad_csr, a
+  scatter over W's rows) of W 4H x H and of W 8192 x 2048 (not in the default).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 
-WHAT = ("linear", "lstm", "step")
+WHAT = ("linear", "lstm", "step", "input_grad1")
 
 
 def _median_ms(fn, repeats: int, clock) -> float:
@@ -68,6 +70,15 @@ def measure(what: list[str], hidden: int, repeats: int, threads: int) -> dict[st
             layer.zero_grad(set_to_none=True)
             layer(xs)[0].sum().backward()
         out[f"SparseLSTM layer H {hidden}, forward + backward"] = _median_ms(forward_backward, repeats, clock)
+    if "input_grad1" in what:
+        from sparse_kernels import csr
+
+        op = torch.ops.sparse_kernels.sparse_linear_input_grad_csr
+        for rows, cols in ((4 * hidden, hidden), (8192, 2048)):
+            row_ptr, col_idx = csr.random_csr((rows, cols), 0.1)
+            values, gy = torch.randn(col_idx.numel()), torch.randn(1, rows)
+            out[f"input grad {rows}x{cols}, batch 1"] = _median_ms(
+                lambda: op(gy, values, row_ptr, col_idx, cols), 5 * repeats, clock)
     if "step" in what:
         model = SparseLSTM(hidden, hidden, 2, density=0.1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -102,7 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--new", help="folder holding the new build's sparse_kernels package")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT))
+    parser.add_argument("--what", nargs="+", choices=WHAT, default=list(WHAT[:3]))
     parser.add_argument("--hidden", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -30,3 +30,14 @@ def test_refuses_a_folder_without_the_package(tmp_path):
     script = load_benchmark_script("build_ab")
     with pytest.raises(SystemExit):
         script.main(["--old", str(tmp_path), "--new", str(ROOT), "--rounds", "1"])
+
+
+def test_the_batch1_input_gradient_rows(capsys):
+    script = load_benchmark_script("build_ab")
+    assert script.main(["--old", str(ROOT), "--new", str(ROOT), "--rounds", "1", "--hidden", "16",
+                        "--repeats", "1", "--what", "input_grad1"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split(", batch 1")[0] for r in rows] == ["input grad 64x16", "input grad 8192x2048"]
+    for row in rows:
+        figures = row.split(", batch 1")[1].split()
+        assert len(figures) == 3 and all(float(f) > 0 for f in figures[:2]) and figures[2].endswith("x")

@@ -209,11 +209,23 @@ inline __attribute__((always_inline)) void scatter_rows(const int32_t* ptr, cons
     // (the only batch columns are then [c0, c1) = [0, 1)).
     // The tile loop's idx * n + j0 per nonzero and per-row set-up made the op
     // 1.2x slower on one thread and 1.5x on two (W 8192 x 2048 and 6000 x 1500
-    // at 10%, BENCHMARKS.md "Session S"). The same additions in the same
-    // order as scatter_tile<T, 1>.
+    // at 10%, BENCHMARKS.md "Session S"). Eight nonzeros' entries of out_t
+    // are loaded before any of them is stored: a row's columns are distinct
+    // (the op checks that they strictly increase), so no store of a group
+    // feeds a load of it. On Zen 3 the one-at-a-time loop ran 1.6-1.9x
+    // slower standalone (each load issued behind the store before it;
+    // BENCHMARKS.md "Session X"); on Zen 4 the two were level (session S).
+    // The same additions in the same order as scatter_tile<T, 1>.
     for (int64_t r = r0; r < r1; ++r) {
       const T g = dense_t[r];
-      for (int32_t k = ptr[r]; k < ptr[r + 1]; ++k) out_t[idx[k]] += v[k] * g;
+      int32_t k = ptr[r];
+      const int32_t k1 = ptr[r + 1];
+      for (; k + 8 <= k1; k += 8) {
+        T sums[8];
+        for (int u = 0; u < 8; ++u) sums[u] = out_t[idx[k + u]] + v[k + u] * g;
+        for (int u = 0; u < 8; ++u) out_t[idx[k + u]] = sums[u];
+      }
+      for (; k < k1; ++k) out_t[idx[k]] += v[k] * g;
     }
     return;
   }
