@@ -218,25 +218,63 @@ SK_AVX2 inline void store_sum8(float* out, const __m256* t) {
                                       _mm256_add_ps(_mm256_add_ps(t[4], t[5]), _mm256_add_ps(t[6], t[7]))));
 }
 
-// The library's tile_row8_avx2: eight nonzeros an iteration into eight registers.
-SK_AVX2 void pass8_avx2(const int32_t* ptr, const int32_t* idx, const float* v, int64_t rows, const float* x8,
-                        float* y8) {
+// A narrow tile's registers: 8 lanes in a 256-bit register, 4 in a 128-bit one.
+template <int W>
+struct Narrow;
+template <>
+struct Narrow<8> {
+  using Vec = __m256;
+  static SK_AVX2 inline Vec zero() { return _mm256_setzero_ps(); }
+  static SK_AVX2 inline Vec fma(const float* w, const float* x, Vec acc) {
+    return _mm256_fmadd_ps(_mm256_broadcast_ss(w), _mm256_loadu_ps(x), acc);
+  }
+  static SK_AVX2 inline void store(float* out, const Vec* t) { store_sum8(out, t); }
+};
+template <>
+struct Narrow<4> {
+  using Vec = __m128;
+  static SK_AVX2 inline Vec zero() { return _mm_setzero_ps(); }
+  static SK_AVX2 inline Vec fma(const float* w, const float* x, Vec acc) {
+    return _mm_fmadd_ps(_mm_broadcast_ss(w), _mm_loadu_ps(x), acc);
+  }
+  static SK_AVX2 inline void store(float* out, const Vec* t) {
+    _mm_storeu_ps(out, _mm_add_ps(_mm_add_ps(_mm_add_ps(t[0], t[1]), _mm_add_ps(t[2], t[3])),
+                                  _mm_add_ps(_mm_add_ps(t[4], t[5]), _mm_add_ps(t[6], t[7]))));
+  }
+};
+
+// A narrow tile of W lanes in its own pass, eight nonzeros an iteration into
+// eight registers: at W = 8 the library's tile_row8_avx2; at W = 4 a tile of
+// 16 bytes a column (24 KiB at 1500 columns: L1).
+template <int W>
+SK_AVX2 void pass_narrow_avx2(const int32_t* ptr, const int32_t* idx, const float* v, int64_t rows,
+                              const float* x_tile, float* y_tile) {
+  using N = Narrow<W>;
   for (int64_t r = 0; r < rows; ++r) {
-    __m256 t[8];
-    for (int c = 0; c < 8; ++c) t[c] = _mm256_setzero_ps();
+    typename N::Vec t[8];
+    for (int c = 0; c < 8; ++c) t[c] = N::zero();
     int64_t k = ptr[r];
     const int64_t k1 = ptr[r + 1];
     for (; k + 8 <= k1; k += 8) {
 #pragma GCC unroll 8
-      for (int c = 0; c < 8; ++c)
-        t[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k + c),
-                               _mm256_loadu_ps(x8 + (static_cast<int64_t>(idx[k + c]) << 3)), t[c]);
+      for (int c = 0; c < 8; ++c) t[c] = N::fma(v + k + c, x_tile + static_cast<int64_t>(idx[k + c]) * W, t[c]);
     }
-    for (; k < k1; ++k)
-      t[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(v + k), _mm256_loadu_ps(x8 + (static_cast<int64_t>(idx[k]) << 3)),
-                             t[0]);
-    store_sum8(y8 + r * 8, t);
+    for (; k < k1; ++k) t[0] = N::fma(v + k, x_tile + static_cast<int64_t>(idx[k]) * W, t[0]);
+    N::store(y_tile + r * W, t);
   }
+}
+
+// Nonzero (weight w, column col) into a 16-lane register pair a and an
+// 8-lane register t; and the 16-lane tile's four register pairs summed and stored.
+SK_AVX2 inline void pair_add(__m256 w, int64_t col, const float* x16, const float* x8, __m256 (&a)[2], __m256& t) {
+  a[0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4)), a[0]);
+  a[1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4) + 8), a[1]);
+  t = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t);
+}
+
+SK_AVX2 inline void store_pairs16(float* out, const __m256 (&a)[4][2]) {
+  for (int h = 0; h < 2; ++h)
+    _mm256_storeu_ps(out + 8 * h, _mm256_add_ps(_mm256_add_ps(a[0][h], a[1][h]), _mm256_add_ps(a[2][h], a[3][h])));
 }
 
 // One pass over both tiles that sums every lane in the two passes' order
@@ -253,63 +291,23 @@ SK_AVX2 void pair_exact_avx2(const int32_t* ptr, const int32_t* idx, const float
     const int64_t k1 = ptr[r + 1];
     for (; k + 8 <= k1; k += 8) {
 #pragma GCC unroll 8
-      for (int c = 0; c < 8; ++c) {
-        const int64_t col = idx[k + c];
-        const __m256 w = _mm256_broadcast_ss(v + k + c);
-        a[c % 4][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4)), a[c % 4][0]);
-        a[c % 4][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4) + 8), a[c % 4][1]);
-        t[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t[c]);
-      }
+      for (int c = 0; c < 8; ++c) pair_add(_mm256_broadcast_ss(v + k + c), idx[k + c], x16, x8, a[c % 4], t[c]);
     }
     for (; k + 4 <= k1; k += 4) {
 #pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {
-        const int64_t col = idx[k + c];
-        const __m256 w = _mm256_broadcast_ss(v + k + c);
-        a[c][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4)), a[c][0]);
-        a[c][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4) + 8), a[c][1]);
 #ifdef PLANT_PAIR_CHAIN
         // A planted bug for the test: the 8-lane tile's chain of the runs of
-        // four differs from pass8_avx2's (the same sum, other roundings).
-        t[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t[c]);
+        // four differs from pass_narrow_avx2<8>'s (the same sum, other roundings).
+        pair_add(_mm256_broadcast_ss(v + k + c), idx[k + c], x16, x8, a[c], t[c]);
 #else
-        t[0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t[0]);
+        pair_add(_mm256_broadcast_ss(v + k + c), idx[k + c], x16, x8, a[c], t[0]);
 #endif
       }
     }
-    for (; k < k1; ++k) {
-      const int64_t col = idx[k];
-      const __m256 w = _mm256_broadcast_ss(v + k);
-      a[0][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4)), a[0][0]);
-      a[0][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4) + 8), a[0][1]);
-      t[0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t[0]);
-    }
-    for (int h = 0; h < 2; ++h)
-      _mm256_storeu_ps(y16 + r * 16 + 8 * h,
-                       _mm256_add_ps(_mm256_add_ps(a[0][h], a[1][h]), _mm256_add_ps(a[2][h], a[3][h])));
+    for (; k < k1; ++k) pair_add(_mm256_broadcast_ss(v + k), idx[k], x16, x8, a[0], t[0]);
+    store_pairs16(y16 + r * 16, a);
     store_sum8(y8 + r * 8, t);
-  }
-}
-
-// A 4-lane tile (16 bytes a column: 24 KiB at 1500 columns, in L1) in its
-// own pass: eight nonzeros an iteration into eight 128-bit registers.
-SK_AVX2 void pass4_avx2(const int32_t* ptr, const int32_t* idx, const float* v, int64_t rows, const float* x4,
-                        float* y4) {
-  for (int64_t r = 0; r < rows; ++r) {
-    __m128 t[8];
-    for (int c = 0; c < 8; ++c) t[c] = _mm_setzero_ps();
-    int64_t k = ptr[r];
-    const int64_t k1 = ptr[r + 1];
-    for (; k + 8 <= k1; k += 8) {
-#pragma GCC unroll 8
-      for (int c = 0; c < 8; ++c)
-        t[c] = _mm_fmadd_ps(_mm_broadcast_ss(v + k + c), _mm_loadu_ps(x4 + (static_cast<int64_t>(idx[k + c]) << 2)),
-                            t[c]);
-    }
-    for (; k < k1; ++k)
-      t[0] = _mm_fmadd_ps(_mm_broadcast_ss(v + k), _mm_loadu_ps(x4 + (static_cast<int64_t>(idx[k]) << 2)), t[0]);
-    _mm_storeu_ps(y4 + r * 4, _mm_add_ps(_mm_add_ps(_mm_add_ps(t[0], t[1]), _mm_add_ps(t[2], t[3])),
-                                         _mm_add_ps(_mm_add_ps(t[4], t[5]), _mm_add_ps(t[6], t[7]))));
   }
 }
 
@@ -330,23 +328,12 @@ SK_AVX2 void pair4_avx2(const int32_t* ptr, const int32_t* idx, const float* v, 
       const __m256 w8 = _mm256_loadu_ps(v + k);
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c) {
-        const int64_t col = idx[k + c];
         const __m256 w = kFromRegister ? _mm256_permutevar8x32_ps(w8, lane[c]) : _mm256_broadcast_ss(v + k + c);
-        a[c % 4][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4)), a[c % 4][0]);
-        a[c % 4][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4) + 8), a[c % 4][1]);
-        t[c % 4] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t[c % 4]);
+        pair_add(w, idx[k + c], x16, x8, a[c % 4], t[c % 4]);
       }
     }
-    for (; k < k1; ++k) {
-      const int64_t col = idx[k];
-      const __m256 w = _mm256_broadcast_ss(v + k);
-      a[0][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4)), a[0][0]);
-      a[0][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x16 + (col << 4) + 8), a[0][1]);
-      t[0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x8 + (col << 3)), t[0]);
-    }
-    for (int h = 0; h < 2; ++h)
-      _mm256_storeu_ps(y16 + r * 16 + 8 * h,
-                       _mm256_add_ps(_mm256_add_ps(a[0][h], a[1][h]), _mm256_add_ps(a[2][h], a[3][h])));
+    for (; k < k1; ++k) pair_add(_mm256_broadcast_ss(v + k), idx[k], x16, x8, a[0], t[0]);
+    store_pairs16(y16 + r * 16, a);
     _mm256_storeu_ps(y8 + r * 8, _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3])));
   }
 }
@@ -437,7 +424,7 @@ int main(int argc, char** argv) {
     baseline = 0.0;
     auto two = [&] {
       pass16_avx2(ptr.data(), idx.data(), v.data(), rows, x16.data(), y16.data());
-      pass8_avx2(ptr.data(), idx.data(), v.data(), rows, x8.data(), yt.data());
+      pass_narrow_avx2<8>(ptr.data(), idx.data(), v.data(), rows, x8.data(), yt.data());
     };
     measure("two_passes_avx2", two, 8);
     const std::vector<float> two16(y16.begin(), y16.end()), two8(yt.begin(), yt.end());
@@ -460,7 +447,7 @@ int main(int argc, char** argv) {
     measure("pair4_perm_avx2", p4r, 8);
     auto two4 = [&] {
       pass16_avx2(ptr.data(), idx.data(), v.data(), rows, x16.data(), y16.data());
-      pass4_avx2(ptr.data(), idx.data(), v.data(), rows, x4.data(), yt.data());
+      pass_narrow_avx2<4>(ptr.data(), idx.data(), v.data(), rows, x4.data(), yt.data());
     };
     measure("passes16+4_avx2", two4, 4);
   }
