@@ -1,8 +1,7 @@
-// The batch-1 input gradient by scatter, grad_x = W^T grad_y, one thread: the
-// library's loop (csrc/include/sparse_kernels/cpu_spmm.h, scatter_rows at
-// n = 1: one load, multiply-add and store of grad_x per nonzero) against two
-// variants (issue #18, BENCHMARKS.md "Session S"). A standalone program, not
-// part of the build:
+// The batch-1 input gradient by scatter, grad_x = W^T grad_y, one thread:
+// three loops (issue #18, BENCHMARKS.md "Session S" and "Session X"), among
+// them the library's (csrc/include/sparse_kernels/cpu_spmm.h, scatter_rows at
+// n = 1: loads8 since session X). A standalone program, not part of the build:
 //
 //   g++ -O3 -std=c++17 -Wno-psabi -o /tmp/batch1_scatter benchmarks/standalone/batch1_scatter.cpp
 //   taskset -c 1 /tmp/batch1_scatter [rows cols density [repeats]]
@@ -14,10 +13,11 @@
 // check of the kernels).
 //
 // Kernels:
-//   library      the library's loop
+//   one_by_one   one load, multiply-add and store of grad_x per nonzero (the
+//                library's loop from session S to W; named "library" then)
 //   loads8       eight nonzeros' grad_x entries loaded before any is stored
 //                (the columns of one row are distinct, so no store feeds a load
-//                of the same group)
+//                of the same group): the library's loop since session X
 //   avx512       16 nonzeros of a row at a time: vgatherdps of grad_x, one FMA,
 //                vscatterdps back (no conflicts within a row, for the same
 //                reason); the last run of a row masked
@@ -36,7 +36,7 @@ namespace {
 
 using Kernel = void (*)(const int32_t*, const int32_t*, const float*, const float*, float*, int64_t);
 
-__attribute__((noinline)) void library(const int32_t* ptr, const int32_t* idx, const float* v, const float* g,
+__attribute__((noinline)) void one_by_one(const int32_t* ptr, const int32_t* idx, const float* v, const float* g,
                                        float* out, int64_t rows) {
   for (int64_t r = 0; r < rows; ++r) {
     const float gr = g[r];
@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
   const bool has_avx512 = __builtin_cpu_supports("avx512f");
   std::printf("W %ldx%ld, density %.3f, %ld nonzeros, batch 1, one thread, medians of %d\n", (long)rows, (long)cols,
               args.density, (long)w.nnz(), args.repeats);
-  std::printf("%-12s %10s %10s %12s %10s\n", "kernel", "us", "ns/nnz", "vs library", "max error");
+  std::printf("%-12s %10s %10s %12s %10s\n", "kernel", "us", "ns/nnz", "vs one_by_one", "max error");
   standalone::lines<float> out(cols);
   bool ok = true;
   double baseline = 0.0;
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
     std::printf("%-12s %10.1f %10.3f %11.2fx %10.1e\n", name, seconds * 1e6, seconds / per * 1e9,
                 seconds > 0 ? baseline / seconds : 0.0, error);
   };
-  measure("library", library);
+  measure("one_by_one", one_by_one);
   measure("loads8", loads8);
   if (has_avx512) measure("avx512", avx512);
   else std::printf("no AVX-512F on this CPU: the avx512 kernel is not run\n");
