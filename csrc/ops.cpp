@@ -86,6 +86,9 @@ TORCH_LIBRARY(sparse_kernels, m) {
   // view (sparse_kernels/csr.py, sliced_layout, one gate a segment, padding
   // column H) holding this very hh_values, read by the CPU's float32 batch-1
   // step instead of the CSR (all three or none; CUDA takes none).
+  // save_activations=False: a forward nobody will differentiate; gates,
+  // cells and hidden_full come back empty (0 elements), and the CPU's fused
+  // loop never writes them (the autograd formula refuses such a call).
   m.def(
       "lstm_layer(Tensor input_gates, Tensor h0, Tensor c0, Tensor hh_values, "
       "Tensor hh_row_ptr, Tensor hh_col_idx, Tensor? hh_col_ptr, Tensor? hh_row_idx, "
@@ -93,7 +96,7 @@ TORCH_LIBRARY(sparse_kernels, m) {
       "Tensor? hr_row_ptr=None, Tensor? hr_col_idx=None, Tensor? hr_col_ptr=None, "
       "Tensor? hr_row_idx=None, Tensor? hr_csr2csc=None, Tensor? hh_plan=None, "
       "int hh_plan_smem=0, Tensor? hh_sliced_values=None, Tensor? hh_sliced_cols=None, "
-      "Tensor? hh_slice_ptr=None) "
+      "Tensor? hh_slice_ptr=None, bool save_activations=True) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The persistent LSTM forward's plan (csrc/cuda/lstm_persistent.h) for
   // W_hh's CSR offsets hh_row_ptr (int32, 4H + 1 entries; a CUDA one is

@@ -22,7 +22,7 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
             const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&,
             const OptTensor& /*hh_plan: CUDA's*/, int64_t /*hh_plan_smem*/,
             const OptTensor& hh_sliced_values, const OptTensor& hh_sliced_cols,
-            const OptTensor& hh_slice_ptr) {
+            const OptTensor& hh_slice_ptr, bool save_activations) {
            const int64_t hidden = c0.size(-1);
            const std::optional<sparse_kernels::cpu::SlicedView> sliced = sparse_kernels::cpu::sliced_view_arg(
                hh_sliced_values, hh_sliced_cols, hh_slice_ptr, values, 4, hidden, hidden,
@@ -31,11 +31,15 @@ TORCH_LIBRARY_IMPL(sparse_kernels, CPU, m) {
              sparse_kernels::layer::check_lstm_args(input_gates, h0, c0, values, row_ptr, col_idx,
                                                     batch_sizes, hr_values, hr_row_ptr, hr_col_idx);
              return sparse_kernels::cpu::fused_lstm_layer(input_gates, h0, c0, values, row_ptr, col_idx,
-                                                          batch_sizes, reverse, sliced ? &*sliced : nullptr);
+                                                          batch_sizes, reverse, sliced ? &*sliced : nullptr,
+                                                          save_activations);
            }
-           return sparse_kernels::layer::lstm_layer<sparse_kernels::cpu::CpuKernels>(
-               input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, reverse, hr_values,
-               hr_row_ptr, hr_col_idx);
+           // The shared loop keeps its per-step gates as workspace: computed, then dropped.
+           return sparse_kernels::layer::drop_saved_activations(
+               sparse_kernels::layer::lstm_layer<sparse_kernels::cpu::CpuKernels>(
+                   input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, reverse, hr_values,
+                   hr_row_ptr, hr_col_idx),
+               save_activations);
          });
   m.impl("lstm_layer_backward",
          [](const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,

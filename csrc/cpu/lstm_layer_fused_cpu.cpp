@@ -71,7 +71,8 @@ struct FusedLstm {
   const int32_t* ptr;
   const int32_t* idx;
   int64_t batch, hidden, width;
-  // Outputs (T, B, *).
+  // Outputs (T, B, *); gates and cells (what the backward reads) null when
+  // the caller saves no activations (a forward that will not be differentiated).
   T* output;
   T* gates;
   T* cells;
@@ -88,8 +89,8 @@ struct FusedLstm {
   // Batch 1: blocks of units, four gathered dot products per unit.
   void step_batch1(int64_t t, const T* h_cur, T* h_next, int64_t u_begin, int64_t u_end) const {
     const T* ig = input_gates + t * 4 * hidden;
-    T* gates_t = gates + t * 4 * hidden;
-    T* cells_t = cells + t * hidden;
+    T* gates_t = gates == nullptr ? nullptr : gates + t * 4 * hidden;
+    T* cells_t = cells == nullptr ? nullptr : cells + t * hidden;
     T* out_t = output + t * hidden;
     T pre[4 * kUnitBlock];
     for (int64_t u0 = u_begin; u0 < u_end; u0 += kUnitBlock) {
@@ -120,9 +121,11 @@ struct FusedLstm {
       for (int g = 0; g < 4; ++g)
         for (int64_t i = 0; i < n; ++i) pre[g * kUnitBlock + i] += ig[g * hidden + u0 + i];
       cell_lanes(pre, kUnitBlock, c + u0, h_next + u0, c + u0, n);
-      for (int g = 0; g < 4; ++g)
-        std::memcpy(gates_t + g * hidden + u0, pre + g * kUnitBlock, n * sizeof(T));
-      std::memcpy(cells_t + u0, c + u0, n * sizeof(T));
+      if (gates != nullptr) {
+        for (int g = 0; g < 4; ++g)
+          std::memcpy(gates_t + g * hidden + u0, pre + g * kUnitBlock, n * sizeof(T));
+        std::memcpy(cells_t + u0, c + u0, n * sizeof(T));
+      }
       std::memcpy(out_t + u0, h_next + u0, n * sizeof(T));
     }
   }
@@ -154,9 +157,14 @@ struct FusedLstm {
           const int64_t row = t * batch + j0 + j;
           c_tile[u * w + j] = c_new[j];
           h_tile[u * w + j] = h_new[j];
-          for (int g = 0; g < 4; ++g) gates[row * 4 * hidden + g * hidden + u] = pre[g * 16 + j];
-          cells[row * hidden + u] = c_new[j];
           output[row * hidden + u] = h_new[j];
+        }
+        if (gates != nullptr) {
+          for (int64_t j = 0; j < active; ++j) {
+            const int64_t row = t * batch + j0 + j;
+            for (int g = 0; g < 4; ++g) gates[row * 4 * hidden + g * hidden + u] = pre[g * 16 + j];
+            cells[row * hidden + u] = c_new[j];
+          }
         }
         for (int64_t j = active; j < w; ++j) h_tile[u * w + j] = x_tile[u * w + j];
       }
@@ -168,7 +176,7 @@ template <typename T>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_fused(
     const at::Tensor& input_gates, const at::Tensor& h0_, const at::Tensor& c0_, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& batch_sizes, bool reverse,
-    const SlicedView* sliced) {
+    const SlicedView* sliced, bool save_activations) {
   const int64_t steps = input_gates.size(0), batch = input_gates.size(1), hidden = c0_.size(1);
   const auto options = input_gates.options();
   const int64_t* bs = batch_sizes.data_ptr<int64_t>();
@@ -183,7 +191,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto make = [&](int64_t features) {
     return full ? at::empty({steps, batch, features}, options) : at::zeros({steps, batch, features}, options);
   };
-  at::Tensor output = make(hidden), gates = make(4 * hidden), cells = make(hidden);
+  // Without saved activations, gates and cells are empty and never written:
+  // at batch 20 they are 5/6 of what the loop stores (BENCHMARKS.md, session Y).
+  at::Tensor output = make(hidden);
+  at::Tensor gates = save_activations ? make(4 * hidden) : at::empty({0}, options);
+  at::Tensor cells = save_activations ? make(hidden) : at::empty({0}, options);
   const at::Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const int64_t width = state_width(batch);
   // Past each h buffer's `hidden` entries zeros stay: the SELL-8 view's
@@ -195,7 +207,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   load_state(c0.data_ptr<T>(), batch, hidden, c_state.data_ptr<T>());
   FusedLstm<T> loop{input_gates.data_ptr<T>(), values.data_ptr<T>(), row_ptr.data_ptr<int32_t>(),
                     col_idx.data_ptr<int32_t>(), batch, hidden, width, output.data_ptr<T>(),
-                    gates.data_ptr<T>(), cells.data_ptr<T>(),
+                    save_activations ? gates.data_ptr<T>() : nullptr,
+                    save_activations ? cells.data_ptr<T>() : nullptr,
                     {h_state.data_ptr<T>(), h_state.data_ptr<T>() + h_stride}, c_state.data_ptr<T>()};
   const int64_t nnz = col_idx.numel();
   const int64_t step_work = (nnz + 4 * hidden) * width;
@@ -242,13 +255,15 @@ bool fused_lstm_layer_applies(const at::Tensor& input_gates, bool projected) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_lstm_layer(
     const at::Tensor& input_gates_, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& batch_sizes, bool reverse,
-    const SlicedView* sliced) {
+    const SlicedView* sliced, bool save_activations) {
   const at::Tensor input_gates = input_gates_.contiguous();
   const at::Tensor values_c = values.contiguous();
   if (input_gates.scalar_type() == at::kFloat) {
-    return run_fused<float>(input_gates, h0, c0, values_c, row_ptr, col_idx, batch_sizes, reverse, sliced);
+    return run_fused<float>(input_gates, h0, c0, values_c, row_ptr, col_idx, batch_sizes, reverse, sliced,
+                            save_activations);
   }
-  return run_fused<double>(input_gates, h0, c0, values_c, row_ptr, col_idx, batch_sizes, reverse, nullptr);
+  return run_fused<double>(input_gates, h0, c0, values_c, row_ptr, col_idx, batch_sizes, reverse, nullptr,
+                           save_activations);
 }
 
 }  // namespace sparse_kernels::cpu

@@ -575,7 +575,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     bool reverse, const OptTensor& hr_values, const OptTensor& hr_row_ptr,
     const OptTensor& hr_col_idx, const OptTensor&, const OptTensor&, const OptTensor&,
     const OptTensor& hh_plan, int64_t hh_plan_smem, const OptTensor& hh_sliced_values, const OptTensor&,
-    const OptTensor&) {
+    const OptTensor&, bool save_activations) {
   const c10::cuda::CUDAGuard guard(input_gates.device());
   TORCH_CHECK(!hh_sliced_values.has_value(),
               "lstm_layer: the sliced view of W_hh (hh_sliced_values) is read by the CPU kernel only; pass None "
@@ -585,10 +585,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                            hr_row_ptr, hr_col_idx);
     if (auto result = persistent_lstm_forward(input_gates, h0, c0, values, row_ptr, col_idx,
                                               batch_sizes, reverse, hh_plan, hh_plan_smem))
-      return *result;
+      return layer::drop_saved_activations(*result, save_activations);
   }
-  return layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes,
-                                        reverse, hr_values, hr_row_ptr, hr_col_idx);
+  // Both CUDA forwards keep the gates and cells as their workspace; without
+  // save_activations they are dropped after the loop (the CPU's fused loop
+  // does not write them at all).
+  return layer::drop_saved_activations(
+      layer::lstm_layer<CudaKernels>(input_gates, h0, c0, values, row_ptr, col_idx, batch_sizes, reverse,
+                                     hr_values, hr_row_ptr, hr_col_idx),
+      save_activations);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cuda(

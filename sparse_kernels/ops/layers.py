@@ -18,7 +18,8 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
                hh_row_ptr: torch.Tensor, hh_col_idx: torch.Tensor, hh_csc: CSCIndex,
                batch_sizes: torch.Tensor | None = None, reverse: bool = False, projection=None, *,
                validate: bool = True, hh_plan: tuple[torch.Tensor, int] | None = None,
-               hh_sliced: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+               hh_sliced: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+               save_activations: bool | None = None):
     """One LSTM layer over a whole sequence, the time loop in C++.
 
     input_gates (T, B, 4H): the input projection x W_ih^T + b_ih + b_hh of
@@ -41,6 +42,11 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
     register); for CPU float32 inputs without a
     projection only. The forward's result is the same up to the order of
     the additions; the backward reads the CSR.
+    ``save_activations``: whether the op keeps the gates and cells the
+    backward reads (T x B x 5H floats). None (the default) keeps them when
+    autograd may need them: grad mode on and an input that requires grad.
+    False under grad computes the same result but cannot be differentiated
+    (the op raises when autograd would record it).
     """
     _check_float("input_gates", input_gates)
     for name, t in (("h0", h0), ("c0", c0)):
@@ -79,10 +85,15 @@ def lstm_layer(input_gates: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, hh
         raise ValueError("hh_sliced is read by the LSTM without a projection only (proj_size = 0)")
     sliced_args = dict(zip(("hh_sliced_values", "hh_sliced_cols", "hh_slice_ptr"),
                            _check_sliced_view("hh_sliced", hh_sliced, hh_values, 4, hidden)))
+    if save_activations is None:
+        differentiable = (input_gates, h0, c0, hh_values) + ((hr_args[0],) if hr_args else ())
+        save_activations = torch.is_grad_enabled() and any(t.requires_grad for t in differentiable)
+    elif not isinstance(save_activations, bool):
+        raise TypeError(f"save_activations must be a bool or None, got {type(save_activations).__name__}")
     output, h_n, c_n, *_ = _ops.lstm_layer(input_gates, h0, c0, hh_values, hh_row_ptr, hh_col_idx,
                                            *_csc_args(hh_csc),
                                            batch_sizes, bool(reverse), *(hr_args or (None,) * 6), *plan_args,
-                                           **sliced_args)
+                                           **sliced_args, save_activations=save_activations)
     return output, h_n, c_n
 
 
@@ -107,12 +118,17 @@ def _check_lstm_plan(hh_plan, input_gates) -> tuple:
 @torch.library.register_fake("sparse_kernels::lstm_layer")
 def _(input_gates, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse,
       hr_values=None, hr_row_ptr=None, hr_col_idx=None, hr_col_ptr=None, hr_row_idx=None, hr_csr2csc=None,
-      hh_plan=None, hh_plan_smem=0, hh_sliced_values=None, hh_sliced_cols=None, hh_slice_ptr=None):
+      hh_plan=None, hh_plan_smem=0, hh_sliced_values=None, hh_sliced_cols=None, hh_slice_ptr=None,
+      save_activations=True):
     steps, batch, _ = input_gates.shape
     hidden, state = c0.shape[1], h0.shape[1]
+    output = input_gates.new_empty((steps, batch, state))
+    if not save_activations:  # three tensors: an op's outputs never alias each other
+        return (output, torch.empty_like(h0), torch.empty_like(c0),
+                *(input_gates.new_empty((0,)) for _ in range(3)))
     hidden_full = (input_gates.new_empty((steps, batch, hidden)) if hr_values is not None
                    else input_gates.new_empty((0,)))
-    return (input_gates.new_empty((steps, batch, state)), torch.empty_like(h0), torch.empty_like(c0),
+    return (output, torch.empty_like(h0), torch.empty_like(c0),
             torch.empty_like(input_gates), input_gates.new_empty((steps, batch, hidden)), hidden_full)
 
 
@@ -127,7 +143,12 @@ def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0
 
 def _lstm_layer_setup_context(ctx, inputs, output):
     (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, *hr) = inputs
-    hr = hr[:6]  # then the forward's plan and sliced view, which the backward does not read
+    # After W_hr's six: the forward's plan and sliced view, which the backward does not read, and save_activations.
+    if len(hr) > 11 and not hr[11]:
+        raise RuntimeError("sparse_kernels::lstm_layer: called with save_activations=False on inputs that require "
+                           "grad under grad mode; such a call keeps no activations and cannot be differentiated "
+                           "(pass save_activations=True, or run it under torch.no_grad())")
+    hr = hr[:6]
     out, _, _, gates, cells, hidden_full = output
     ctx.mark_non_differentiable(gates, cells, hidden_full)  # saved activations, not results
     ctx.projected = len(hr) > 0 and hr[0] is not None
@@ -148,7 +169,7 @@ def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, *_saved_grads):
         col_ptr, row_idx, csr2csc, batch_sizes, ctx.reverse, *hr)
     grad_hr = grad_hr if ctx.projected else None
     return (grad_gates, grad_h0, grad_c0, grad_values, None, None, None, None, None, None, None,
-            grad_hr, None, None, None, None, None, None, None, None, None, None)
+            grad_hr, None, None, None, None, None, None, None, None, None, None, None)
 
 
 torch.library.register_autograd(

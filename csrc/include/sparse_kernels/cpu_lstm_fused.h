@@ -49,10 +49,12 @@ bool fused_lstm_layer_applies(const at::Tensor& input_gates, bool projected);
 // The arguments are checked by the caller (check_lstm_args, check_sliced_view).
 // `sliced`: W_hh's sliced view (cpu_sliced.h; one gate per segment, pad
 // column H), or null; it is read only at batch 1 in float32.
+// save_activations false: gates and cells come back empty (0 elements) and
+// are never written (a forward nobody differentiates).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_lstm_layer(
     const at::Tensor& input_gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& values,
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& batch_sizes, bool reverse,
-    const SlicedView* sliced = nullptr);
+    const SlicedView* sliced = nullptr, bool save_activations = true);
 
 // The backward of either forward (they save the same tensors); checked by
 // the caller (check_lstm_backward_args). -> (grad_input_gates, grad_h0,

@@ -113,6 +113,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {output, h, c, gates, cells, hidden_full};
 }
 
+// lstm_layer's result without what only the backward reads (gates, cells,
+// hidden_full empty) unless `save_activations`: a forward that will not be
+// differentiated returns no (T, B, 4H) tensor, whichever loop computed it.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> drop_saved_activations(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> result,
+    bool save_activations) {
+  if (!save_activations) {  // three tensors: an op's outputs never alias each other
+    const auto options = std::get<0>(result).options();
+    std::get<3>(result) = at::empty({0}, options);
+    std::get<4>(result) = at::empty({0}, options);
+    std::get<5>(result) = at::empty({0}, options);
+  }
+  return result;
+}
+
 // The backward's arguments: the forward's, the optional transposed
 // indices, and the shapes of what the forward saved.
 inline LstmShapes check_lstm_backward_args(
