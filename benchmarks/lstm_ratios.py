@@ -17,12 +17,17 @@ what to read. The runs of the models alternate, so that load shifts hit both.
 and prints each round's ratios and their minimum, median and maximum (the
 table then reads the medians of each model's round medians): on the Zen 4
 host nn.LSTM's own time moved 0.05-0.18 s between runs minutes apart, so one
-round's ratio says little about a target at the edge.
+round's ratio says little about a target at the edge. nn.LSTM's times also
+depend on glibc's allocator: with its default (sliding) mmap threshold the
+large buffers of each call may come back as fresh pages, faulted in on
+every call; MALLOC_MMAP_THRESHOLD_ (printed in the header) fixes the
+threshold (BENCHMARKS.md, session Y, has both).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -97,8 +102,10 @@ def main(argv=None) -> None:
     sparse = {d: SparseLSTM(h, h, layers, density=d) for d in args.densities}
     x = torch.randn(args.steps, args.batch, h)
     x1 = torch.randn(args.steps, 1, h)
+    # nn.LSTM's times move 1.5-1.9x with glibc's mmap threshold (BENCHMARKS.md, session Y): say which one ran.
     print(f"LSTM {layers} layers, H {h}, T {args.steps}; training batch {args.batch}, inference batch 1; "
-          f"threads {torch.get_num_threads()}, fp32, medians of {args.repeats}"
+          f"threads {torch.get_num_threads()}, fp32, "
+          f"MALLOC_MMAP_THRESHOLD_ {os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}, medians of {args.repeats}"
           + (f", {args.rounds} rounds" if args.rounds > 1 else ""))
 
     def sgd(model):
