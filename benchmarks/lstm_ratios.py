@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     sparse = {d: SparseLSTM(h, h, layers, density=d) for d in args.densities}
     x = torch.randn(args.steps, args.batch, h)
     x1 = torch.randn(args.steps, 1, h)
-    # nn.LSTM's times move 1.5-1.9x with glibc's mmap threshold (BENCHMARKS.md, session Y): say which one ran.
+    # nn.LSTM's times move 1.3-1.5x with glibc's mmap threshold (BENCHMARKS.md, session Y): say which one ran.
     print(f"LSTM {layers} layers, H {h}, T {args.steps}; training batch {args.batch}, inference batch 1; "
           f"threads {torch.get_num_threads()}, fp32, "
           f"MALLOC_MMAP_THRESHOLD_ {os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}, medians of {args.repeats}"
