@@ -8,9 +8,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sparse_kernels import CSRWeight, SparseLSTM, csr, ops
+from sparse_kernels.ops.layers import SAVE_ACTIVATIONS_ARG
 
 _ops = torch.ops.sparse_kernels
-_SAVE_POSITION = 22  # save_activations in lstm_layer's schema
 
 # (T, B, H, density, batch_sizes): the small edge cases, then the fused loop's
 # 16 + 8 lane tiles (batch 20, part of the last tile idle), variable lengths,
@@ -109,7 +109,7 @@ class _RecordSave(TorchDispatchMode):
             if "save_activations" in kwargs:
                 self.saves.append(kwargs["save_activations"])
             else:
-                self.saves.append(args[_SAVE_POSITION] if len(args) > _SAVE_POSITION else True)
+                self.saves.append(args[SAVE_ACTIVATIONS_ARG] if len(args) > SAVE_ACTIVATIONS_ARG else True)
         return func(*args, **kwargs)
 
 
@@ -140,3 +140,7 @@ def test_frozen_model_keeps_no_activations_under_grad_mode():
         model(torch.randn(3, 2, 8))  # grad mode on, but nothing requires grad
         model(torch.randn(3, 2, 8, requires_grad=True))  # the input's gradient needs them
     assert record.saves == [False, True]
+
+
+def test_the_named_position_is_the_schemas():
+    assert _ops.lstm_layer.default._schema.arguments[SAVE_ACTIVATIONS_ARG].name == "save_activations"

@@ -141,14 +141,17 @@ def _(grad_output, grad_h_n, grad_c_n, gates, output, cells, hidden_full, h0, c0
             grad_hr)
 
 
+# save_activations' position in lstm_layer's schema (setup_context's inputs hold every argument, defaults filled).
+SAVE_ACTIVATIONS_ARG = 22
+
+
 def _lstm_layer_setup_context(ctx, inputs, output):
     (_, h0, c0, values, row_ptr, col_idx, col_ptr, row_idx, csr2csc, batch_sizes, reverse, *hr) = inputs
-    # After W_hr's six: the forward's plan and sliced view, which the backward does not read, and save_activations.
-    if len(hr) > 11 and not hr[11]:
+    if not inputs[SAVE_ACTIVATIONS_ARG]:
         raise RuntimeError("sparse_kernels::lstm_layer: called with save_activations=False on inputs that require "
                            "grad under grad mode; such a call keeps no activations and cannot be differentiated "
                            "(pass save_activations=True, or run it under torch.no_grad())")
-    hr = hr[:6]
+    hr = hr[:6]  # then the forward's plan, sliced view and save_activations, which the backward does not read
     out, _, _, gates, cells, hidden_full = output
     ctx.mark_non_differentiable(gates, cells, hidden_full)  # saved activations, not results
     ctx.projected = len(hr) > 0 and hr[0] is not None
